@@ -1,0 +1,9 @@
+"""towerflow's TensorFlow side: spec, validation rules, data, model, training attempts, recall.
+
+Importing this package never imports TensorFlow or Prefect; it only makes sure that when
+TensorFlow is imported later it uses tf-keras (Keras 2), which TensorFlow Recommenders needs.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"

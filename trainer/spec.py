@@ -1,0 +1,315 @@
+"""The experiment spec: what a user submits, parsed, normalized and hashed.
+
+The spec checks structure (known keys, right types); whether the values make sense
+(a positive learning rate, a column the data has) is the job of `trainer.rules`, so that
+every problem is reported as a finding with a field path instead of stopping at the first.
+No TensorFlow or Prefect import here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FeatureType = Literal["id", "categorical", "numeric", "text"]
+DEFAULT_EMBEDDING_DIM = {"id": 32, "categorical": 8, "numeric": None, "text": 16}
+
+
+class SpecError(ValueError):
+    """A config that cannot be read or parsed into an ExperimentSpec.
+
+    `problems` holds (field path, message) pairs; str(error) is a one-line reason.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        detail = "; ".join(f"{field}: {msg}" if field else msg for field, msg in problems)
+        super().__init__(f"{source}: {detail}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Strict):
+    strategy: Literal["random", "time"] = "random"
+    test_fraction: float = 0.2
+    seed: int = 42
+    column: str | None = None  # the timestamp column, for strategy "time"
+
+
+class DataSpec(_Strict):
+    transactions: str
+    products: str | None = None
+    split: SplitSpec = SplitSpec()
+
+
+class FeatureSpec(_Strict):
+    column: str
+    type: FeatureType = "categorical"
+    embedding_dim: int | None = None
+    is_primary_id: bool = False
+
+    @model_validator(mode="after")
+    def _default_embedding_dim(self) -> FeatureSpec:
+        if self.embedding_dim is None and DEFAULT_EMBEDDING_DIM[self.type] is not None:
+            object.__setattr__(self, "embedding_dim", DEFAULT_EMBEDDING_DIM[self.type])
+        return self
+
+
+class LayerSpec(_Strict):
+    type: Literal["dense", "dropout"] = "dense"
+    units: int | None = None
+    activation: str | None = None  # default: relu, except the last dense layer of a tower (linear)
+    rate: float | None = None  # dropout rate
+
+
+class ModelSpec(_Strict):
+    output_dim: int = 32
+    buyer_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
+    product_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
+    temperature: float = 1.0
+
+
+class CollapseSpec(_Strict):
+    patience: int = 3
+    min_grad_norm: float = 1e-7
+    loss_tolerance: float = 1e-3  # |loss/example - log(batch)| below this counts as uniform scores
+
+
+class BackoffSpec(_Strict):
+    factor: float = 0.1
+    max_retries: int = 3
+    min_learning_rate: float = 1e-6
+
+
+class TrainingSpec(_Strict):
+    optimizer: str = "adagrad"
+    learning_rate: float = 0.1
+    clipnorm: float | None = 1.0
+    global_clipnorm: float | None = None
+    epochs: int = 6
+    batch_size: int = 1024
+    seed: int = 42
+    validation_fraction: float = 0.0  # carved from train for early stopping; never the test split
+    early_stopping_patience: int | None = None
+    collapse: CollapseSpec = CollapseSpec()
+    backoff: BackoffSpec = BackoffSpec()
+
+
+class EvaluationSpec(_Strict):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 50, 100])
+    exclude_seen: bool = False
+
+
+class ValidationSpec(_Strict):
+    on_warning: Literal["proceed", "halt", "approve"] = "proceed"
+    approval_timeout_s: int = 3600
+
+
+class ExperimentSpec(_Strict):
+    name: str
+    data: DataSpec
+    buyer_features: list[FeatureSpec]
+    product_features: list[FeatureSpec]
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    validation: ValidationSpec = ValidationSpec()
+    artifacts: str | None = None  # root for checkpoints and exports; default $TOWERFLOW_HOME/artifacts
+
+    @property
+    def product_id_column(self) -> str | None:
+        """The product key: the `is_primary_id` feature, else the first `id` feature, else the first."""
+        return _key_column(self.product_features)
+
+    @property
+    def buyer_id_column(self) -> str | None:
+        """The buyer key used to group test rows into queries (same fallback as products)."""
+        return _key_column(self.buyer_features)
+
+    def content_hash(self) -> str:
+        """A stable hash of the normalized spec: key order, comments and formatting do not change it."""
+        return spec_hash(self)
+
+    def with_learning_rate(self, learning_rate: float) -> ExperimentSpec:
+        training = self.training.model_copy(update={"learning_rate": learning_rate})
+        return self.model_copy(update={"training": training})
+
+
+def _key_column(features: list[FeatureSpec]) -> str | None:
+    for feature in features:
+        if feature.is_primary_id:
+            return feature.column
+    for feature in features:
+        if feature.type == "id":
+            return feature.column
+    return features[0].column if features else None
+
+
+def spec_hash(spec: ExperimentSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- the old platform's format -------------------------------------------------------------
+
+_LEGACY_TYPES = {
+    "string": "categorical",
+    "str": "categorical",
+    "embedding": "id",
+    "float": "numeric",
+    "int": "numeric",
+    "integer": "numeric",
+    "numerical": "numeric",
+}
+_LEGACY_TRAINING_KEYS = ("optimizer", "learning_rate", "clipnorm", "epochs", "batch_size", "seed")
+_LEGACY_MODEL_KEYS = ("output_dim", "buyer_layers", "product_layers")
+
+
+def _is_legacy(raw: dict) -> bool:
+    return "buyer_model_features" in raw or "product_model_features" in raw
+
+
+def _legacy_feature(item: Any) -> Any:
+    if not isinstance(item, dict):
+        return item
+    item = dict(item)
+    display_name = item.pop("display_name", None)
+    column = item.get("column") or display_name
+    feature: dict[str, Any] = {"column": column}
+    kind = item.pop("type", None) or item.pop("data_type", None)
+    if kind is None:
+        is_id = item.get("is_primary_id") or str(column).endswith("_id")
+        kind = "id" if is_id else "categorical"
+    feature["type"] = _LEGACY_TYPES.get(str(kind).lower(), kind)
+    for key in ("embedding_dim", "is_primary_id"):
+        if key in item:
+            feature[key] = item[key]
+    return feature
+
+
+def normalize_legacy(raw: dict) -> dict:
+    """Turn the old platform's feature JSON into this spec's shape, keeping its mistakes visible.
+
+    `buyer_model_features` / `product_model_features` become the two towers' features (an item's
+    `column`, else its `display_name`, names the data column); top-level training and layer keys
+    move under `training` and `model`. Duplicates are kept so that validation reports them.
+    """
+    raw = dict(raw)
+    out: dict[str, Any] = {}
+    out["buyer_features"] = [_legacy_feature(f) for f in raw.pop("buyer_model_features", []) or []]
+    out["product_features"] = [_legacy_feature(f) for f in raw.pop("product_model_features", []) or []]
+    training = dict(raw.pop("training", {}) or {})
+    model = dict(raw.pop("model", {}) or {})
+    for key in _LEGACY_TRAINING_KEYS:
+        if key in raw:
+            training[key] = raw.pop(key)
+    for key in _LEGACY_MODEL_KEYS:
+        if key in raw:
+            model[key] = raw.pop(key)
+    if training:
+        out["training"] = training
+    if model:
+        out["model"] = model
+    out.update(raw)
+    return out
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def read_config_text(source: str | Path) -> str:
+    """Read a config from a local path or any fsspec URI (gs://, memory://)."""
+    import fsspec
+
+    source = str(source)
+    try:
+        with fsspec.open(source, "r", encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise SpecError(source, [("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(source, [("", f"cannot be read ({exc})")]) from None
+
+
+def parse_config_text(text: str, source: str = "<config>") -> dict:
+    """Parse YAML or JSON safely (no object construction) into a mapping."""
+    try:
+        if source.endswith(".json"):
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(source, [("", f"invalid YAML{where}: {problem}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.path=value` overrides (values parsed as YAML scalars) to a raw config."""
+    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
+    for override in overrides:
+        path, sep, value = override.partition("=")
+        if not sep or not path:
+            raise SpecError("--set", [("", f"expected key.path=value, got {override!r}")])
+        keys = path.split(".")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise SpecError("--set", [(path, f"{key} is not a mapping")])
+        node[keys[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def spec_from_dict(raw: dict, source: str = "<config>") -> ExperimentSpec:
+    """Build a spec from a mapping in either format; structural problems raise SpecError."""
+    if _is_legacy(raw):
+        raw = normalize_legacy(raw)
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif error["type"] == "missing":
+                message = "required field is missing"
+            problems.append((_field_path(error["loc"]), message))
+        raise SpecError(source, problems) from None
+
+
+def load_spec(source: str | Path | dict, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load a spec from a path/URI (YAML or JSON) or a mapping, applying `--set` overrides."""
+    if isinstance(source, dict):
+        raw, name = source, "<config>"
+    else:
+        name = str(source)
+        raw = parse_config_text(read_config_text(name), name)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return spec_from_dict(raw, name)
