@@ -1,0 +1,260 @@
+"""trainer.rules: for each rule a case where it fires and a near miss where it does not."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+
+import pytest
+
+from trainer.rules import OPTIMIZERS, DataSchema, Finding, check
+from trainer.spec import ExperimentSpec, spec_from_dict
+
+TRANSACTIONS = (
+    "customer_id", "customer_age", "region", "cust_value", "product_id", "category", "price", "description",
+    "timestamp",
+)  # fmt: skip
+CATALOGUE = ("product_id", "category", "price", "description")
+SCHEMA = DataSchema(transactions=TRANSACTIONS)
+
+BASE = {
+    "name": "rules-base",
+    "data": {"transactions": "memory://rules/transactions.csv"},
+    "buyer_features": [
+        {"column": "customer_id", "type": "id"},
+        {"column": "customer_age", "type": "numeric"},
+        {"column": "region", "type": "categorical"},
+    ],
+    "product_features": [
+        {"column": "product_id", "type": "id", "is_primary_id": True},
+        {"column": "category", "type": "categorical"},
+        {"column": "description", "type": "text"},
+    ],
+    "model": {
+        "output_dim": 32,
+        "buyer_layers": [{"type": "dense", "units": 64}, {"type": "dense", "units": 32}],
+        "product_layers": [{"type": "dense", "units": 32}],
+    },
+    "training": {"optimizer": "adagrad", "learning_rate": 0.05, "clipnorm": 1.0},
+}
+
+
+def spec_with(change: Callable[[dict], object] | None = None) -> ExperimentSpec:
+    """BASE with `change` applied to a deep copy of its raw mapping."""
+    raw = copy.deepcopy(BASE)
+    if change is not None:
+        change(raw)
+    return spec_from_dict(raw)
+
+
+def put(path: str, value: object) -> Callable[[dict], None]:
+    """A change that sets a dotted path (integer parts index lists), creating mappings on the way."""
+
+    def change(raw: dict) -> None:
+        *parents, last = path.split(".")
+        node = raw
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        if last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return change
+
+
+def both(*changes: Callable[[dict], None]) -> Callable[[dict], None]:
+    def change(raw: dict) -> None:
+        for one in changes:
+            one(raw)
+
+    return change
+
+
+def add_buyer(column: str, type_: str = "numeric") -> Callable[[dict], None]:
+    return lambda raw: raw["buyer_features"].append({"column": column, "type": type_})
+
+
+def dense(n: int) -> list[dict]:
+    return [{"type": "dense", "units": 32} for _ in range(n)]
+
+
+def codes_at(findings: list[Finding]) -> set[tuple[str, str]]:
+    return {(finding.code, finding.field) for finding in findings}
+
+
+def test_the_base_spec_is_clean():
+    assert check(spec_with(), SCHEMA) == []
+
+
+# (id, change, schema, code, field, severity): the rule must fire with this code at this field.
+FIRES = [
+    ("duplicate column", add_buyer("region", "categorical"), SCHEMA, "duplicate_column", "buyer_features[3].column", "error"),
+    ("two primary ids", put("product_features.1.is_primary_id", True), SCHEMA, "multiple_primary_ids", "product_features[1].is_primary_id", "error"),
+    ("buyer column not in data", add_buyer("loyalty"), SCHEMA, "missing_column", "buyer_features[3].column", "error"),
+    ("product column not in catalogue", both(put("data.products", "cat.csv"), put("product_features.1.column", "price_band")), DataSchema(TRANSACTIONS, CATALOGUE), "missing_column", "product_features[1].column", "error"),
+    ("product key not in transactions", put("data.products", "cat.csv"), DataSchema(("customer_id", "customer_age", "region"), CATALOGUE), "missing_column", "product_features[0].column", "error"),
+    ("time column not in data", put("data.split", {"strategy": "time", "column": "ts"}), SCHEMA, "missing_column", "data.split.column", "error"),
+    ("unknown optimizer", put("training.optimizer", "adamw"), None, "unknown_optimizer", "training.optimizer", "error"),
+    ("negative learning rate", put("training.learning_rate", -0.1), None, "out_of_range", "training.learning_rate", "error"),
+    ("zero learning rate", put("training.learning_rate", 0), None, "out_of_range", "training.learning_rate", "error"),
+    ("nan learning rate", put("training.learning_rate", float("nan")), None, "not_finite", "training.learning_rate", "error"),
+    ("infinite learning rate", put("training.learning_rate", float("inf")), None, "not_finite", "training.learning_rate", "error"),
+    ("zero epochs", put("training.epochs", 0), None, "out_of_range", "training.epochs", "error"),
+    ("negative batch size", put("training.batch_size", -8), None, "out_of_range", "training.batch_size", "error"),
+    ("zero k", put("evaluation.ks", [5, 0]), None, "out_of_range", "evaluation.ks[1]", "error"),
+    ("no ks", put("evaluation.ks", []), None, "no_ks", "evaluation.ks", "error"),
+    ("buyer tower too wide", put("model.buyer_layers.1.units", 16), None, "tower_output_mismatch", "model.buyer_layers[1].units", "error"),
+    ("product tower too wide", put("model.output_dim", 64), None, "tower_output_mismatch", "model.product_layers[0].units", "error"),
+    ("no features", put("buyer_features", []), None, "empty_tower", "buyer_features", "error"),
+    ("no dense layer", put("model.product_layers", [{"type": "dropout", "rate": 0.1}]), None, "no_dense_layer", "model.product_layers", "error"),
+    ("dense without units", put("model.buyer_layers.0", {"type": "dense"}), None, "dense_without_units", "model.buyer_layers[0].units", "error"),
+    ("dropout without rate", put("model.buyer_layers.0", {"type": "dropout"}), None, "dropout_without_rate", "model.buyer_layers[0].rate", "error"),
+    ("dropout rate 1", put("model.buyer_layers.0", {"type": "dropout", "rate": 1.0}), None, "out_of_range", "model.buyer_layers[0].rate", "error"),
+    ("negative dropout rate", put("model.product_layers", [{"type": "dropout", "rate": -0.1}, *dense(1)]), None, "out_of_range", "model.product_layers[0].rate", "error"),
+    ("unknown activation", put("model.buyer_layers.0.activation", "relu6"), None, "unknown_activation", "model.buyer_layers[0].activation", "error"),
+    ("test fraction 1", put("data.split.test_fraction", 1.0), None, "out_of_range", "data.split.test_fraction", "error"),
+    ("test fraction 0", put("data.split.test_fraction", 0.0), None, "out_of_range", "data.split.test_fraction", "error"),
+    ("time split without column", put("data.split.strategy", "time"), None, "time_split_without_column", "data.split.column", "error"),
+    ("backoff factor 1", put("training.backoff.factor", 1.0), None, "out_of_range", "training.backoff.factor", "error"),
+    ("backoff factor 0", put("training.backoff.factor", 0.0), None, "out_of_range", "training.backoff.factor", "error"),
+    ("patience 0", put("training.collapse.patience", 0), None, "out_of_range", "training.collapse.patience", "error"),
+    ("embedding dim 0", put("buyer_features.0.embedding_dim", 0), None, "out_of_range", "buyer_features[0].embedding_dim", "error"),
+    ("clipnorm 0", put("training.clipnorm", 0.0), None, "out_of_range", "training.clipnorm", "error"),
+    ("negative global clipnorm", both(put("training.clipnorm", None), put("training.global_clipnorm", -1.0)), None, "out_of_range", "training.global_clipnorm", "error"),
+    ("both clipnorms", put("training.global_clipnorm", 1.0), None, "conflicting_clipping", "training.global_clipnorm", "error"),
+    ("high lr, deep buyer tower", both(put("training.learning_rate", 0.1), put("model.buyer_layers", dense(3))), None, "high_learning_rate", "training.learning_rate", "warning"),
+    ("high lr, deep product tower", both(put("training.learning_rate", 2.0), put("model.product_layers", dense(4))), None, "high_learning_rate", "training.learning_rate", "warning"),
+    ("no primary id", put("product_features.0.is_primary_id", False), None, "no_primary_id", "product_features", "warning"),
+    ("clipping off", put("training.clipnorm", None), None, "clipping_disabled", "training.clipnorm", "warning"),
+    ("product feature in buyer tower", add_buyer("category", "categorical"), None, "product_column_in_buyer_tower", "buyer_features[3].column", "warning"),
+    ("catalogue column in buyer tower", both(put("data.products", "cat.csv"), add_buyer("price")), DataSchema(TRANSACTIONS, CATALOGUE), "product_column_in_buyer_tower", "buyer_features[3].column", "warning"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "schema", "code", "field", "severity"), [c[1:] for c in FIRES], ids=[c[0] for c in FIRES])
+def test_rule_fires(change, schema, code, field, severity):
+    findings = check(spec_with(change), schema)
+    matching = [f for f in findings if (f.code, f.field) == (code, field)]
+    assert matching, f"expected {code} at {field}, got {codes_at(findings)}"
+    assert all(f.severity == severity and f.message for f in matching)
+
+
+# (id, change, schema, code): the rule must stay silent.
+NEAR_MISSES = [
+    ("same column in both towers is no duplicate", add_buyer("product_id", "id"), SCHEMA, "duplicate_column"),
+    ("one primary id per tower", put("buyer_features.0.is_primary_id", True), SCHEMA, "multiple_primary_ids"),
+    ("column present in data", add_buyer("cust_value"), SCHEMA, "missing_column"),
+    ("columns unknown: nothing to compare", add_buyer("loyalty"), None, "missing_column"),
+    ("product column in catalogue only", both(put("data.products", "cat.csv"), put("product_features.1.column", "price")), DataSchema(("customer_id", "customer_age", "region", "product_id"), CATALOGUE), "missing_column"),
+    ("time column present", put("data.split", {"strategy": "time", "column": "timestamp"}), SCHEMA, "missing_column"),
+    ("tiny positive learning rate", put("training.learning_rate", 1e-9), None, "out_of_range"),
+    ("one epoch, batch of one, k of one", both(put("training.epochs", 1), put("training.batch_size", 1), put("evaluation.ks", [1])), None, "out_of_range"),
+    ("last dense matches, dropout after it", put("model.buyer_layers", [{"type": "dense", "units": 128}, {"type": "dense", "units": 32}, {"type": "dropout", "rate": 0.2}]), None, "tower_output_mismatch"),
+    ("dropout rate 0", put("model.buyer_layers", [{"type": "dropout", "rate": 0.0}, *dense(1)]), None, "out_of_range"),
+    ("known activation", put("model.buyer_layers.0.activation", "tanh"), None, "unknown_activation"),
+    ("test fraction just below 1", put("data.split.test_fraction", 0.99), None, "out_of_range"),
+    ("time split with column", put("data.split", {"strategy": "time", "column": "timestamp"}), None, "time_split_without_column"),
+    ("backoff factor just below 1", put("training.backoff.factor", 0.99), None, "out_of_range"),
+    ("patience 1", put("training.collapse.patience", 1), None, "out_of_range"),
+    ("embedding dim 1", put("buyer_features.0.embedding_dim", 1), None, "out_of_range"),
+    ("global clipnorm alone", both(put("training.clipnorm", None), put("training.global_clipnorm", 5.0)), None, "conflicting_clipping"),
+    ("global clipnorm alone is clipping", both(put("training.clipnorm", None), put("training.global_clipnorm", 5.0)), None, "clipping_disabled"),
+    ("lr just below 0.1, deep tower", both(put("training.learning_rate", 0.099), put("model.buyer_layers", dense(3))), None, "high_learning_rate"),
+    ("high lr, two dense layers plus dropout", both(put("training.learning_rate", 0.5), put("model.buyer_layers", [*dense(2), {"type": "dropout", "rate": 0.1}])), None, "high_learning_rate"),
+    ("primary id on a later feature", both(put("product_features.0.is_primary_id", False), put("product_features.1.is_primary_id", True)), None, "no_primary_id"),
+    ("buyer column not in catalogue", both(put("data.products", "cat.csv"), add_buyer("cust_value")), DataSchema(TRANSACTIONS, CATALOGUE), "product_column_in_buyer_tower"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "schema", "code"), [c[1:] for c in NEAR_MISSES], ids=[c[0] for c in NEAR_MISSES])
+def test_rule_stays_silent(change, schema, code):
+    findings = check(spec_with(change), schema)
+    assert code not in {f.code for f in findings}, codes_at(findings)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_whitelisted_optimizer_is_accepted(optimizer):
+    assert check(spec_with(put("training.optimizer", optimizer))) == []
+
+
+def test_duplicate_names_the_column_and_both_paths():
+    (finding,) = check(spec_with(add_buyer("region", "categorical")))
+    assert "'region'" in finding.message
+    assert "buyer_features[2].column" in finding.message  # where it first appeared
+    assert finding.suggestion and "buyer_features[3]" in finding.suggestion
+
+
+def test_every_repeat_is_reported_not_just_the_first():
+    spec = spec_with(both(add_buyer("region", "categorical"), add_buyer("region", "categorical")))
+    assert codes_at(check(spec)) == {
+        ("duplicate_column", "buyer_features[3].column"),
+        ("duplicate_column", "buyer_features[4].column"),
+    }
+
+
+def test_missing_column_names_the_data_path_and_a_close_match():
+    spec = spec_with(add_buyer("cust_valu"))
+    (finding,) = check(spec, SCHEMA)
+    assert "memory://rules/transactions.csv" in finding.message
+    assert "'cust_valu'" in finding.message
+    assert finding.suggestion == "did you mean 'cust_value'?"
+
+
+def test_missing_catalogue_column_names_the_catalogue_path():
+    spec = spec_with(both(put("data.products", "gs://shop/catalogue.parquet"), put("product_features.1.column", "colour")))
+    (finding,) = check(spec, DataSchema(TRANSACTIONS, CATALOGUE))
+    assert "gs://shop/catalogue.parquet" in finding.message
+
+
+def test_unknown_optimizer_lists_the_whitelist_and_suggests_a_close_name():
+    (finding,) = check(spec_with(put("training.optimizer", "Adam")))
+    assert all(name in finding.message for name in OPTIMIZERS)
+    assert finding.suggestion == "did you mean 'adam'?"
+
+
+def test_out_of_range_message_states_the_limit_and_the_value():
+    (finding,) = check(spec_with(put("training.backoff.factor", 1.5)))
+    assert finding.message == "training.backoff.factor must be in (0, 1), got 1.5"
+
+
+def test_tower_mismatch_suggests_the_output_dim():
+    (finding,) = check(spec_with(put("model.buyer_layers.1.units", 16)))
+    assert "16" in finding.message and "32" in finding.message
+    assert finding.suggestion == "set model.buyer_layers[1].units to 32"
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3, 10.0])
+def test_high_learning_rate_suggests_a_concrete_lower_rate(rate):
+    spec = spec_with(both(put("training.learning_rate", rate), put("model.buyer_layers", dense(3))))
+    (finding,) = check(spec)
+    suggested = float(re.search(r"learning_rate: ([0-9.e-]+)", finding.suggestion).group(1))
+    assert 0 < suggested < rate and suggested < 0.1
+    assert "3 dense layers" in finding.message and "model.buyer_layers" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("product_features", "fallback"),
+    [
+        ([{"column": "sku", "type": "categorical"}, {"column": "item_key", "type": "id"}], "item_key"),
+        ([{"column": "sku", "type": "categorical"}, {"column": "brand", "type": "categorical"}], "sku"),
+    ],
+)
+def test_no_primary_id_names_the_fallback_column(product_features, fallback):
+    spec = spec_with(put("product_features", product_features))
+    (finding,) = [f for f in check(spec) if f.code == "no_primary_id"]
+    assert fallback == spec.product_id_column
+    assert f"'{fallback}'" in finding.message
+
+
+def test_all_problems_are_reported_at_once():
+    spec = spec_with(
+        both(
+            add_buyer("region", "categorical"),
+            put("training.optimizer", "adamw"),
+            put("training.learning_rate", -1),
+            put("training.clipnorm", None),
+        )
+    )
+    assert {f.code for f in check(spec)} == {"duplicate_column", "unknown_optimizer", "out_of_range", "clipping_disabled"}

@@ -1,0 +1,397 @@
+"""Validation rules: an experiment spec (plus, when known, its data's columns) -> findings.
+
+Pure functions, no I/O: `trainer.schema` reads the columns, `trainer.validation` puts the two
+together. Every rule reports each problem it sees as a `Finding` with a field path into the
+spec, so a user fixes everything in one pass instead of one error per run.
+
+Numeric limits live in one table (`BOUNDS`); the structural rules are small functions listed
+in `RULES`. Adding a rule means adding a row or a function to one of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec
+
+OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
+ACTIVATIONS = ("elu", "gelu", "linear", "relu", "selu", "sigmoid", "softplus", "swish", "tanh")
+HIGH_LEARNING_RATE = 0.1
+DEEP_TOWER_DENSE_LAYERS = 3
+
+
+class Finding(BaseModel):
+    """One problem in a spec: where it is (`field`), what is wrong, and how to fix it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    severity: Literal["error", "warning"]
+    field: str
+    message: str
+    suggestion: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """The column names of the data a spec points at; None where they are unknown."""
+
+    transactions: tuple[str, ...] | None = None
+    products: tuple[str, ...] | None = None
+
+
+def check(spec: ExperimentSpec, schema: DataSchema | None = None) -> list[Finding]:
+    """Run every rule on `spec` (and on its data's columns, where `schema` knows them)."""
+    schema = schema or DataSchema()
+    findings = list(_check_bounds(spec))
+    for rule in RULES:
+        findings.extend(rule(spec, schema))
+    return findings
+
+
+# --- numeric limits ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A numeric limit on every value at `path` (`[]` = each item of a list; None values are skipped)."""
+
+    path: str
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = False
+    high_inclusive: bool = False
+    suggestion: str | None = None
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)):
+            return False
+        return True
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            left = "[" if self.low_inclusive else "("
+            right = "]" if self.high_inclusive else ")"
+            return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        if self.low is not None:
+            return f"{'>=' if self.low_inclusive else '>'} {_number(self.low)}"
+        return f"{'<=' if self.high_inclusive else '<'} {_number(self.high)}"
+
+
+def _positive(path: str, suggestion: str | None = None) -> Bound:
+    return Bound(path, low=0, suggestion=suggestion)
+
+
+BOUNDS: tuple[Bound, ...] = (
+    _positive("training.learning_rate", "a learning rate such as 0.05 (adagrad) or 0.001 (adam)"),
+    _positive("training.epochs"),
+    _positive("training.batch_size", "a batch size such as 1024"),
+    _positive("training.clipnorm", "clipnorm: 1.0, or null to disable clipping"),
+    _positive("training.global_clipnorm", "global_clipnorm: 1.0, or null to disable it"),
+    Bound("training.validation_fraction", low=0, high=1, low_inclusive=True),
+    Bound("training.early_stopping_patience", low=1, low_inclusive=True),
+    Bound("training.collapse.patience", low=1, low_inclusive=True, suggestion="patience: 3"),
+    Bound("training.collapse.min_grad_norm", low=0, low_inclusive=True),
+    _positive("training.collapse.loss_tolerance"),
+    Bound("training.backoff.factor", low=0, high=1, suggestion="factor: 0.1 (each retry uses a tenth of the rate)"),
+    Bound("training.backoff.max_retries", low=0, low_inclusive=True),
+    _positive("training.backoff.min_learning_rate"),
+    Bound("data.split.test_fraction", low=0, high=1, suggestion="test_fraction: 0.2"),
+    _positive("evaluation.ks[]", "ks such as [5, 10, 50, 100]"),
+    _positive("model.output_dim"),
+    _positive("model.temperature"),
+    _positive("model.buyer_layers[].units"),
+    _positive("model.product_layers[].units"),
+    Bound("model.buyer_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),
+    Bound("model.product_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),
+    _positive("buyer_features[].embedding_dim"),
+    _positive("product_features[].embedding_dim"),
+    _positive("validation.approval_timeout_s"),
+)
+
+
+def _check_bounds(spec: ExperimentSpec) -> Iterator[Finding]:
+    for bound in BOUNDS:
+        for field, value in _values_at(spec, bound.path):
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                yield _error("not_finite", field, f"{field} must be a finite number, got {value}", bound.suggestion)
+            elif not bound.allows(value):
+                message = f"{field} must be {bound.describe()}, got {_number(value)}"
+                yield _error("out_of_range", field, message, bound.suggestion)
+
+
+def _values_at(obj: Any, path: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield (concrete field path, value) for a dotted path where `name[]` means each item."""
+    head, _, rest = path.partition(".")
+    name = head.removesuffix("[]")
+    value = getattr(obj, name)
+    here = f"{prefix}.{name}" if prefix else name
+    items = [(f"{here}[{i}]", item) for i, item in enumerate(value)] if head.endswith("[]") else [(here, value)]
+    for item_path, item in items:
+        if rest:
+            yield from _values_at(item, rest, item_path)
+        else:
+            yield item_path, item
+
+
+# --- structural rules ----------------------------------------------------------------------
+
+Rule = Callable[[ExperimentSpec, DataSchema], Iterable[Finding]]
+_TOWERS = (("buyer", "buyer_features", "buyer_layers"), ("product", "product_features", "product_layers"))
+
+
+def _towers(spec: ExperimentSpec) -> Iterator[tuple[str, str, list[FeatureSpec], str, list[LayerSpec]]]:
+    """(tower name, features path, features, layers path, layers) for the buyer and product towers."""
+    for tower, features_key, layers_key in _TOWERS:
+        yield tower, features_key, getattr(spec, features_key), f"model.{layers_key}", getattr(spec.model, layers_key)
+
+
+def empty_tower(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    for tower, path, features, _, _ in _towers(spec):
+        if not features:
+            yield _error("empty_tower", path, f"the {tower} tower has no features", f"add at least the {tower} id column")
+
+
+def duplicate_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    for tower, path, features, _, _ in _towers(spec):
+        first_seen: dict[str, int] = {}
+        for i, feature in enumerate(features):
+            if feature.column in first_seen:
+                first = f"{path}[{first_seen[feature.column]}].column"
+                yield _error(
+                    "duplicate_column",
+                    f"{path}[{i}].column",
+                    f"column {feature.column!r} appears twice in the {tower} tower (first at {first})",
+                    f"remove {path}[{i}]: each column feeds a tower once",
+                )
+            else:
+                first_seen[feature.column] = i
+
+
+def multiple_primary_ids(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    for tower, path, features, _, _ in _towers(spec):
+        flagged = [i for i, feature in enumerate(features) if feature.is_primary_id]
+        for i in flagged[1:]:
+            first = features[flagged[0]].column
+            yield _error(
+                "multiple_primary_ids",
+                f"{path}[{i}].is_primary_id",
+                f"{features[i].column!r} is marked is_primary_id but {first!r} ({path}[{flagged[0]}]) already is",
+                "mark exactly one column of the tower as its key with is_primary_id: true",
+            )
+
+
+def no_primary_id(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    features = spec.product_features
+    if features and not any(feature.is_primary_id for feature in features):
+        chosen = spec.product_id_column
+        index = next(i for i, feature in enumerate(features) if feature.column == chosen)
+        why = "the first id feature" if features[index].type == "id" else "the first feature, as no feature is an id"
+        yield _warning(
+            "no_primary_id",
+            "product_features",
+            f"no product feature has is_primary_id: true; the product key falls back to {chosen!r} ({why})",
+            f"set is_primary_id: true on the product key (product_features[{index}] if {chosen!r} is right)",
+        )
+
+
+def unknown_optimizer(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    name = spec.training.optimizer
+    if name not in OPTIMIZERS:
+        yield _error(
+            "unknown_optimizer",
+            "training.optimizer",
+            f"unknown optimizer {name!r}; supported: {', '.join(OPTIMIZERS)}",
+            _did_you_mean(name.lower(), OPTIMIZERS) or "optimizer: adagrad",
+        )
+
+
+def layer_structure(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    for tower, _, _, path, layers in _towers(spec):
+        for i, layer in enumerate(layers):
+            here = f"{path}[{i}]"
+            if layer.type == "dense" and layer.units is None:
+                yield _error("dense_without_units", f"{here}.units", f"dense layer {here} has no units", "units: 32")
+            if layer.type == "dropout" and layer.rate is None:
+                yield _error("dropout_without_rate", f"{here}.rate", f"dropout layer {here} has no rate", "rate: 0.1")
+            if layer.activation is not None and layer.activation not in ACTIVATIONS:
+                yield _error(
+                    "unknown_activation",
+                    f"{here}.activation",
+                    f"unknown activation {layer.activation!r}; supported: {', '.join(ACTIVATIONS)}",
+                    _did_you_mean(layer.activation.lower(), ACTIVATIONS),
+                )
+
+
+def tower_output_sizes(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    output_dim = spec.model.output_dim
+    for tower, _, _, path, layers in _towers(spec):
+        dense = [i for i, layer in enumerate(layers) if layer.type == "dense"]
+        if not dense:
+            yield _error(
+                "no_dense_layer",
+                path,
+                f"the {tower} tower has no dense layer, so its output size is undefined",
+                f"end {path} with {{type: dense, units: {output_dim}}}",
+            )
+            continue
+        last = dense[-1]
+        units = layers[last].units
+        if units is not None and units != output_dim:
+            yield _error(
+                "tower_output_mismatch",
+                f"{path}[{last}].units",
+                f"the {tower} tower outputs {units} values (its last dense layer) but model.output_dim is "
+                f"{output_dim}: the buyer and product embeddings could not be dotted",
+                f"set {path}[{last}].units to {output_dim}",
+            )
+
+
+def clipping(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    training = spec.training
+    if training.clipnorm is not None and training.global_clipnorm is not None:
+        yield _error(
+            "conflicting_clipping",
+            "training.global_clipnorm",
+            "clipnorm and global_clipnorm are both set; an optimizer takes only one of them",
+            "keep clipnorm: 1.0 and set global_clipnorm: null",
+        )
+    elif training.clipnorm is None and training.global_clipnorm is None:
+        yield _warning(
+            "clipping_disabled",
+            "training.clipnorm",
+            "gradient clipping is off (clipnorm and global_clipnorm are null): one exploding step can "
+            "collapse the model, as in the post-mortem",
+            "clipnorm: 1.0",
+        )
+
+
+def time_split_column(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    split = spec.data.split
+    if split.strategy == "time" and not split.column:
+        yield _error(
+            "time_split_without_column",
+            "data.split.column",
+            "a time split needs the timestamp column to order transactions by",
+            "column: timestamp",
+        )
+
+
+def empty_ks(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    if not spec.evaluation.ks:
+        yield _error("no_ks", "evaluation.ks", "evaluation.ks is empty: no recall@k to compute", "ks: [5, 10, 50, 100]")
+
+
+def high_learning_rate(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    rate = spec.training.learning_rate
+    if not (math.isfinite(rate) and rate >= HIGH_LEARNING_RATE):
+        return
+    deep = [
+        f"the {tower} tower's {n} dense layers ({path})"
+        for tower, _, _, path, layers in _towers(spec)
+        if (n := sum(layer.type == "dense" for layer in layers)) >= DEEP_TOWER_DENSE_LAYERS
+    ]
+    if deep:
+        lower = _number(min(0.01, rate / 10))
+        yield _warning(
+            "high_learning_rate",
+            "training.learning_rate",
+            f"learning rate {_number(rate)} is high for {' and '.join(deep)}: deep towers at such a rate tend "
+            "to collapse to scoring every product alike",
+            f"training.learning_rate: {lower} (or --set training.learning_rate={lower})",
+        )
+
+
+def product_column_in_buyer_tower(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    product_columns = {feature.column: f"product_features[{i}]" for i, feature in enumerate(spec.product_features)}
+    catalogue = set(schema.products or ())
+    for i, feature in enumerate(spec.buyer_features):
+        if feature.column in product_columns:
+            where = f"a product tower column ({product_columns[feature.column]})"
+        elif feature.column in catalogue:
+            where = f"a column of the product catalogue ({spec.data.products})"
+        else:
+            continue
+        yield _warning(
+            "product_column_in_buyer_tower",
+            f"buyer_features[{i}].column",
+            f"buyer feature {feature.column!r} is {where}: the buyer tower would see the product it is meant to "
+            "predict (target leakage), so test recall overstates the model",
+            f"remove buyer_features[{i}], or replace it with a per-buyer aggregate computed from training data only",
+        )
+
+
+def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    transactions = spec.data.transactions
+    catalogue_known = spec.data.products is not None
+    wanted: list[tuple[str, str, str | None, Sequence[str] | None]] = [
+        (f"buyer_features[{i}].column", f.column, transactions, schema.transactions)
+        for i, f in enumerate(spec.buyer_features)
+    ]
+    for i, feature in enumerate(spec.product_features):
+        field = f"product_features[{i}].column"
+        if catalogue_known:
+            wanted.append((field, feature.column, spec.data.products, schema.products))
+        else:
+            wanted.append((field, feature.column, transactions, schema.transactions))
+    if catalogue_known and spec.product_features:
+        key = spec.product_id_column
+        index = next(i for i, feature in enumerate(spec.product_features) if feature.column == key)
+        wanted.append((f"product_features[{index}].column", key, transactions, schema.transactions))
+    if spec.data.split.strategy == "time" and spec.data.split.column:
+        wanted.append(("data.split.column", spec.data.split.column, transactions, schema.transactions))
+    for field, column, uri, columns in wanted:
+        if columns is not None and column not in columns:
+            yield _error(
+                "missing_column",
+                field,
+                f"column {column!r} is not in {uri} (it has: {', '.join(columns)})",
+                _did_you_mean(column, columns),
+            )
+
+
+RULES: tuple[Rule, ...] = (
+    empty_tower,
+    duplicate_columns,
+    multiple_primary_ids,
+    missing_columns,
+    unknown_optimizer,
+    layer_structure,
+    tower_output_sizes,
+    clipping,
+    time_split_column,
+    empty_ks,
+    high_learning_rate,
+    no_primary_id,
+    product_column_in_buyer_tower,
+)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _error(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+    return Finding(code=code, severity="error", field=field, message=message, suggestion=suggestion)
+
+
+def _warning(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+    return Finding(code=code, severity="warning", field=field, message=message, suggestion=suggestion)
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
