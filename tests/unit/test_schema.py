@@ -1,0 +1,219 @@
+"""trainer.schema (columns read cheaply) and trainer.validation (spec + schema + rules -> report)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from trainer.datasets import builtin_columns
+from trainer.rules import DataSchema
+from trainer.schema import SchemaError, read_columns, read_schema
+from trainer.spec import spec_from_dict
+from trainer.validation import validate_config
+
+COLUMNS = ["customer_id", "region", "product_id", "category"]
+
+
+def write_csv(path, columns=COLUMNS, rows=(("c1", "north", "p1", "shoes"),)) -> str:
+    path.write_text("\n".join(",".join(row) for row in [columns, *rows]) + "\n")
+    return str(path)
+
+
+def write_parquet(path, columns=COLUMNS) -> str:
+    pq.write_table(pa.table({column: ["x"] for column in columns}), path)
+    return str(path)
+
+
+@pytest.fixture
+def memory_fs():
+    fs = fsspec.filesystem("memory")
+    yield fs
+    fs.rm("/schema-test", recursive=True)
+
+
+def test_csv_columns_come_from_the_header_line(tmp_path):
+    assert read_columns(write_csv(tmp_path / "t.csv")) == COLUMNS
+
+
+def test_csv_header_is_read_without_the_rows(tmp_path):
+    # a body that no CSV parser would accept: only the header may be read
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n" + b"\xff\xfe not text \x00" * 1000)
+    assert read_columns(str(path)) == ["a", "b"]
+
+
+def test_csv_quoted_header_and_file_uri(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('"id","unit price",name\n1,2,x\n')
+    assert read_columns(f"file://{path}") == ["id", "unit price", "name"]
+
+
+def test_parquet_columns_come_from_the_schema(tmp_path):
+    assert read_columns(write_parquet(tmp_path / "t.parquet")) == COLUMNS
+
+
+def test_memory_uris(memory_fs):
+    with memory_fs.open("/schema-test/t.csv", "w") as handle:
+        handle.write("a,b,c\n1,2,3\n")
+    with memory_fs.open("/schema-test/t.parquet", "wb") as handle:
+        pq.write_table(pa.table({"x": [1], "y": [2]}), handle)
+    assert read_columns("memory://schema-test/t.csv") == ["a", "b", "c"]
+    assert read_columns("memory://schema-test/t.parquet") == ["x", "y"]
+
+
+def test_builtin_columns_need_no_data():
+    uri = "synthetic-retail://transactions?customers=10&products=5&seed=1"
+    assert read_columns(uri) == builtin_columns(uri)
+    assert "cust_value" in read_columns(uri)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("absent.csv", None, "file not found"),
+        ("absent.parquet", None, "file not found"),
+        ("empty.csv", "", "no header line"),
+        ("bad.parquet", "not parquet", "cannot be read"),
+        ("t.xlsx", "a,b\n", "unsupported format"),
+    ],
+)
+def test_unreadable_data_raises_a_schema_error_naming_the_path(tmp_path, name, content, reason):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SchemaError) as info:
+        read_columns(str(path))
+    assert reason in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_builtin_table_is_a_schema_error():
+    with pytest.raises(SchemaError, match="synthetic-retail://nope: unknown table"):
+        read_columns("synthetic-retail://nope")
+
+
+def test_compressed_csv(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("a,b\n1,2\n")
+    assert read_columns(str(path)) == ["a", "b"]
+
+
+def spec_for(transactions: str, products: str | None = None):
+    return spec_from_dict(
+        {
+            "name": "schema-test",
+            "data": {"transactions": transactions, "products": products},
+            "buyer_features": [{"column": "customer_id", "type": "id"}, {"column": "region"}],
+            "product_features": [{"column": "product_id", "type": "id", "is_primary_id": True}, {"column": "category"}],
+        }
+    )
+
+
+def test_read_schema_reads_both_tables(tmp_path):
+    catalogue = write_parquet(tmp_path / "p.parquet", ["product_id", "category", "price"])
+    schema, findings = read_schema(spec_for(write_csv(tmp_path / "t.csv"), catalogue))
+    assert findings == []
+    assert schema == DataSchema(tuple(COLUMNS), ("product_id", "category", "price"))
+
+
+def test_read_schema_without_a_catalogue_leaves_products_unknown(tmp_path):
+    schema, findings = read_schema(spec_for(write_csv(tmp_path / "t.csv")))
+    assert findings == [] and schema.products is None
+
+
+def test_unreadable_catalogue_is_an_error_at_data_products(tmp_path):
+    missing = str(tmp_path / "nowhere" / "p.csv")
+    schema, findings = read_schema(spec_for(write_csv(tmp_path / "t.csv"), missing))
+    assert schema.transactions == tuple(COLUMNS) and schema.products is None
+    (finding,) = findings
+    assert (finding.code, finding.severity, finding.field) == ("data_unreadable", "error", "data.products")
+    assert missing in finding.message
+
+
+# --- validate_config -------------------------------------------------------------------------
+
+RAW = {
+    "name": "validate-test",
+    "data": {"transactions": "placeholder"},
+    "buyer_features": [{"column": "customer_id", "type": "id"}, {"column": "region"}],
+    "product_features": [{"column": "product_id", "type": "id", "is_primary_id": True}, {"column": "category"}],
+}
+
+
+def raw_for(transactions: str, **training) -> dict:
+    raw = copy.deepcopy(RAW)
+    raw["data"]["transactions"] = transactions
+    raw["training"] = training
+    return raw
+
+
+def test_valid_config_report(tmp_path):
+    report = validate_config(raw_for(write_csv(tmp_path / "t.csv")))
+    assert report.ok and report.findings == []
+    assert report.spec is not None and report.config_hash == report.spec.content_hash()
+    assert report.source == "<config>"
+
+
+def test_warnings_alone_keep_a_config_valid(tmp_path):
+    report = validate_config(raw_for(write_csv(tmp_path / "t.csv"), clipnorm=None))
+    assert report.ok
+    assert [w.code for w in report.warnings] == ["clipping_disabled"] and report.errors == []
+
+
+def test_schema_and_rule_findings_are_reported_together(tmp_path):
+    transactions = write_csv(tmp_path / "t.csv", ["customer_id", "product_id", "category"], [("c", "p", "k")])
+    report = validate_config(raw_for(transactions, optimizer="adamax"))
+    assert not report.ok
+    assert {(f.code, f.field) for f in report.errors} == {
+        ("missing_column", "buyer_features[1].column"),
+        ("unknown_optimizer", "training.optimizer"),
+    }
+
+
+def test_missing_data_file_is_an_error_naming_the_path(tmp_path):
+    missing = str(tmp_path / "t.csv")
+    report = validate_config(raw_for(missing))
+    assert [(f.code, f.field) for f in report.errors] == [("data_unreadable", "data.transactions")]
+    assert missing in report.errors[0].message
+
+
+def test_config_problems_become_invalid_config_findings_with_paths(tmp_path):
+    raw = raw_for(write_csv(tmp_path / "t.csv"), lr=0.1, epochs="many")
+    report = validate_config(raw)
+    assert report.spec is None and not report.ok and report.config_hash is None
+    assert {(f.code, f.field) for f in report.findings} == {
+        ("invalid_config", "training.lr"),
+        ("invalid_config", "training.epochs"),
+    }
+
+
+def test_unreadable_config_file(tmp_path):
+    report = validate_config(tmp_path / "absent.yaml")
+    (finding,) = report.findings
+    assert (finding.code, finding.field) == ("invalid_config", "")
+    assert "file not found" in finding.message and report.source == str(tmp_path / "absent.yaml")
+
+
+def test_overrides_are_applied_before_the_rules(tmp_path):
+    raw = raw_for(write_csv(tmp_path / "t.csv"))
+    assert validate_config(raw).ok
+    report = validate_config(raw, ["training.learning_rate=-1"])
+    assert [(f.code, f.field) for f in report.errors] == [("out_of_range", "training.learning_rate")]
+
+
+def test_a_malformed_override_names_the_option(tmp_path):
+    (finding,) = validate_config(raw_for(write_csv(tmp_path / "t.csv")), ["learning_rate"]).findings
+    assert finding.code == "invalid_config" and finding.message.startswith("--set: ")
+
+
+def test_report_json_round_trip(tmp_path):
+    report = validate_config(raw_for(str(tmp_path / "missing.csv"), learning_rate=float("nan")))
+    data = report.model_dump(mode="json")
+    assert data["ok"] is False and data["config_hash"] == report.spec.content_hash()
+    assert {f["code"] for f in data["findings"]} == {"data_unreadable", "not_finite"}
