@@ -1,0 +1,538 @@
+"""Persistence: the SQLModel tables of an experiment and the repository functions over them.
+
+`TOWERFLOW_DATABASE_URL` picks the database; the default is a SQLite file under `TOWERFLOW_HOME`
+(default ~/.towerflow). `postgresql://` URLs run on psycopg 3. Tables are created on first use.
+Every function opens its own short transaction, so the orchestrator and its workers (separate
+processes) can write to the same database. Functions take plain values (dicts or pydantic models
+for findings and epochs), so callers need no trainer import.
+
+Non-finite floats (a diverged loss) round-trip as nan/inf on both databases. SQLite stores NaN as
+NULL, so on SQLite a NaN is written as the text 'NaN' (a REAL column keeps a non-numeric text as is)
+and read back as a float; PostgreSQL double precision holds NaN and ±Infinity natively.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+EXPERIMENT_STATUSES = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "halted",
+    "awaiting_approval",
+    "stopped",
+)
+ATTEMPT_STATUSES = ("running", "succeeded", "collapsed", "diverged", "failed")
+SEVERITIES = ("error", "warning")
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- column types ----------------------------------------------------------------------------
+
+
+class FloatValue(TypeDecorator[float]):
+    """A double that keeps NaN on SQLite too (written there as the text 'NaN')."""
+
+    impl = Double
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> float | str | None:
+        if value is None:
+            return None
+        number = float(value)  # a non-numeric value fails here, inside the caller's transaction
+        if math.isnan(number) and dialect.name == "sqlite":
+            return "NaN"
+        return number
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":  # skip SQLite's own float processor: it would turn 'NaN' back into NULL
+            return lambda value: self.process_bind_param(value, dialect)
+        return super().bind_processor(dialect)
+
+    def process_result_value(self, value: Any, dialect: Any) -> float | None:
+        return None if value is None else float(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp (SQLite drops the zone; it is put back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None or value.tzinfo is None:  # naive means UTC
+            return value
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+class Experiment(SQLModel, table=True):
+    __tablename__ = "experiment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    config_hash: str = Field(unique=True, max_length=64)
+    name: str = Field(index=True)
+    spec_json: str
+    status: str = "pending"
+    message: str | None = None
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Finding(SQLModel, table=True):
+    __tablename__ = "finding"
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE", index=True)
+    code: str
+    severity: str
+    field: str
+    message: str
+    suggestion: str | None = None
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempt"
+    __table_args__ = (UniqueConstraint("experiment_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE", index=True)
+    number: int
+    learning_rate: float = Field(sa_type=FloatValue)
+    status: str
+    reason: str = ""
+    epochs_run: int = 0
+    model_uri: str | None = None
+    flow_run_id: str | None = None
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class EpochMetric(SQLModel, table=True):
+    __tablename__ = "epoch_metric"
+    __table_args__ = (UniqueConstraint("attempt_id", "epoch"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    attempt_id: int = Field(foreign_key="attempt.id", ondelete="CASCADE")
+    epoch: int
+    loss: float = Field(sa_type=FloatValue)
+    steps: int | None = None
+    examples: int | None = None
+    buyer_grad_norm_mean: float = Field(sa_type=FloatValue)
+    buyer_grad_norm_max: float = Field(sa_type=FloatValue)
+    product_grad_norm_mean: float = Field(sa_type=FloatValue)
+    product_grad_norm_max: float = Field(sa_type=FloatValue)
+    nonfinite_steps: int = 0
+    seconds: float = Field(sa_type=FloatValue)
+    learning_rate: float = Field(sa_type=FloatValue)
+    val_loss: float | None = Field(default=None, sa_type=FloatValue)
+
+
+class RecallResult(SQLModel, table=True):
+    __tablename__ = "recall_result"
+    __table_args__ = (UniqueConstraint("experiment_id", "k"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE")
+    attempt_id: int = Field(foreign_key="attempt.id", ondelete="CASCADE", index=True)
+    k: int
+    value: float = Field(sa_type=FloatValue)
+    baseline: float = Field(sa_type=FloatValue)  # popularity recall@k on the same queries
+    n_candidates: int
+    n_candidate_rows_before_dedup: int
+    n_queries: int
+    exclude_seen: bool
+
+
+# --- engine ----------------------------------------------------------------------------------
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def database_url() -> str:
+    """The database URL: `TOWERFLOW_DATABASE_URL`, else a SQLite file under `TOWERFLOW_HOME`."""
+    url = os.environ.get("TOWERFLOW_DATABASE_URL")
+    if url:
+        return normalize_url(url)
+    home = Path(os.environ.get("TOWERFLOW_HOME") or Path.home() / ".towerflow").expanduser()
+    return f"sqlite:///{home / 'towerflow.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Run plain `postgresql://` (and `postgres://`) URLs on psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: `database_url()`), created with its tables on first use."""
+    url = normalize_url(url) if url else database_url()
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's connections (tests; a forked worker)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _create_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except DBAPIError:
+        # Another process created the tables between the existence check and CREATE TABLE.
+        SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin in _on_begin below
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Take the write lock up front: a deferred transaction that reads and then writes fails
+        # at once with "database is locked" when another process wrote in between.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    with Session(get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+# --- repository --------------------------------------------------------------------------------
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+def get_or_create_experiment(config_hash: str, name: str, spec_json: str) -> tuple[Experiment, bool]:
+    """The experiment keyed by `config_hash`, created if new; `created` says which.
+
+    Safe against concurrent callers (a re-delivered event, two workers): one row results.
+    """
+    with _session() as session:
+        found = _experiment_by_hash(session, config_hash)
+        if found is not None:
+            return found, False
+        experiment = Experiment(config_hash=config_hash, name=name, spec_json=spec_json)
+        session.add(experiment)
+        try:
+            session.commit()
+        except IntegrityError:  # another caller inserted the same hash after our read
+            session.rollback()
+            found = _experiment_by_hash(session, config_hash)
+            if found is None:
+                raise
+            return found, False
+        return experiment, True
+
+
+def set_experiment_status(
+    experiment_id: int, status: str, message: str | None = None, flow_run_id: str | None = None
+) -> Experiment:
+    """Set the status and message; `flow_run_id` is kept unless a new one is given."""
+    _check_choice("experiment status", status, EXPERIMENT_STATUSES)
+    with _session() as session:
+        experiment = _get(session, Experiment, experiment_id)
+        experiment.status = status
+        experiment.message = message
+        if flow_run_id is not None:
+            experiment.flow_run_id = flow_run_id
+        experiment.updated_at = utcnow()
+        session.commit()
+        return experiment
+
+
+def replace_findings(experiment_id: int, findings: Iterable[Mapping[str, Any] | BaseModel]) -> None:
+    """Replace the experiment's findings with `findings` (Finding-like models or dicts)."""
+    rows = [_row(Finding, finding, experiment_id=experiment_id) for finding in findings]
+    for row in rows:
+        _check_choice("finding severity", row.severity, SEVERITIES)
+    with _session() as session:
+        _get(session, Experiment, experiment_id)
+        session.exec(delete(Finding).where(Finding.experiment_id == experiment_id))
+        session.add_all(rows)
+        session.commit()
+
+
+def record_attempt(
+    experiment_id: int,
+    number: int,
+    learning_rate: float,
+    status: str,
+    reason: str,
+    epochs: Iterable[Mapping[str, Any] | BaseModel],
+    model_uri: str | None = None,
+    flow_run_id: str | None = None,
+    *,
+    epochs_run: int | None = None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> int:
+    """Write attempt `number` and all its epoch rows in one transaction; return the attempt id.
+
+    Recording the same number again replaces the attempt's values and epochs (same id).
+    `epochs_run` defaults to the number of epoch rows; `started_at` to the first recording;
+    `finished_at` to now unless the status is `running`.
+    """
+    _check_choice("attempt status", status, ATTEMPT_STATUSES)
+    epoch_data = [_plain(epoch) for epoch in epochs]
+    values = {
+        "learning_rate": learning_rate,
+        "status": status,
+        "reason": reason,
+        "epochs_run": len(epoch_data) if epochs_run is None else epochs_run,
+        "model_uri": model_uri,
+        "flow_run_id": flow_run_id,
+        "finished_at": finished_at or (None if status == "running" else utcnow()),
+    }
+    with _session() as session:
+        _get(session, Experiment, experiment_id)
+        attempt = session.exec(
+            select(Attempt).where(Attempt.experiment_id == experiment_id, Attempt.number == number)
+        ).first()
+        if attempt is None:
+            attempt = Attempt(experiment_id=experiment_id, number=number, **values)
+            session.add(attempt)
+        else:
+            attempt.sqlmodel_update(values)
+            session.exec(delete(EpochMetric).where(EpochMetric.attempt_id == attempt.id))
+        if started_at is not None:
+            attempt.started_at = started_at
+        session.flush()  # assigns attempt.id
+        session.add_all(_row(EpochMetric, epoch, attempt_id=attempt.id) for epoch in epoch_data)
+        session.commit()
+        assert attempt.id is not None
+        return attempt.id
+
+
+def record_recall(
+    experiment_id: int,
+    attempt_id: int,
+    values: Mapping[int, float],
+    baseline: Mapping[int, float],
+    n_candidates: int,
+    n_candidate_rows_before_dedup: int,
+    n_queries: int,
+    exclude_seen: bool,
+) -> None:
+    """Replace the experiment's recall@k rows (model `values` and popularity `baseline` per k)."""
+    model = {int(k): value for k, value in values.items()}
+    popularity = {int(k): value for k, value in baseline.items()}
+    if model.keys() != popularity.keys():
+        raise ValueError(
+            f"recall: model ks {sorted(model)} and baseline ks {sorted(popularity)} differ"
+        )
+    with _session() as session:
+        attempt = _get(session, Attempt, attempt_id)
+        if attempt.experiment_id != experiment_id:
+            raise ValueError(f"attempt {attempt_id} belongs to experiment {attempt.experiment_id}, not {experiment_id}")
+        session.exec(delete(RecallResult).where(RecallResult.experiment_id == experiment_id))
+        session.add_all(
+            RecallResult(
+                experiment_id=experiment_id,
+                attempt_id=attempt_id,
+                k=k,
+                value=model[k],
+                baseline=popularity[k],
+                n_candidates=n_candidates,
+                n_candidate_rows_before_dedup=n_candidate_rows_before_dedup,
+                n_queries=n_queries,
+                exclude_seen=exclude_seen,
+            )
+            for k in sorted(model)
+        )
+        session.commit()
+
+
+def reset_experiment(experiment_id: int) -> Experiment:
+    """Forget a run (for --force): delete findings, attempts, epochs and recall; keep the row, pending."""
+    with _session() as session:
+        experiment = _get(session, Experiment, experiment_id)
+        for table in (RecallResult, Finding, Attempt):  # epoch rows go with their attempt (cascade)
+            session.exec(delete(table).where(table.experiment_id == experiment_id))
+        experiment.status = "pending"
+        experiment.message = None
+        experiment.flow_run_id = None
+        experiment.updated_at = utcnow()
+        session.commit()
+        return experiment
+
+
+def find_experiment(name_or_id: str | int) -> Experiment | None:
+    """Look up by id (all digits), else the latest experiment with that name, else a hash prefix.
+
+    Raises LookupError when a hash prefix matches several experiments.
+    """
+    key = str(name_or_id).strip()
+    with _session() as session:
+        if key.isdigit():
+            found = session.get(Experiment, int(key))
+            if found is not None:
+                return found
+        found = session.exec(
+            select(Experiment)
+            .where(Experiment.name == key)
+            .order_by(Experiment.created_at.desc(), Experiment.id.desc())  # type: ignore[union-attr]
+        ).first()
+        if found is not None:
+            return found
+        matches = session.exec(
+            select(Experiment).where(Experiment.config_hash.startswith(key.lower())).limit(2)  # type: ignore[attr-defined]
+        ).all()
+    if len(matches) > 1:
+        raise LookupError(f"hash prefix {key!r} matches several experiments; give more characters")
+    return matches[0] if matches else None
+
+
+def list_experiments() -> list[Experiment]:
+    """Every experiment, newest first."""
+    with _session() as session:
+        return list(
+            session.exec(
+                select(Experiment).order_by(Experiment.created_at.desc(), Experiment.id.desc())  # type: ignore[union-attr]
+            ).all()
+        )
+
+
+def experiment_detail(experiment_id: int) -> dict[str, Any]:
+    """Everything stored about one experiment as plain JSON-ready values.
+
+    Keys: experiment (with `spec` parsed from spec_json), findings, attempts (by number, each with
+    its `epochs`), recall (by k). Timestamps are ISO 8601 strings; non-finite floats are the
+    strings 'NaN', 'Infinity', '-Infinity' (so `json.dumps(..., allow_nan=False)` works and
+    `float()` reads them back).
+    """
+    with _session() as session:
+        experiment = _get(session, Experiment, experiment_id)
+        findings = session.exec(
+            select(Finding).where(Finding.experiment_id == experiment_id).order_by(Finding.id)
+        ).all()
+        attempts = session.exec(
+            select(Attempt).where(Attempt.experiment_id == experiment_id).order_by(Attempt.number)
+        ).all()
+        epochs = session.exec(
+            select(EpochMetric)
+            .join(Attempt)
+            .where(Attempt.experiment_id == experiment_id)
+            .order_by(EpochMetric.epoch)
+        ).all()
+        recall = session.exec(
+            select(RecallResult).where(RecallResult.experiment_id == experiment_id).order_by(RecallResult.k)
+        ).all()
+    head = as_dict(experiment)
+    head["spec"] = json.loads(head.pop("spec_json"))
+    epochs_by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for epoch in epochs:
+        epochs_by_attempt.setdefault(epoch.attempt_id, []).append(as_dict(epoch))
+    return {
+        "experiment": head,
+        "findings": [as_dict(finding) for finding in findings],
+        "attempts": [{**as_dict(attempt), "epochs": epochs_by_attempt.get(attempt.id, [])} for attempt in attempts],  # type: ignore[arg-type]
+        "recall": [as_dict(row) for row in recall],
+    }
+
+
+def as_dict(row: SQLModel) -> dict[str, Any]:
+    """A row's columns as JSON-ready values (see `experiment_detail`)."""
+    return {name: _json_value(getattr(row, name)) for name in type(row).model_fields}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _experiment_by_hash(session: Session, config_hash: str) -> Experiment | None:
+    return session.exec(select(Experiment).where(Experiment.config_hash == config_hash)).first()
+
+
+def _get(session: Session, table: type[Row], row_id: int) -> Row:
+    row = session.get(table, row_id)
+    if row is None:
+        raise LookupError(f"no {table.__tablename__} with id {row_id}")
+    return row
+
+
+def _plain(item: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    return item.model_dump() if isinstance(item, BaseModel) else dict(item)
+
+
+def _row(table: type[Row], item: Mapping[str, Any] | BaseModel, **fixed: Any) -> Row:
+    """A `table` row from a dict or model; unknown or missing fields are named in a ValueError."""
+    data = _plain(item)
+    fields = table.model_fields
+    allowed = set(fields) - set(fixed) - {"id"}
+    unknown = sorted(set(data) - allowed)
+    missing = sorted(name for name in allowed if fields[name].is_required() and name not in data)
+    if unknown or missing:
+        raise ValueError(
+            f"{table.__tablename__} row: unknown fields {unknown}, missing fields {missing}"
+        )
+    return table(**data, **fixed)
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(choices)}")
