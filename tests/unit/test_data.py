@@ -1,0 +1,290 @@
+"""trainer.data: loading tables, splits, candidate de-duplication, the experiment's data."""
+
+from __future__ import annotations
+
+import uuid
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainer.data import DataError, load_experiment_data, load_table, split_transactions, unique_candidates
+from trainer.spec import ExperimentSpec, SplitSpec, spec_from_dict
+
+SMALL = "synthetic-retail://transactions?customers=200&products=50&transactions=3000&clusters=5"
+
+
+@pytest.fixture
+def memory_dir():
+    """A fresh memory:// folder, removed afterwards."""
+    folder = f"memory://test-data-{uuid.uuid4().hex}"
+    yield folder
+    filesystem = fsspec.filesystem("memory")
+    if filesystem.exists(folder):
+        filesystem.rm(folder, recursive=True)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"buyer": ["007", "008", "009"], "product": ["p1", "p2", "p1"], "amount": [1.5, np.nan, 3.0]}
+    )
+
+
+# --- load_table ----------------------------------------------------------------------------
+
+
+def test_csv_from_memory_keeps_text_columns_as_text(memory_dir):
+    uri = f"{memory_dir}/rows.csv"
+    with fsspec.open(uri, "w") as handle:
+        _frame().to_csv(handle, index=False)
+    loaded = load_table(uri, text_columns=["buyer"])
+    assert loaded["buyer"].tolist() == ["007", "008", "009"]
+    assert loaded["amount"].isna().tolist() == [False, True, False]
+    assert load_table(uri)["buyer"].tolist() == [7, 8, 9]  # without the hint, CSV inference wins
+
+
+def test_parquet_from_memory(memory_dir):
+    uri = f"{memory_dir}/rows.parquet"
+    _frame().to_parquet(uri)
+    pd.testing.assert_frame_equal(load_table(uri), _frame(), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.csv.gz", "rows.csv.bz2", "rows.parquet", "rows.pq"])
+def test_local_files_by_path_and_file_url(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(("parquet", "pq")):
+        _frame().to_parquet(path)
+    else:
+        _frame().to_csv(path, index=False)
+    for uri in (str(path), path.as_uri()):
+        loaded = load_table(uri, text_columns=["buyer"])
+        assert loaded["buyer"].tolist() == ["007", "008", "009"]
+        assert loaded["product"].tolist() == ["p1", "p2", "p1"]
+
+
+def test_builtin_uri_goes_to_the_dataset():
+    assert len(load_table(SMALL)) == 3000
+
+
+@pytest.mark.parametrize("uri_of", [lambda tmp: str(tmp / "absent.csv"), lambda tmp: "memory://nowhere/absent.parquet"])
+def test_missing_file_names_the_path(tmp_path, uri_of):
+    uri = uri_of(tmp_path)
+    with pytest.raises(DataError, match=f"^{uri}: file not found"):
+        load_table(uri)
+
+
+def test_unknown_format_is_refused_before_any_access():
+    with pytest.raises(DataError, match=r"gs://bucket/rows\.json: unknown format.*\.parquet"):
+        load_table("gs://bucket/rows.json")
+
+
+def test_unreadable_content_names_the_path(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_text("this is not parquet")
+    with pytest.raises(DataError, match=f"{path}: cannot be read as parquet"):
+        load_table(str(path))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=f"{empty}: cannot be read as csv"):
+        load_table(str(empty))
+
+
+def test_builtin_errors_become_data_errors_naming_the_uri():
+    with pytest.raises(DataError, match=r"synthetic-retail://transactions\?colour=red: unknown parameter"):
+        load_table("synthetic-retail://transactions?colour=red")
+    with pytest.raises(DataError, match="movielens100k://users"):
+        load_table("movielens100k://users")
+
+
+# --- split_transactions --------------------------------------------------------------------
+
+
+def _rows(n: int = 101) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    return pd.DataFrame({"row": np.arange(n), "ts": rng.integers(0, 20, size=n)})  # many tied times
+
+
+@pytest.mark.parametrize("strategy", ["random", "time"])
+def test_split_takes_the_exact_fraction_and_every_row_once(strategy):
+    train, test = split_transactions(_rows(), SplitSpec(strategy=strategy, test_fraction=0.3, column="ts"))
+    assert len(test) == round(101 * 0.3) and len(train) == 101 - len(test)
+    assert sorted([*train["row"], *test["row"]]) == list(range(101))
+    assert train["row"].is_monotonic_increasing and test["row"].is_monotonic_increasing
+
+
+def test_random_split_is_seeded():
+    first = split_transactions(_rows(), SplitSpec(seed=1))[1]["row"].tolist()
+    assert split_transactions(_rows(), SplitSpec(seed=1))[1]["row"].tolist() == first
+    assert split_transactions(_rows(), SplitSpec(seed=2))[1]["row"].tolist() != first
+
+
+def test_time_split_puts_the_latest_rows_in_test():
+    train, test = split_transactions(_rows(), SplitSpec(strategy="time", test_fraction=0.25, column="ts"))
+    assert test["ts"].min() >= train["ts"].max()
+
+
+def test_time_split_parses_text_dates():
+    rows = pd.DataFrame({"row": range(4), "when": ["2024-03-01", "2024-01-15", "2024-12-31", "2024-02-01"]})
+    train, test = split_transactions(rows, SplitSpec(strategy="time", test_fraction=0.5, column="when"))
+    assert test["row"].tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        (SplitSpec(strategy="time", column="when"), r"time column 'when' is not in the data \(columns: row, ts\)"),
+        (SplitSpec(strategy="time"), "data.split.column: strategy 'time' needs"),
+        (SplitSpec(test_fraction=1.5), "data.split.test_fraction: must be between 0 and 1"),
+        (SplitSpec(test_fraction=0.001), "data.split.test_fraction: 0.001 of 101 rows leaves an empty split"),
+    ],
+)
+def test_split_errors_name_the_problem(split, message):
+    with pytest.raises(DataError, match=message):
+        split_transactions(_rows(), split)
+
+
+def test_time_split_refuses_missing_times():
+    rows = _rows().astype({"ts": "float64"})
+    rows.loc[3, "ts"] = np.nan
+    with pytest.raises(DataError, match="time column 'ts': 1 row"):
+        split_transactions(rows, SplitSpec(strategy="time", column="ts"))
+
+
+# --- unique_candidates ---------------------------------------------------------------------
+
+
+def _purchases() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product": ["b", "a", "b", "a", "c"],
+            "price": [2.0, 1.0, 2.5, 1.1, 9.0],
+            "ts": [10, 30, 5, 20, 1],
+            "buyer": ["u1", "u2", "u3", "u4", "u5"],
+        }
+    )
+
+
+def test_candidates_keep_the_latest_row_per_product_by_time():
+    candidates, before = unique_candidates(_purchases(), "product", ["product", "price"], "ts")
+    assert before == 5
+    assert candidates.to_dict("list") == {"product": ["a", "b", "c"], "price": [1.0, 2.0, 9.0]}
+
+
+def test_candidates_without_time_keep_the_last_occurrence():
+    candidates, before = unique_candidates(_purchases(), "product", ["price"], None)
+    assert before == 5
+    assert candidates.to_dict("list") == {"product": ["a", "b", "c"], "price": [1.1, 2.5, 9.0]}
+
+
+def test_candidates_name_missing_columns():
+    with pytest.raises(DataError, match="missing column.* colour"):
+        unique_candidates(_purchases(), "product", ["colour"], None)
+
+
+# --- load_experiment_data ------------------------------------------------------------------
+
+
+def _spec(transactions: str, products: str | None = None, **overrides: dict) -> ExperimentSpec:
+    raw = {
+        "name": "t",
+        "data": {"transactions": transactions, "products": products, "split": {"test_fraction": 0.25, "seed": 3}},
+        "buyer_features": [{"column": "customer_id", "type": "id"}, {"column": "customer_age", "type": "numeric"}],
+        "product_features": [
+            {"column": "product_id", "type": "id", "is_primary_id": True},
+            {"column": "category", "type": "categorical"},
+            {"column": "price", "type": "numeric"},
+        ],
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return spec_from_dict(raw)
+
+
+def test_experiment_data_from_transactions_alone():
+    spec = _spec(SMALL, data={"transactions": SMALL, "split": {"strategy": "time", "column": "timestamp"}})
+    data = load_experiment_data(spec)
+    rows = load_table(SMALL)
+    assert data.validation is None and data.n_test_rows_without_candidate == 0
+    assert len(data.train) + len(data.test) == len(rows)
+    assert data.test["timestamp"].min() >= data.train["timestamp"].max()
+    assert list(data.train.columns) == ["customer_id", "customer_age", "product_id", "category", "price", "timestamp"]
+    assert data.n_candidate_rows_before_dedup == len(rows)
+    assert sorted(data.candidates["product_id"]) == sorted(rows["product_id"].unique())
+    assert list(data.candidates.columns) == ["product_id", "category", "price"]
+    assert data.train["customer_age"].dtype == np.float32 and data.candidates["price"].dtype == np.float32
+    assert pd.api.types.is_string_dtype(data.train["customer_id"])
+
+
+def _write_csv(frame: pd.DataFrame, uri: str) -> str:
+    with fsspec.open(uri, "w") as handle:
+        frame.to_csv(handle, index=False)
+    return uri
+
+
+def test_catalogue_joins_missing_features_and_supplies_the_candidates(memory_dir):
+    transactions = pd.DataFrame(
+        {
+            "customer_id": [f"{i:03d}" for i in range(12)],
+            "customer_age": [20.0, np.nan, 40.0, 30.0, 25.0, 35.0, 45.0, 50.0, 22.0, 33.0, 44.0, 55.0],
+            "product_id": ["p1", "p2", "p3", "p1", "p2", "p9", "p1", "p2", "p3", "p9", "p1", "p2"],
+            "price": [1.0, 2.0, 3.0, 1.0, 2.0, 9.0, 1.0, 2.0, 3.0, 9.0, 1.0, 2.0],
+        }
+    )
+    catalogue = pd.DataFrame(
+        {
+            "product_id": ["p1", "p2", "p3", "p4", "p2"],
+            "category": ["x", "y", None, "w", "y2"],
+            "price": [1, 2, 3, 4, 5],
+        }
+    )
+    spec = _spec(_write_csv(transactions, f"{memory_dir}/t.csv"), _write_csv(catalogue, f"{memory_dir}/p.csv"))
+    data = load_experiment_data(spec)
+
+    assert data.n_candidate_rows_before_dedup == 5
+    assert data.candidates.to_dict("list") == {
+        "product_id": ["p1", "p2", "p3", "p4"],
+        "category": ["x", "y2", "", "w"],
+        "price": [1.0, 5.0, 3.0, 4.0],
+    }
+    everything = pd.concat([data.train, data.test])
+    assert everything["customer_id"].str.len().eq(3).all()  # ids keep their leading zeros
+    assert dict(zip(everything["product_id"], everything["category"])) == {"p1": "x", "p2": "y2", "p3": "", "p9": ""}
+    assert "p9" not in set(data.test["product_id"])
+    dropped = split_transactions(transactions, spec.data.split)[1]["product_id"].eq("p9").sum()
+    assert data.n_test_rows_without_candidate == dropped
+    train_ages = split_transactions(transactions, spec.data.split)[0]["customer_age"]
+    filled = everything.loc[everything["customer_id"] == "001", "customer_age"].iloc[0]
+    assert filled == pytest.approx(train_ages.mean()) and everything["customer_age"].notna().all()
+
+
+def test_catalogue_must_have_every_product_feature(memory_dir):
+    catalogue = _write_csv(pd.DataFrame({"product_id": ["p0000"], "category": ["x"]}), f"{memory_dir}/p.csv")
+    with pytest.raises(DataError, match=f"{catalogue}: missing column.* price"):
+        load_experiment_data(_spec(SMALL, catalogue))
+
+
+def _with_buyer_feature(spec, column: str, kind: str):
+    feature = spec.buyer_features[0].model_copy(update={"column": column, "type": kind})
+    return spec.model_copy(update={"buyer_features": [*spec.buyer_features, feature]})
+
+
+def test_missing_transaction_column_names_it_and_the_source():
+    with pytest.raises(DataError, match=r"synthetic-retail://transactions\?.*missing column\(s\) loyalty"):
+        load_experiment_data(_with_buyer_feature(_spec(SMALL), "loyalty", "numeric"))
+
+
+def test_validation_is_carved_from_train_never_from_test():
+    plain = load_experiment_data(_spec(SMALL))
+    carved = load_experiment_data(_spec(SMALL, training={"validation_fraction": 0.2, "seed": 9}))
+    pd.testing.assert_frame_equal(carved.test, plain.test)
+    assert len(carved.validation) == round(len(plain.train) * 0.2)
+    assert len(carved.train) + len(carved.validation) == len(plain.train)
+    key = ["customer_id", "product_id", "price", "customer_age"]
+    validation_rows = carved.validation.merge(plain.train[key].drop_duplicates(), on=key)
+    assert len(validation_rows) == len(carved.validation)  # every validation row comes from train
+
+
+def test_conflicting_feature_types_are_refused():
+    with pytest.raises(DataError, match="column 'price' is declared both categorical and numeric"):
+        load_experiment_data(_with_buyer_feature(_spec(SMALL), "price", "categorical"))

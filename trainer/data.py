@@ -1,0 +1,273 @@
+"""Experiment data: load tables, split them, derive the unique candidates, cast by feature type.
+
+Tables come from built-in dataset URIs (`movielens100k://ratings`) or from CSV (`.csv`,
+`.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files through fsspec: local
+paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from trainer.datasets import is_builtin, load_builtin
+from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
+
+TEXT_TYPES = ("id", "categorical", "text")
+_FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class DataError(ValueError):
+    """Data that cannot be loaded or used; the message names the path or column at fault."""
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def table_format(uri: str) -> str:
+    """'csv' or 'parquet', from the path's suffix; DataError for anything else."""
+    path = str(uri).split("?", 1)[0].lower()
+    for suffix, kind in _FORMATS.items():
+        if path.endswith(suffix):
+            return kind
+    raise DataError(f"{uri}: unknown format; expected a path ending in {', '.join(_FORMATS)} or a built-in dataset")
+
+
+def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
+    """Load a built-in dataset URI or a CSV/Parquet file (local, file://, memory://, gs://).
+
+    `text_columns` are read as strings from CSV files, so ids such as `00042` keep their zeros.
+    """
+    uri = str(uri)
+    if is_builtin(uri):
+        try:
+            return load_builtin(uri)
+        except (ValueError, ImportError, OSError) as exc:
+            raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}") from None
+    kind = table_format(uri)
+    try:
+        with fsspec.open(uri, "rb", compression="infer") as handle:
+            if kind == "parquet":
+                return pd.read_parquet(handle)
+            return pd.read_csv(handle, dtype={column: str for column in text_columns})
+    except FileNotFoundError:
+        raise DataError(f"{uri}: file not found") from None
+    except (ValueError, OSError, ImportError) as exc:
+        raise DataError(f"{uri}: cannot be read as {kind}: {exc}") from None
+
+
+# --- splitting -----------------------------------------------------------------------------
+
+
+def _test_size(n_rows: int, fraction: float, field: str) -> int:
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"{field}: must be between 0 and 1 (exclusive), got {fraction}")
+    n_test = int(round(n_rows * fraction))
+    if n_test < 1 or n_test >= n_rows:
+        raise DataError(f"{field}: {fraction} of {n_rows} rows leaves an empty split")
+    return n_test
+
+
+def _sort_key(df: pd.DataFrame, column: str) -> pd.Series:
+    """The time column as something orderable: numbers and datetimes as they are, text parsed as dates."""
+    if column not in df.columns:
+        raise DataError(f"time column {column!r} is not in the data (columns: {', '.join(map(str, df.columns))})")
+    values = df[column]
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        try:
+            values = pd.to_datetime(values)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"time column {column!r}: not numbers or dates ({exc})") from None
+    missing = int(values.isna().sum())
+    if missing:
+        raise DataError(f"time column {column!r}: {missing} row(s) have no value")
+    return values
+
+
+def split_transactions(df: pd.DataFrame, split: SplitSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test): `round(len * test_fraction)` rows go to test, each part keeping the input order.
+
+    random: a seeded permutation picks the test rows. time: the latest rows by `split.column`
+    go to test, so every test time is >= every train time.
+    """
+    return _split(df, split, split.test_fraction, split.seed, "data.split.test_fraction")
+
+
+def _split(
+    df: pd.DataFrame, split: SplitSpec, fraction: float, seed: int, field: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n_test = _test_size(len(df), fraction, field)
+    if split.strategy == "random":
+        order = np.random.default_rng(seed).permutation(len(df))
+    else:
+        if split.column is None:
+            raise DataError("data.split.column: strategy 'time' needs the time column")
+        by_time = np.argsort(_sort_key(df, split.column).to_numpy(), kind="stable")
+        order = by_time[::-1]  # latest first, so the first n_test rows are the test rows
+    test_rows, train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return df.iloc[train_rows].reset_index(drop=True), df.iloc[test_rows].reset_index(drop=True)
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+
+def _require_columns(df: pd.DataFrame, columns: Collection[str], where: str) -> None:
+    missing = [column for column in columns if column not in df.columns]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})")
+
+
+def unique_candidates(
+    rows: pd.DataFrame, product_id: str, columns: list[str], time_column: str | None
+) -> tuple[pd.DataFrame, int]:
+    """One row per product id (the latest by `time_column`, else the last occurrence), sorted by id.
+
+    Returns (candidates with `product_id` first then `columns`, number of rows before de-duplication).
+    """
+    kept = [product_id, *dict.fromkeys(c for c in columns if c != product_id)]
+    _require_columns(rows, [*kept, *([time_column] if time_column else [])], "candidates")
+    if time_column:
+        rows = rows.iloc[np.argsort(_sort_key(rows, time_column).to_numpy(), kind="stable")]
+    latest = rows.drop_duplicates(product_id, keep="last")[kept]
+    return latest.sort_values(product_id, kind="stable").reset_index(drop=True), len(rows)
+
+
+# --- the experiment's data -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentData:
+    """Everything training and evaluation read, already split, de-duplicated and cast.
+
+    `n_test_rows_without_candidate` counts test rows dropped because their product is not in
+    the catalogue (always 0 when candidates come from the transactions).
+    """
+
+    train: pd.DataFrame
+    validation: pd.DataFrame | None
+    test: pd.DataFrame
+    candidates: pd.DataFrame
+    n_candidate_rows_before_dedup: int
+    n_test_rows_without_candidate: int = 0
+
+
+def feature_types(spec: ExperimentSpec) -> dict[str, str]:
+    """Column -> feature type over both towers; DataError if one column has two types."""
+    types: dict[str, str] = {}
+    features: list[FeatureSpec] = [*spec.buyer_features, *spec.product_features]
+    for feature in features:
+        if types.setdefault(feature.column, feature.type) != feature.type:
+            raise DataError(f"column {feature.column!r} is declared both {types[feature.column]} and {feature.type}")
+    return types
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Strings, missing -> ''; whole-number floats (ids read as float because of gaps) lose the '.0'."""
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        if (present % 1 == 0).all():
+            values = values.astype("Int64")
+    return values.astype(object).where(values.notna(), "").astype(str)
+
+
+def _cast_text(df: pd.DataFrame, columns: Collection[str]) -> pd.DataFrame:
+    return df.assign(**{column: _as_text(df[column]) for column in columns if column in df.columns})
+
+
+def _as_numbers(df: pd.DataFrame, columns: Collection[str], where: str) -> pd.DataFrame:
+    """Numeric columns as float64 (missing kept as NaN until the train means are known)."""
+    out = {}
+    for column in columns:
+        if column in df.columns:
+            try:
+                out[column] = pd.to_numeric(df[column]).astype("float64")
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"{where}: numeric column {column!r} has non-numeric values ({exc})") from None
+    return df.assign(**out)
+
+
+def _fill_numeric(df: pd.DataFrame, means: dict[str, float]) -> pd.DataFrame:
+    return df.assign(**{c: df[c].fillna(m).astype("float32") for c, m in means.items() if c in df.columns})
+
+
+def _require_ids(df: pd.DataFrame, columns: Collection[str], where: str) -> None:
+    for column in columns:
+        missing = int(df[column].isna().sum())
+        if missing:
+            raise DataError(f"{where}: {missing} row(s) have no {column!r}")
+
+
+def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
+    """Load, join, split and cast the spec's data.
+
+    Transactions are read from `data.transactions`. With `data.products` (which must have every
+    product feature column), the product feature columns the transactions lack are joined from
+    the catalogue on the product id, candidates are the catalogue's unique products (its last row
+    per id), and test rows whose product is not in the catalogue are dropped and counted.
+    Without it, candidates are the unique products of all transactions (the latest row per
+    product by `data.split.column` when set, else the last occurrence).
+
+    `training.validation_fraction` > 0 carves a validation set from train (same strategy as the
+    test split, seeded by `training.seed`); test rows are never used for it.
+
+    Columns are cast by feature type: id/categorical/text become strings (missing -> ""),
+    numeric become float32 with missing values filled by the train mean (0 when train has none).
+    Only the spec's feature columns (and the split's time column) are kept.
+    """
+    types = feature_types(spec)
+    text = [column for column, kind in types.items() if kind in TEXT_TYPES]
+    numeric = [column for column, kind in types.items() if kind == "numeric"]
+    product_id, buyer_id = spec.product_id_column, spec.buyer_id_column
+    if product_id is None or buyer_id is None:
+        raise DataError("buyer_features and product_features: each tower needs at least one feature")
+    product_columns = list(dict.fromkeys(feature.column for feature in spec.product_features))
+    split = spec.data.split
+    time_column = split.column if split.column else None
+    keep = [*types, *([time_column] if time_column and time_column not in types else [])]
+
+    source = spec.data.transactions
+    rows = load_table(source, text_columns=text)
+    _require_columns(rows, [buyer_id, product_id], source)
+    _require_ids(rows, [buyer_id, product_id], source)
+    catalogue = None
+    if spec.data.products:
+        catalogue_uri = spec.data.products
+        catalogue = load_table(catalogue_uri, text_columns=text)
+        _require_columns(catalogue, product_columns, catalogue_uri)
+        _require_ids(catalogue, [product_id], catalogue_uri)
+        catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
+        joined = [column for column in product_columns if column not in rows.columns]
+        rows = _cast_text(rows, [product_id]).merge(
+            catalogue.drop_duplicates(product_id, keep="last")[[product_id, *joined]], on=product_id, how="left"
+        )
+    _require_columns(rows, keep, source)
+    rows = _as_numbers(_cast_text(rows[keep], text), numeric, source)
+
+    if catalogue is not None:
+        candidates, n_before = unique_candidates(catalogue, product_id, product_columns, None)
+    else:
+        candidates, n_before = unique_candidates(rows, product_id, product_columns, time_column)
+
+    train, test = split_transactions(rows, split)
+    validation = None
+    if spec.training.validation_fraction > 0:
+        fraction = spec.training.validation_fraction
+        train, validation = _split(train, split, fraction, spec.training.seed, "training.validation_fraction")
+
+    n_test = len(test)
+    test = test[test[product_id].isin(candidates[product_id])].reset_index(drop=True)
+    if test.empty:
+        raise DataError(f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue")
+    means = {column: float(train[column].mean()) if train[column].notna().any() else 0.0 for column in numeric}
+    return ExperimentData(
+        train=_fill_numeric(train, means),
+        validation=None if validation is None else _fill_numeric(validation, means),
+        test=_fill_numeric(test, means),
+        candidates=_fill_numeric(candidates, means),
+        n_candidate_rows_before_dedup=n_before,
+        n_test_rows_without_candidate=n_test - len(test),
+    )
