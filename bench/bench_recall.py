@@ -1,0 +1,209 @@
+"""Benchmark trainer.recall: speed against TFRS FactorizedTopK (Streaming), and peak memory.
+
+(a) recall_at_k vs tfrs.metrics.FactorizedTopK(candidates=Streaming(k=max ks)) over a tf.data of
+    candidate embeddings, fed (query, true candidate) embedding rows as a stock TFRS evaluate does:
+    wall time of each, the ratio, and both recall values.
+(b) peak RSS of recall_at_k at --rss-candidates, measured in a subprocess that never imports
+    TensorFlow, beside the size of the embeddings themselves (run first, before this process
+    imports TensorFlow, since a child's ru_maxrss starts from its parent's at fork).
+
+Embeddings are synthetic (fixed seed): each query is the mean of its positives' embeddings plus
+noise, so recall is far from 0 and 1 and a wrong ranking shows. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_recall.py            # 100k candidates x 20k queries; RSS at 1M
+    .venv/bin/python bench/bench_recall.py --quick    # smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from trainer.recall import Queries, recall_at_k
+
+MIB = 2**20
+
+
+def make_case(
+    n_candidates: int, n_queries: int, dim: int, positives: int, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, Queries]:
+    """Candidate and query embeddings (float32) and queries with `positives` positives each."""
+    rng = np.random.default_rng(seed)
+    candidates = rng.standard_normal((n_candidates, dim), dtype=np.float32)
+    rows = np.stack([rng.choice(n_candidates, positives, replace=False) for _ in range(n_queries)])
+    queries = candidates[rows].mean(axis=1) + noise * rng.standard_normal(
+        (n_queries, dim), dtype=np.float32
+    )
+    return queries, candidates, Queries(np.arange(n_queries), list(rows), n_candidates=n_candidates)
+
+
+def tfrs_recall(
+    query_embeddings: np.ndarray,
+    candidate_embeddings: np.ndarray,
+    queries: Queries,
+    ks: list[int],
+    pair_batch: int,
+    candidate_batch: int,
+    by_id: bool,
+) -> tuple[dict[int, float], float]:
+    """Stock TFRS evaluation: FactorizedTopK over Streaming, one row per (query, positive) pair.
+
+    by_id=False is the default TFRS evaluation (score-based: the positive's score, computed
+    apart, against the retrieved scores); by_id=True matches retrieved candidate row ids.
+    """
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    positive_rows = np.concatenate(queries.positives)
+    candidates = tf.data.Dataset.from_tensor_slices(candidate_embeddings)
+    if by_id:
+        ids = tf.data.Dataset.range(len(candidate_embeddings))
+        candidates = tf.data.Dataset.zip((ids, candidates))
+    streaming = tfrs.layers.factorized_top_k.Streaming(k=max(ks)).index_from_dataset(
+        candidates.batch(candidate_batch)
+    )
+    metric = tfrs.metrics.FactorizedTopK(candidates=streaming, ks=ks)
+    pair_query = np.repeat(np.arange(queries.n_queries), [len(p) for p in queries.positives])
+    pairs = tf.data.Dataset.from_tensor_slices(
+        (query_embeddings[pair_query], candidate_embeddings[positive_rows], positive_rows)
+    ).batch(pair_batch)
+
+    @tf.function
+    def update(query: tf.Tensor, true_candidate: tf.Tensor, true_id: tf.Tensor) -> None:
+        metric.update_state(query, true_candidate, true_id if by_id else None)
+
+    update(*next(iter(pairs)))  # trace outside the timing
+    metric.reset_states()
+    start = time.perf_counter()
+    for batch in pairs:
+        update(*batch)
+    seconds = time.perf_counter() - start
+    return {k: float(v) for k, v in zip(ks, metric.result())}, seconds
+
+
+def bench_speed(args: argparse.Namespace) -> None:
+    print(
+        f"(a) speed: {args.candidates} candidates x {args.queries} queries "
+        f"({args.positives} positive(s) each), d={args.dim}, ks={args.ks}"
+    )
+    q, c, queries = make_case(
+        args.candidates, args.queries, args.dim, args.positives, args.noise, args.seed
+    )
+    start = time.perf_counter()
+    ours = recall_at_k(q, c, queries, args.ks)
+    ours_seconds = time.perf_counter() - start
+    theirs, theirs_seconds = tfrs_recall(
+        q, c, queries, args.ks, args.pair_batch, args.candidate_batch, args.tfrs_ids
+    )
+    mode = "id-based" if args.tfrs_ids else "score-based"
+    print(f"  recall_at_k:                 {ours_seconds:8.2f} s")
+    print(
+        f"  TFRS FactorizedTopK(Streaming), {mode}, candidate batch {args.candidate_batch}, "
+        f"pair batch {args.pair_batch}: {theirs_seconds:.2f} s"
+    )
+    print(f"  ratio TFRS / recall_at_k:    {theirs_seconds / ours_seconds:8.1f}x")
+    print("  k      recall_at_k   TFRS        |diff|")
+    for k in args.ks:
+        print(f"  {k:<6} {ours[k]:.6f}      {theirs[k]:.6f}    {abs(ours[k] - theirs[k]):.2e}")
+    print(f"  (one pair is 1/{queries.n_pairs} = {1 / queries.n_pairs:.1e})")
+    if not args.tfrs_ids:
+        print(
+            "  score-based TFRS can lose a pair at rank k-1: the positive's own copy among the\n"
+            "  retrieved scores, summed in another order, may come out a few ulps higher than the\n"
+            "  positive's score and count as a better candidate. --tfrs-ids compares ids instead."
+        )
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    """Runs in the subprocess: builds the case, runs recall_at_k, prints memory figures as JSON."""
+    q, c, queries = make_case(
+        args.rss_candidates, args.queries, args.dim, args.positives, args.noise, args.seed
+    )
+    before = _vm_hwm_kib()
+    start = time.perf_counter()
+    recall = recall_at_k(q, c, queries, args.ks)
+    seconds = time.perf_counter() - start
+    figures = {
+        "embeddings_bytes": q.nbytes + c.nbytes,
+        "hwm_before_kib": before,
+        "hwm_after_kib": _vm_hwm_kib(),
+        "seconds": seconds,
+        "recall": recall,
+    }
+    print(json.dumps(figures))
+
+
+def bench_rss(args: argparse.Namespace) -> None:
+    print(
+        f"(b) peak memory: {args.rss_candidates} candidates x {args.queries} queries, d={args.dim} "
+        "(subprocess without TensorFlow)"
+    )
+    command = [sys.executable, __file__, "--rss-child", *_forwarded(args)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    max_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  embeddings (queries + candidates):   {figures['embeddings_bytes'] / MIB:8.0f} MiB")
+    print(f"  VmHWM after building the data:       {figures['hwm_before_kib'] / 1024:8.0f} MiB")
+    print(f"  VmHWM after recall_at_k:             {figures['hwm_after_kib'] / 1024:8.0f} MiB")
+    print(f"  ru_maxrss of the subprocess:         {max_rss_mib:8.0f} MiB  (goal <= 2048 MiB)")
+    print(f"  recall_at_k time: {figures['seconds']:.1f} s; recall: {figures['recall']}")
+
+
+def _vm_hwm_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("/proc/self/status has no VmHWM line")
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    return [
+        f"--rss-candidates={args.rss_candidates}",
+        f"--queries={args.queries}",
+        f"--dim={args.dim}",
+        f"--positives={args.positives}",
+        f"--noise={args.noise}",
+        f"--seed={args.seed}",
+        f"--ks={','.join(map(str, args.ks))}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=100_000, help="unique candidates for (a)")
+    parser.add_argument("--rss-candidates", type=int, default=1_000_000, help="candidates for (b)")
+    parser.add_argument("--queries", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--positives", type=int, default=1, help="test products per query")
+    parser.add_argument("--noise", type=float, default=1.0, help="query noise around its positives")
+    parser.add_argument("--ks", type=lambda s: [int(k) for k in s.split(",")], default=[5, 10, 50, 100])
+    parser.add_argument("--pair-batch", type=int, default=4096, help="TFRS evaluate batch size")
+    parser.add_argument("--candidate-batch", type=int, default=128, help="TFRS candidate dataset batch")
+    parser.add_argument("--tfrs-ids", action="store_true", help="id-based TFRS evaluation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args)
+        return
+    if args.quick:
+        args.candidates, args.rss_candidates, args.queries = 5_000, 50_000, 1_000
+    if not args.skip_rss:  # first: the subprocess must not fork from a process holding TensorFlow
+        bench_rss(args)
+    if not args.skip_speed:
+        bench_speed(args)
+
+
+if __name__ == "__main__":
+    main()
