@@ -355,7 +355,7 @@ def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
             yield _error(
                 "missing_column",
                 field,
-                f"column {column!r} is not in {uri} (it has: {', '.join(columns)})",
+                f"column {column!r} is not in {uri} (it has: {_listing(columns)})",
                 _did_you_mean(column, columns),
             )
 
@@ -391,6 +391,11 @@ def _warning(code: str, field: str, message: str, suggestion: str | None = None)
 def _did_you_mean(name: str, choices: Sequence[str]) -> str | None:
     close = difflib.get_close_matches(name, choices, n=1)
     return f"did you mean {close[0]!r}?" if close else None
+
+
+def _listing(names: Sequence[str], limit: int = 15) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
 
 
 def _number(value: float) -> str:

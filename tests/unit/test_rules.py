@@ -258,3 +258,9 @@ def test_all_problems_are_reported_at_once():
         )
     )
     assert {f.code for f in check(spec)} == {"duplicate_column", "unknown_optimizer", "out_of_range", "clipping_disabled"}
+
+
+def test_missing_column_lists_a_long_schema_briefly():
+    wide = DataSchema(transactions=TRANSACTIONS + tuple(f"extra_{i}" for i in range(40)))
+    (finding,) = check(spec_with(add_buyer("loyalty")), wide)
+    assert "customer_id" in finding.message and "(34 more)" in finding.message and "extra_39" not in finding.message
