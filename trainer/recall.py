@@ -273,12 +273,14 @@ def _check_queries(queries: Queries, n_candidates: int) -> None:
     if queries.exclude is not None:
         lists.append(("exclude", queries.exclude))
     for name, arrays in lists:
-        for i, rows in enumerate(arrays):
-            if len(rows) and (rows.min() < 0 or rows.max() >= n_candidates):
-                raise ValueError(
-                    f"queries.{name}[{i}] (buyer {queries.buyer_ids[i]}) has candidate indices "
-                    f"{rows.min()}..{rows.max()}, out of range 0..{n_candidates - 1}"
-                )
+        flat = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+        bad = np.flatnonzero((flat < 0) | (flat >= n_candidates))
+        if bad.size:
+            i = int(np.searchsorted(np.cumsum([len(a) for a in arrays]), bad[0], side="right"))
+            raise ValueError(
+                f"queries.{name}[{i}] (buyer {queries.buyer_ids[i]}) has candidate index "
+                f"{flat[bad[0]]}, outside 0..{n_candidates - 1}"
+            )
 
 
 def _batch_rows(batch_size: int, max_batch_bytes: int, n_candidates: int, n_queries: int) -> int:

@@ -194,12 +194,12 @@ def test_popularity_with_exclusion():
         ({"ks": []}, "ks is empty"),
         ({"batch_size": 0}, "batch_size must be positive"),
         (
-            {"queries": Queries(np.array(["A"]), [np.array([4])])},
-            r"positives\[0\] \(buyer A\) has candidate indices 4\.\.4, out of range 0\.\.3",
+            {"queries": Queries(np.array(["A", "B"]), [np.array([0]), np.array([1, 4])])},
+            r"positives\[1\] \(buyer B\) has candidate index 4, outside 0\.\.3",
         ),
         (
             {"queries": Queries(np.array(["A"]), [np.array([0])], [np.array([-1])])},
-            r"exclude\[0\].*out of range",
+            r"exclude\[0\] \(buyer A\) has candidate index -1, outside 0\.\.3",
         ),
         ({"queries": Queries(np.array(["A"]), [np.array([], np.int64)])}, "no test pairs"),
     ],
