@@ -1,0 +1,344 @@
+"""One training attempt, end to end: data -> model -> epochs with telemetry -> verdict -> export.
+
+Everything an attempt writes lives under its `workdir` (a local path or gs://, written through
+tf.io.gfile):
+  checkpoints/   one checkpoint per epoch: model, optimizer, epoch counter and the EpochMetrics so
+                 far (inside the checkpoint, so they can never disagree); epochs.json beside it
+  tb/            TensorBoard scalars per epoch (loss, per-tower gradient norms, learning rate)
+  model/         on success: saved_model/ (query tower + BruteForce index; signatures
+                 `serving_default` -> {scores, product_ids} and `embed_buyers` -> {embeddings}),
+                 candidate_embeddings.npy and candidate_ids.npy
+  result.json    the AttemptResult
+Run again with the same workdir after being killed, an attempt resumes after its last finished
+epoch (and reports every epoch); run again after it finished, it returns the stored result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import posixpath
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras
+from pydantic import BaseModel
+from tensorflow.core.framework import summary_pb2
+
+from trainer.data import ExperimentData, load_experiment_data
+from trainer.gradients import CollapseDetector, EpochMetrics, epoch_metrics_from_logs
+from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
+from trainer.spec import ExperimentSpec
+
+RESULT_FILE = "result.json"
+EXPORT_DIR = "model"
+SAVED_MODEL_DIR = "saved_model"
+CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
+CANDIDATE_IDS = "candidate_ids.npy"
+
+AttemptStatus = Literal["succeeded", "collapsed", "diverged", "failed"]
+EpochCallback = Callable[[EpochMetrics], None]
+
+
+class AttemptResult(BaseModel):
+    """How one attempt at one learning rate ended ("failed" is set by callers on infrastructure errors)."""
+
+    status: AttemptStatus
+    reason: str
+    learning_rate: float
+    epochs: list[EpochMetrics]
+    epochs_run: int
+    model_uri: str | None
+    workdir: str
+
+
+def join(*parts: str) -> str:
+    """Join path parts; works for local paths and URIs (gs://bucket/a/b)."""
+    return posixpath.join(*parts)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read()
+
+
+def save_array(path: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_array(path: str) -> np.ndarray:
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over the visible GPUs when there are several; else the default strategy."""
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def use_mixed_precision_if_gpu() -> bool:
+    """mixed_float16 when a GPU is visible (towers still output float32); never on CPU."""
+    if tf.config.list_physical_devices("GPU"):
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+        return True
+    return False
+
+
+class _Progress:
+    """The epochs so far and what they imply: the collapse verdict and the early-stopping state.
+
+    Built by replaying epochs, so a resumed attempt decides exactly as an uninterrupted one.
+    """
+
+    def __init__(self, spec: ExperimentSpec):
+        self.spec = spec
+        self.detector = CollapseDetector(spec.training.collapse, spec.training.batch_size)
+        self.epochs: list[EpochMetrics] = []
+        self.best: EpochMetrics | None = None
+
+    def record(self, metrics: EpochMetrics) -> None:
+        self.epochs.append(metrics)
+        self.detector.observe(metrics)
+        val = metrics.val_loss
+        if val is not None and math.isfinite(val) and (self.best is None or val < self.best.val_loss):
+            self.best = metrics
+
+    @property
+    def early_stopped(self) -> bool:
+        patience = self.spec.training.early_stopping_patience
+        if patience is None or self.best is None or not self.epochs:
+            return False
+        return self.epochs[-1].epoch - self.best.epoch >= patience
+
+    @property
+    def finished(self) -> bool:
+        done = bool(self.epochs) and self.epochs[-1].epoch >= self.spec.training.epochs
+        return done or self.detector.verdict is not None or self.early_stopped
+
+
+class _EpochRecorder(tf_keras.callbacks.Callback):
+    """After each epoch, in this order: metrics from the epoch logs, verdict, checkpoint,
+    epochs.json, TensorBoard, `on_epoch`; then stop training if the attempt is finished."""
+
+    def __init__(self, progress: _Progress, checkpoint: _Checkpoints, writer, on_epoch: EpochCallback | None):
+        super().__init__()
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.writer = writer
+        self.on_epoch = on_epoch
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        learning_rate = float(tf_keras.backend.get_value(self.model.optimizer.learning_rate))
+        metrics = epoch_metrics_from_logs(epoch + 1, logs, time.perf_counter() - self.started, learning_rate)
+        self.progress.record(metrics)
+        self.checkpoint.save(self.progress.epochs)
+        _write_scalars(self.writer, metrics)
+        if self.progress.finished:
+            self.model.stop_training = True
+        if self.on_epoch is not None:
+            self.on_epoch(metrics)
+
+
+# tf.summary.scalar needs the tensorboard package (not a dependency); a rank-0 tensor tagged for
+# the "scalars" plugin is what it writes, and what TensorBoard reads.
+_SCALAR = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+def _write_scalars(writer, metrics: EpochMetrics) -> None:
+    values = {
+        "loss_per_example": metrics.loss,
+        "grad_norm/buyer_mean": metrics.buyer_grad_norm_mean,
+        "grad_norm/buyer_max": metrics.buyer_grad_norm_max,
+        "grad_norm/product_mean": metrics.product_grad_norm_mean,
+        "grad_norm/product_max": metrics.product_grad_norm_max,
+        "learning_rate": metrics.learning_rate,
+        "uniform_gap": metrics.uniform_gap,
+        "val_loss_per_example": metrics.val_loss,
+    }
+    with writer.as_default():
+        for name, value in values.items():
+            if value is not None:
+                tf.summary.write(name, tf.constant(value, tf.float32), step=metrics.epoch, metadata=_SCALAR)
+    writer.flush()
+
+
+class _Checkpoints:
+    """Per-epoch checkpoints of model + optimizer + epoch counter + EpochMetrics (JSON) in workdir."""
+
+    def __init__(self, model: TwoTowerModel, directory: str, max_to_keep: int):
+        self.model = model
+        self.directory = directory
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.history = tf.Variable("[]", dtype=tf.string, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, epoch=self.epoch, history=self.history
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+
+    def restore(self) -> list[EpochMetrics]:
+        """Restore the latest checkpoint (if any) and return its EpochMetrics."""
+        if self.manager.latest_checkpoint is None:
+            return []
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        raw = json.loads(self.history.numpy().decode())
+        return [EpochMetrics.model_validate(item) for item in raw]
+
+    def save(self, epochs: list[EpochMetrics]) -> None:
+        text = json.dumps([m.model_dump(mode="json") for m in epochs])
+        self.epoch.assign(len(epochs))
+        self.history.assign(text)
+        self.manager.save(checkpoint_number=epochs[-1].epoch)
+        write_bytes(join(self.directory, "epochs.json"), text.encode())
+
+    def restore_weights(self, epoch: int) -> None:
+        """Load the model weights of `epoch` (its checkpoint must still be kept)."""
+        path = join(self.directory, f"ckpt-{epoch}")
+        tf.train.Checkpoint(model=self.model).restore(path).expect_partial()
+
+
+class ServingModule(tf.Module):
+    """The exported query side: the buyer tower and a BruteForce index over candidate embeddings."""
+
+    def __init__(self, tower: Tower, index: tfrs.layers.factorized_top_k.BruteForce):
+        super().__init__()
+        self.tower = tower
+        self.index = index
+        signature = [tower.input_signature()]
+        self.recommend = tf.function(self._recommend, input_signature=signature)
+        self.embed_buyers = tf.function(self._embed_buyers, input_signature=signature)
+
+    def _recommend(self, features):
+        scores, product_ids = self.index(features)
+        return {"scores": scores, "product_ids": product_ids}
+
+    def _embed_buyers(self, features):
+        return {"embeddings": self.tower(features)}
+
+
+def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentData, export_dir: str) -> str:
+    """Write the SavedModel (query tower + BruteForce index) and candidate embeddings + ids; return the dir."""
+    product_column = spec.product_id_column
+    candidate_ids = data.candidates[product_column].astype(str).to_numpy()
+    embeddings = embed(model.product, data.candidates)
+    k = min(max(spec.evaluation.ks), len(candidate_ids))
+    index = tfrs.layers.factorized_top_k.BruteForce(model.buyer, k=k)
+    index.index(tf.constant(embeddings), tf.constant(candidate_ids))
+    module = ServingModule(model.buyer, index)
+    tf.saved_model.save(
+        module,
+        join(export_dir, SAVED_MODEL_DIR),
+        signatures={"serving_default": module.recommend, "embed_buyers": module.embed_buyers},
+    )
+    save_array(join(export_dir, CANDIDATE_EMBEDDINGS), embeddings)
+    save_array(join(export_dir, CANDIDATE_IDS), candidate_ids.astype(str))
+    return export_dir
+
+
+def _success_reason(progress: _Progress) -> str:
+    epochs = progress.epochs
+    first, last = epochs[0], epochs[-1]
+    reason = f"trained {len(epochs)} epochs: loss/example {first.loss:.3f} -> {last.loss:.3f}"
+    if last.uniform_loss is not None:
+        reason += f" (uniform scores: {last.uniform_loss:.3f})"
+    if progress.early_stopped:
+        patience = progress.spec.training.early_stopping_patience
+        reason += (
+            f"; early stopped: val loss/example not improved for {patience} epochs, "
+            f"exported epoch {progress.best.epoch} (val {progress.best.val_loss:.3f})"
+        )
+    return reason
+
+
+def load_result(workdir: str) -> AttemptResult | None:
+    """The stored result of a finished attempt in `workdir`, if any."""
+    path = join(workdir, RESULT_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    return AttemptResult.model_validate_json(read_bytes(path))
+
+
+def run_attempt(
+    spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None
+) -> AttemptResult:
+    """Train `spec` at `learning_rate` in `workdir` until success, collapse or divergence.
+
+    Stops early on collapse/divergence (CollapseDetector) and, with a validation split and
+    `training.early_stopping_patience`, when validation loss stops improving (exporting the best
+    epoch). `on_epoch(metrics)` is called after each epoch, once its checkpoint is written.
+    Data or configuration errors propagate as exceptions.
+    """
+    workdir = str(workdir)
+    stored = load_result(workdir)
+    if stored is not None and stored.learning_rate == learning_rate:
+        return stored
+    tf.io.gfile.makedirs(workdir)
+    data = load_experiment_data(spec)
+    if data.train.empty:
+        raise ValueError(f"{spec.data.transactions}: the training split is empty")
+    training = spec.training
+    tf_keras.utils.set_random_seed(training.seed)
+    use_mixed_precision_if_gpu()
+    columns = model_columns(spec)
+    train_data = make_dataset(data.train, columns, training.batch_size, shuffle_seed=training.seed)
+    validation = data.validation
+    val_data = make_dataset(validation, columns, training.batch_size) if validation is not None and len(validation) else None
+
+    with distribution_strategy().scope():
+        model = build_model(spec, data.train)
+        model.compile(optimizer=build_optimizer(training, learning_rate))
+        model.compute_loss(next(iter(train_data)))  # build every variable before restoring
+        optimizer = model.optimizer
+        getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
+    keep = (training.early_stopping_patience or 0) + 1
+    checkpoints = _Checkpoints(model, join(workdir, "checkpoints"), max_to_keep=keep)
+    progress = _Progress(spec)
+    for metrics in checkpoints.restore():
+        progress.record(metrics)
+
+    if not progress.finished:
+        writer = tf.summary.create_file_writer(join(workdir, "tb"))
+        recorder = _EpochRecorder(progress, checkpoints, writer, on_epoch)
+        model.fit(
+            train_data,
+            epochs=training.epochs,
+            initial_epoch=len(progress.epochs),
+            validation_data=val_data,
+            callbacks=[recorder],
+            verbose=0,
+        )
+        writer.close()
+
+    verdict = progress.detector.verdict
+    model_uri = None
+    if verdict is None:
+        if progress.early_stopped:
+            checkpoints.restore_weights(progress.best.epoch)
+        model_uri = export_model(model, spec, data, join(workdir, EXPORT_DIR))
+    result = AttemptResult(
+        status=verdict.status if verdict else "succeeded",
+        reason=verdict.reason if verdict else _success_reason(progress),
+        learning_rate=learning_rate,
+        epochs=progress.epochs,
+        epochs_run=len(progress.epochs),
+        model_uri=model_uri,
+        workdir=workdir,
+    )
+    write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())
+    return result

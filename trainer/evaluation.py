@@ -1,0 +1,79 @@
+"""Evaluate an exported attempt: recall@k of the model and of popularity over unique candidates.
+
+The exported model (see trainer.attempt) is used as served: its `embed_buyers` signature embeds
+each test buyer from the features of their latest test row, and its candidate embeddings + ids
+(one row per unique product) are ranked by trainer.recall. Popularity ranks the same candidates
+by training purchase counts, on the same queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from pydantic import BaseModel
+
+from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR, join, load_array
+from trainer.data import ExperimentData, load_experiment_data
+from trainer.model import frame_tensors, input_dtype
+from trainer.recall import build_queries, popularity_recall, popularity_scores, recall_at_k
+from trainer.spec import ExperimentSpec
+
+EMBED_BATCH = 4096
+
+
+class EvaluationResult(BaseModel):
+    """recall@k (k -> share of test pairs found) of the model and of popularity, with the counts behind them."""
+
+    model: dict[int, float]
+    popularity: dict[int, float]
+    n_candidates: int
+    n_candidate_rows_before_dedup: int
+    n_queries: int
+    n_pairs: int
+    exclude_seen: bool
+
+
+def latest_rows(test: pd.DataFrame, buyer_column: str, buyer_ids: np.ndarray, time_column: str | None) -> pd.DataFrame:
+    """Each buyer's latest test row (by `time_column`, else the last in frame order), in `buyer_ids` order."""
+    rows = test.sort_values(time_column, kind="stable") if time_column else test
+    latest = rows.drop_duplicates(buyer_column, keep="last").set_index(buyer_column)
+    return latest.loc[buyer_ids].reset_index()
+
+
+def embed_buyers(saved_model, spec: ExperimentSpec, rows: pd.DataFrame) -> np.ndarray:
+    """Query embeddings of `rows` through the exported `embed_buyers` signature."""
+    signature = saved_model.signatures["embed_buyers"]
+    columns = {f.column: input_dtype(f) for f in spec.buyer_features}
+    tensors = frame_tensors(rows, columns)
+    parts = []
+    for start in range(0, len(rows), EMBED_BATCH):
+        batch = {column: tf.constant(values[start : start + EMBED_BATCH]) for column, values in tensors.items()}
+        parts.append(signature(**batch)["embeddings"].numpy())
+    return np.concatenate(parts, axis=0)
+
+
+def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | None = None) -> EvaluationResult:
+    """recall@k (spec.evaluation.ks) of the model exported at `model_uri` and of popularity on the test split."""
+    data = data if data is not None else load_experiment_data(spec)
+    buyer_column, product_column = spec.buyer_id_column, spec.product_id_column
+    candidate_ids = load_array(join(model_uri, CANDIDATE_IDS))
+    candidate_embeddings = load_array(join(model_uri, CANDIDATE_EMBEDDINGS))
+    exclude_seen = spec.evaluation.exclude_seen
+    queries = build_queries(
+        data.test, buyer_column, product_column, candidate_ids, train=data.train if exclude_seen else None
+    )
+    ks = spec.evaluation.ks
+    saved_model = tf.saved_model.load(join(model_uri, SAVED_MODEL_DIR))
+    rows = latest_rows(data.test, buyer_column, queries.buyer_ids, spec.data.split.column)
+    query_embeddings = embed_buyers(saved_model, spec, rows)
+    popularity = popularity_scores(data.train[product_column].to_numpy(), candidate_ids)
+    return EvaluationResult(
+        model=recall_at_k(query_embeddings, candidate_embeddings, queries, ks),
+        popularity=popularity_recall(popularity, queries, ks),
+        n_candidates=len(candidate_ids),
+        n_candidate_rows_before_dedup=data.n_candidate_rows_before_dedup,
+        n_queries=queries.n_queries,
+        n_pairs=queries.n_pairs,
+        exclude_seen=exclude_seen,
+    )

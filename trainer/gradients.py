@@ -1,0 +1,291 @@
+"""Training telemetry and the collapse / divergence detector.
+
+`TelemetryModel.train_step` measures, inside the step and at no measurable cost, the task loss,
+the batch size, how far the loss per example is from log(batch size) (the loss of a model that
+scores every candidate alike), each tower's global gradient norm before clipping, and whether
+anything was non-finite. `EpochTelemetry`, a Keras metric, accumulates those over the epoch.
+
+Why the detector cannot read a reset value (the post-mortem's bug, where a stats callback reset
+the accumulators before the collapse callback read them): Keras itself resets metrics at the
+*beginning* of each epoch, and the epoch's summary reaches callbacks as plain numbers in the
+epoch `logs`. The detector reads `EpochMetrics` built from those logs, never the accumulators,
+so no callback (or callback order) can change what it sees.
+
+Why loss per example and not only gradient norms: a collapsed retrieval model scores all B
+in-batch candidates alike, so its loss per example is exactly log(B), while float32 rounding
+keeps its gradient norms at 1e-5..1e-2, far above the post-mortem's 1e-7 floor, which therefore
+never fires. The uniform-score test is made per step against log(that step's batch size), so a
+last partial batch does not blur it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras
+from pydantic import BaseModel, ConfigDict
+
+from trainer.spec import CollapseSpec
+
+
+class EpochMetrics(BaseModel):
+    """One epoch of one attempt (epoch is 1-based; loss is the mean per example)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    epoch: int
+    loss: float
+    steps: int
+    examples: int
+    buyer_grad_norm_mean: float
+    buyer_grad_norm_max: float
+    product_grad_norm_mean: float
+    product_grad_norm_max: float
+    nonfinite_steps: int
+    seconds: float
+    learning_rate: float
+    val_loss: float | None = None
+    uniform_gap: float | None = None
+    """Mean over examples of |loss/example - log(batch size)| per step: ~0 when all scores are alike."""
+    uniform_loss: float | None = None
+    """The loss per example a model scoring everything alike would have had (mean of log(batch size))."""
+
+
+TOWERS = ("buyer", "product")
+_SUMS = ("loss_sum", "examples", "steps", "gap_sum", "uniform_sum", "nonfinite_steps")
+
+
+class EpochTelemetry(tf_keras.metrics.Metric):
+    """Per-epoch sums of the step telemetry; `result()` is the epoch summary as a flat dict.
+
+    Keras resets it when an epoch (or an evaluation) begins. Under a distribution strategy the
+    train step reduces its inputs across replicas first, so every replica holds the same totals.
+    """
+
+    def __init__(self, towers: tuple[str, ...] = TOWERS, name: str = "telemetry"):
+        super().__init__(name=name)
+        self.towers = towers
+        agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.sums = {key: self.add_weight(name=key, aggregation=agg) for key in _SUMS}
+        self.norm_sum = {t: self.add_weight(name=f"{t}_norm_sum", aggregation=agg) for t in towers}
+        self.norm_max = {t: self.add_weight(name=f"{t}_norm_max", aggregation=agg) for t in towers}
+        self.norm_count = {t: self.add_weight(name=f"{t}_norm_count", aggregation=agg) for t in towers}
+
+    def update_state(self, sums: dict[str, tf.Tensor], norms: dict[str, tf.Tensor], finite) -> None:
+        """Add one step: `sums` from `step_sums` (reduced over replicas), norms pre-clip."""
+        for key, value in sums.items():
+            self.sums[key].assign_add(value)
+        self.sums["steps"].assign_add(1.0)
+        self.sums["nonfinite_steps"].assign_add(1.0 - tf.cast(finite, tf.float32))
+        for tower, norm in norms.items():
+            ok = tf.math.is_finite(norm)
+            self.norm_sum[tower].assign_add(tf.where(ok, norm, 0.0))
+            self.norm_max[tower].assign(tf.where(ok, tf.maximum(self.norm_max[tower], norm), self.norm_max[tower]))
+            self.norm_count[tower].assign_add(tf.cast(ok, tf.float32))
+
+    def result(self) -> dict[str, tf.Tensor]:
+        examples = self.sums["examples"]
+        out = {
+            "loss": tf.math.divide_no_nan(self.sums["loss_sum"], examples),
+            "examples": examples,
+            "steps": self.sums["steps"],
+            "uniform_gap": tf.math.divide_no_nan(self.sums["gap_sum"], examples),
+            "uniform_loss": tf.math.divide_no_nan(self.sums["uniform_sum"], examples),
+            "nonfinite_steps": self.sums["nonfinite_steps"],
+        }
+        nan = tf.constant(math.nan)
+        for tower in self.towers:
+            count = self.norm_count[tower]
+            out[f"{tower}_grad_norm_mean"] = tf.where(count > 0, self.norm_sum[tower] / tf.maximum(count, 1.0), nan)
+            out[f"{tower}_grad_norm_max"] = tf.where(count > 0, self.norm_max[tower], nan)
+        return out
+
+
+class ValidationLoss(tf_keras.metrics.Metric):
+    """Loss per example over a whole evaluation (not the last batch's sum, as Keras would report)."""
+
+    def __init__(self, name: str = "validation_loss"):
+        super().__init__(name=name)
+        self.loss_sum = self.add_weight(name="loss_sum", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.examples = self.add_weight(name="examples", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def update_state(self, loss_sum, batch_size) -> None:
+        self.loss_sum.assign_add(tf.cast(loss_sum, tf.float32))
+        self.examples.assign_add(tf.cast(batch_size, tf.float32))
+
+    def result(self) -> tf.Tensor:
+        return tf.math.divide_no_nan(self.loss_sum, self.examples)
+
+
+def step_sums(loss_sum: tf.Tensor, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """One step's (one replica's) loss sum, batch size B, |loss - B log B| and B log B (float32)."""
+    batch = tf.cast(tf.shape(next(iter(features.values())))[0], tf.float32)
+    loss_sum = tf.cast(loss_sum, tf.float32)
+    uniform = batch * tf.math.log(batch)
+    return {"loss_sum": loss_sum, "examples": batch, "gap_sum": tf.abs(loss_sum - uniform), "uniform_sum": uniform}
+
+
+def _cross_replica_sum(values: list):
+    """Sum each tensor of `values` over replicas under a multi-replica strategy (None stays None)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    present = [i for i, value in enumerate(values) if value is not None]
+    reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, [values[i] for i in present])
+    out = list(values)
+    for i, value in zip(present, reduced):
+        out[i] = value
+    return out
+
+
+class TelemetryModel(tfrs.Model):
+    """A tfrs.Model whose train step also records loss per example, per-tower gradient norms and
+    non-finite steps in `self.telemetry`. Subclasses define `compute_loss` and `towers()`.
+
+    The step mirrors tfrs.Model.train_step (loss + regularization, one apply_gradients), plus:
+    loss scaling when the optimizer is a LossScaleOptimizer (mixed precision), and, under a
+    multi-replica strategy, gradients summed across replicas *before* the norms are taken and
+    applied (so norms and clipping see the global gradient, as on one device).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.telemetry = EpochTelemetry()
+        self.validation_loss = ValidationLoss()
+
+    def towers(self) -> dict[str, tf_keras.layers.Layer]:
+        raise NotImplementedError
+
+    def _tower_gradient_norms(self, gradients, variables) -> dict[str, tf.Tensor]:
+        norms = {}
+        for name, tower in self.towers().items():
+            owned = {v.ref() for v in tower.trainable_variables}
+            grads = [g for g, v in zip(gradients, variables) if g is not None and v.ref() in owned]
+            norms[name] = tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
+        return norms
+
+    def train_step(self, features):
+        optimizer = self.optimizer
+        loss_scaled = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(features, training=True)
+            total_loss = loss + tf.add_n(self.losses) if self.losses else loss
+            target = optimizer.get_scaled_loss(total_loss) if loss_scaled else total_loss
+        variables = self.trainable_variables  # read after the forward pass: towers build lazily
+        gradients = tape.gradient(target, variables)
+        if loss_scaled:
+            gradients = optimizer.get_unscaled_gradients(gradients)
+        gradients = _cross_replica_sum(list(gradients))
+        norms = self._tower_gradient_norms(gradients, variables)
+        optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
+
+        sums = step_sums(loss, features)
+        sums = dict(zip(sums, _cross_replica_sum(list(sums.values()))))
+        finite = tf.math.is_finite(sums["loss_sum"])
+        if not loss_scaled:  # with loss scaling, overflowing gradients are expected and the step is skipped
+            for norm in norms.values():
+                finite = tf.logical_and(finite, tf.math.is_finite(norm))
+        self.telemetry.update_state(sums, norms, finite)
+        return self.telemetry.result()
+
+    def test_step(self, features):
+        sums = step_sums(self.compute_loss(features, training=False), features)
+        loss_sum, batch = _cross_replica_sum([sums["loss_sum"], sums["examples"]])
+        self.validation_loss.update_state(loss_sum, batch)
+        return {"loss": self.validation_loss.result()}
+
+
+def epoch_metrics_from_logs(epoch: int, logs: dict, seconds: float, learning_rate: float) -> EpochMetrics:
+    """EpochMetrics of 1-based `epoch` from Keras epoch-end `logs` (this module's train step)."""
+    val_loss = logs.get("val_loss")
+    return EpochMetrics(
+        epoch=epoch,
+        loss=float(logs["loss"]),
+        steps=int(logs["steps"]),
+        examples=int(logs["examples"]),
+        buyer_grad_norm_mean=float(logs["buyer_grad_norm_mean"]),
+        buyer_grad_norm_max=float(logs["buyer_grad_norm_max"]),
+        product_grad_norm_mean=float(logs["product_grad_norm_mean"]),
+        product_grad_norm_max=float(logs["product_grad_norm_max"]),
+        nonfinite_steps=int(logs["nonfinite_steps"]),
+        seconds=seconds,
+        learning_rate=learning_rate,
+        val_loss=None if val_loss is None else float(val_loss),
+        uniform_gap=float(logs["uniform_gap"]),
+        uniform_loss=float(logs["uniform_loss"]),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an attempt stopped: status "collapsed" or "diverged", at a 1-based epoch."""
+
+    status: str
+    epoch: int
+    reason: str
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
+
+
+class CollapseDetector:
+    """Decides, epoch by epoch, whether an attempt diverged or collapsed.
+
+    diverged: the epoch had a non-finite loss or gradient.
+    collapsed: `patience` consecutive epochs each with uniform scores (mean |loss/example -
+    log(batch)| < loss_tolerance) or every tower's mean gradient norm below min_grad_norm.
+    Epochs without steps are ignored (they neither count nor break a streak). Feed it EpochMetrics
+    in order; replaying stored epochs rebuilds its state (used when an attempt resumes).
+    """
+
+    def __init__(self, collapse: CollapseSpec, batch_size: int):
+        self.collapse = collapse
+        self.batch_size = batch_size
+        self.streak: list[EpochMetrics] = []
+        self.verdict: Verdict | None = None
+
+    def _uniform(self, m: EpochMetrics) -> bool:
+        return m.uniform_gap is not None and m.uniform_gap < self.collapse.loss_tolerance
+
+    def _flat(self, m: EpochMetrics) -> bool:
+        floor = self.collapse.min_grad_norm
+        return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
+
+    def observe(self, m: EpochMetrics) -> Verdict | None:
+        """Take one epoch; return the verdict once there is one (and keep returning it)."""
+        if self.verdict is not None or m.steps == 0:
+            return self.verdict
+        if m.nonfinite_steps > 0 or not math.isfinite(m.loss):
+            self.verdict = Verdict("diverged", m.epoch, self._diverged_reason(m))
+            return self.verdict
+        self.streak = [*self.streak, m] if (self._uniform(m) or self._flat(m)) else []
+        if len(self.streak) >= self.collapse.patience:
+            self.verdict = Verdict("collapsed", m.epoch, self._collapsed_reason(m))
+        return self.verdict
+
+    def _diverged_reason(self, m: EpochMetrics) -> str:
+        return (
+            f"diverged at epoch {m.epoch}: non-finite loss or gradient in {m.nonfinite_steps} of {m.steps} steps "
+            f"(loss/example {_num(m.loss)}; buyer grad norm max {_num(m.buyer_grad_norm_max)}, "
+            f"product {_num(m.product_grad_norm_max)})"
+        )
+
+    def _collapsed_reason(self, m: EpochMetrics) -> str:
+        n = len(self.streak)
+        norms = f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
+        if all(self._uniform(e) for e in self.streak):
+            uniform = f"log({self.batch_size})"
+            if m.uniform_loss is not None and abs(m.uniform_loss - math.log(self.batch_size)) > 1e-3:
+                uniform = f"mean log(batch size) {m.uniform_loss:.3f} (batches of {self.batch_size}, last one partial)"
+            return (
+                f"collapsed at epoch {m.epoch}: loss/example {m.loss:.3f} = {uniform} for {n} epochs "
+                f"(all candidates scored alike); {norms}"
+            )
+        return (
+            f"collapsed at epoch {m.epoch}: every tower's gradient norm below {self.collapse.min_grad_norm:g} "
+            f"or uniform scores for {n} epochs; {norms}"
+        )

@@ -1,0 +1,245 @@
+"""The two-tower retrieval model built from an ExperimentSpec, and its tf.data input.
+
+Preprocessing is fitted on the training frame only: vocabularies (id, categorical, text tokens)
+and numeric mean/variance come from `train`, so nothing leaks from the test split. Each tower
+encodes its features (id/categorical: StringLookup + Embedding; numeric: normalized, missing ->
+mean; text: whitespace tokens -> StringLookup + Embedding, masked mean), concatenates them and
+applies the spec's layers (dense layers use relu except the tower's last dense layer, which is
+linear unless an activation is given). A tower without a dense layer ends in Dense(output_dim).
+The loss is TFRS Retrieval (in-batch softmax, summed over the batch) with no FactorizedTopK
+metric in training: top-k metrics made training 8-45x slower; recall is computed afterwards by
+`trainer.evaluation` over unique candidates.
+
+Gradient clipping, clipnorm vs global_clipnorm (tf-keras): `clipnorm=c` clips *each variable's*
+gradient to norm c, `global_clipnorm=c` rescales *all* gradients together so their joint norm is
+at most c. The Retrieval loss is a sum over the batch, so pre-clip norms grow with the batch
+size and a threshold of 1.0 is active on nearly every step. Per-variable clipping then hands
+every variable a gradient of the same norm, whatever its share of the signal (a bias and a 400k
+weight embedding table alike), which distorts the gradient's direction; global clipping only
+shortens the step and keeps the direction. Measured on synthetic-retail (2000 customers, 400
+products, batch 1024, adagrad, 5 epochs; `bench/bench_trainer.py --clipping`): see the table in
+that script's output and the trainer report; the default stays `clipnorm=1.0` (see below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras
+
+from trainer.gradients import TelemetryModel
+from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, TrainingSpec
+
+OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
+    "adagrad": tf_keras.optimizers.Adagrad,
+    "adam": tf_keras.optimizers.Adam,
+    "sgd": tf_keras.optimizers.SGD,
+    "rmsprop": tf_keras.optimizers.RMSprop,
+}
+"""The optimizer whitelist: spec name -> tf-keras class. Nothing else is ever constructed."""
+
+STRING_TYPES = ("id", "categorical", "text")
+
+
+def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.optimizers.Optimizer:
+    """The spec's optimizer at `learning_rate`, with the spec's clipping (clipnorm / global_clipnorm)."""
+    name = training.optimizer.lower()
+    if name not in OPTIMIZERS:
+        known = ", ".join(sorted(OPTIMIZERS))
+        raise ValueError(f"training.optimizer: unknown optimizer {training.optimizer!r}; known: {known}")
+    return OPTIMIZERS[name](
+        learning_rate=learning_rate, clipnorm=training.clipnorm, global_clipnorm=training.global_clipnorm
+    )
+
+
+def input_dtype(feature: FeatureSpec) -> tf.DType:
+    return tf.string if feature.type in STRING_TYPES else tf.float32
+
+
+def _vocabulary(values: pd.Series) -> list[str]:
+    """Distinct non-empty values, most frequent first (ties by value), so builds are deterministic."""
+    counts = values[values != ""].value_counts()
+    order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [value for value, _ in order]
+
+
+class LookupEmbedding(tf_keras.layers.Layer):
+    """A string id or category: StringLookup (one OOV bucket) + Embedding."""
+
+    def __init__(self, vocabulary: list[str], dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None)
+        self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        return self.embedding(self.lookup(values))
+
+
+class TokenBagEmbedding(tf_keras.layers.Layer):
+    """Whitespace-separated tokens: the mean of their embeddings (padding masked; no tokens -> 0)."""
+
+    def __init__(self, vocabulary: list[str], dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token="")
+        self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        tokens = tf.strings.split(values).to_tensor(default_value="")
+        ids = self.lookup(tokens)
+        vectors = self.embedding(ids)
+        mask = tf.cast(tf.not_equal(ids, 0), vectors.dtype)[..., None]
+        total = tf.reduce_sum(vectors * mask, axis=1)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), tf.ones([], vectors.dtype))
+        return total / count
+
+
+class NormalizedNumber(tf_keras.layers.Layer):
+    """A number standardized with the training mean and variance; missing (NaN) -> 0 (the mean)."""
+
+    def __init__(self, mean: float, variance: float, **kwargs):
+        super().__init__(**kwargs)
+        self.normalize = tf_keras.layers.Normalization(axis=None, mean=mean, variance=variance)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        normalized = self.normalize(values[:, None])
+        return tf.where(tf.math.is_nan(normalized), tf.zeros_like(normalized), normalized)
+
+
+def feature_encoder(feature: FeatureSpec, train: pd.DataFrame) -> tf_keras.layers.Layer:
+    """The preprocessing + embedding layer of one feature, fitted on the training frame."""
+    if feature.column not in train.columns:
+        raise ValueError(f"feature column {feature.column!r} is missing from the training data")
+    values = train[feature.column]
+    name = f"{feature.column}_{feature.type}"
+    if feature.type == "numeric":
+        numbers = values.to_numpy(dtype=np.float64)
+        finite = numbers[np.isfinite(numbers)]
+        mean = float(finite.mean()) if finite.size else 0.0
+        variance = float(finite.var()) if finite.size else 1.0
+        return NormalizedNumber(mean, variance, name=name)
+    strings = values.astype(str)
+    if feature.type == "text":
+        tokens = strings.str.split().explode().dropna()
+        return TokenBagEmbedding(_vocabulary(tokens), feature.embedding_dim, name=name)
+    return LookupEmbedding(_vocabulary(strings), feature.embedding_dim, name=name)
+
+
+def tower_layers(layers: Sequence[LayerSpec], output_dim: int, tower: str) -> list[tf_keras.layers.Layer]:
+    """Keras layers for a tower's LayerSpecs; the last dense layer is linear unless told otherwise."""
+    dense_positions = [i for i, layer in enumerate(layers) if layer.type == "dense"]
+    last_dense = dense_positions[-1] if dense_positions else None
+    built: list[tf_keras.layers.Layer] = []
+    for i, layer in enumerate(layers):
+        if layer.type == "dropout":
+            built.append(tf_keras.layers.Dropout(layer.rate or 0.0, name=f"{tower}_dropout_{i}"))
+            continue
+        default_activation = "linear" if i == last_dense else "relu"
+        units = layer.units if layer.units is not None else output_dim
+        built.append(
+            tf_keras.layers.Dense(units, activation=layer.activation or default_activation, name=f"{tower}_dense_{i}")
+        )
+    if last_dense is None:
+        built.append(tf_keras.layers.Dense(output_dim, name=f"{tower}_dense_out"))
+    return built
+
+
+class Tower(tf_keras.Model):
+    """One side of the model: a dict of feature columns -> float32 embeddings."""
+
+    def __init__(
+        self, name: str, features: Sequence[FeatureSpec], train: pd.DataFrame, layers: Sequence[LayerSpec], output_dim: int
+    ):
+        super().__init__(name=name)
+        self.features = list(features)
+        self.encoders = [feature_encoder(feature, train) for feature in self.features]
+        self.stack = tower_layers(layers, output_dim, name)
+
+    @property
+    def columns(self) -> list[str]:
+        return [feature.column for feature in self.features]
+
+    def get_config(self) -> dict:
+        """Descriptive only: a tower is rebuilt from the spec and the training data, not from config."""
+        return {"name": self.name, "columns": self.columns}
+
+    def input_signature(self) -> dict[str, tf.TensorSpec]:
+        """TensorSpecs of the tower's input columns (one value per row), for serving signatures."""
+        return {f.column: tf.TensorSpec([None], input_dtype(f), name=f.column) for f in self.features}
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = [encoder(inputs[feature.column]) for feature, encoder in zip(self.features, self.encoders)]
+        x = tf.concat([tf.cast(part, self.compute_dtype) for part in parts], axis=-1)
+        for layer in self.stack:
+            x = layer(x, training=training)
+        return tf.cast(x, tf.float32)
+
+
+class TwoTowerModel(TelemetryModel):
+    """Buyer (query) and product (candidate) towers trained with the in-batch softmax."""
+
+    def __init__(self, buyer: Tower, product: Tower, temperature: float = 1.0):
+        super().__init__()
+        self.buyer = buyer
+        self.product = product
+        self.task = tfrs.tasks.Retrieval(temperature=temperature)
+
+    def towers(self) -> dict[str, tf_keras.layers.Layer]:
+        return {"buyer": self.buyer, "product": self.product}
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        queries = self.buyer(features, training=training)
+        candidates = self.product(features, training=training)
+        return self.task(queries, candidates, compute_metrics=False)
+
+
+def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Tower]:
+    """The buyer and product towers of `spec`, preprocessing fitted on `train`."""
+    model = spec.model
+    buyer = Tower("buyer", spec.buyer_features, train, model.buyer_layers, model.output_dim)
+    product = Tower("product", spec.product_features, train, model.product_layers, model.output_dim)
+    return buyer, product
+
+
+def build_model(spec: ExperimentSpec, train: pd.DataFrame) -> TwoTowerModel:
+    """The two-tower model of `spec` (not compiled), preprocessing fitted on `train`."""
+    buyer, product = build_towers(spec, train)
+    return TwoTowerModel(buyer, product, temperature=spec.model.temperature)
+
+
+def model_columns(spec: ExperimentSpec) -> dict[str, tf.DType]:
+    """Every input column of both towers and its dtype (a column in both towers appears once)."""
+    return {f.column: input_dtype(f) for f in [*spec.buyer_features, *spec.product_features]}
+
+
+def frame_tensors(frame: pd.DataFrame, columns: dict[str, tf.DType]) -> dict[str, np.ndarray]:
+    """The columns of `frame` as numpy arrays of the model's input dtypes (str or float32)."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing from the data frame (have {list(frame.columns)})")
+    return {
+        column: frame[column].astype(str).to_numpy(dtype=object)
+        if dtype == tf.string
+        else frame[column].to_numpy(dtype=np.float32)
+        for column, dtype in columns.items()
+    }
+
+
+def make_dataset(
+    frame: pd.DataFrame, columns: dict[str, tf.DType], batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """Batches of feature dicts from `frame`; reshuffled every epoch when `shuffle_seed` is given."""
+    dataset = tf.data.Dataset.from_tensor_slices(frame_tensors(frame, columns))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(frame), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def embed(tower: tf_keras.layers.Layer, frame: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
+    """Embeddings of every row of `frame` through `tower` (float32, rows in frame order)."""
+    columns = {f.column: input_dtype(f) for f in tower.features}
+    dataset = make_dataset(frame, columns, batch_size)
+    return np.concatenate([tower(batch).numpy() for batch in dataset], axis=0)
