@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from trainer.rules import OPTIMIZERS, DataSchema, Finding, check
+from trainer.rules import OPTIMIZERS, DataSchema, Finding, check, suggested_learning_rate
 from trainer.spec import ExperimentSpec, spec_from_dict
 
 TRANSACTIONS = (
@@ -96,6 +96,7 @@ FIRES = [
     ("product column not in catalogue", both(put("data.products", "cat.csv"), put("product_features.1.column", "price_band")), DataSchema(TRANSACTIONS, CATALOGUE), "missing_column", "product_features[1].column", "error"),
     ("product key not in transactions", put("data.products", "cat.csv"), DataSchema(("customer_id", "customer_age", "region"), CATALOGUE), "missing_column", "product_features[0].column", "error"),
     ("time column not in data", put("data.split", {"strategy": "time", "column": "ts"}), SCHEMA, "missing_column", "data.split.column", "error"),
+    ("time column of a random split not in data", put("data.split.column", "ts"), SCHEMA, "missing_column", "data.split.column", "error"),
     ("unknown optimizer", put("training.optimizer", "adamw"), None, "unknown_optimizer", "training.optimizer", "error"),
     ("negative learning rate", put("training.learning_rate", -0.1), None, "out_of_range", "training.learning_rate", "error"),
     ("zero learning rate", put("training.learning_rate", 0), None, "out_of_range", "training.learning_rate", "error"),
@@ -108,12 +109,11 @@ FIRES = [
     ("buyer tower too wide", put("model.buyer_layers.1.units", 16), None, "tower_output_mismatch", "model.buyer_layers[1].units", "error"),
     ("product tower too wide", put("model.output_dim", 64), None, "tower_output_mismatch", "model.product_layers[0].units", "error"),
     ("no features", put("buyer_features", []), None, "empty_tower", "buyer_features", "error"),
-    ("no dense layer", put("model.product_layers", [{"type": "dropout", "rate": 0.1}]), None, "no_dense_layer", "model.product_layers", "error"),
     ("dense without units", put("model.buyer_layers.0", {"type": "dense"}), None, "dense_without_units", "model.buyer_layers[0].units", "error"),
     ("dropout without rate", put("model.buyer_layers.0", {"type": "dropout"}), None, "dropout_without_rate", "model.buyer_layers[0].rate", "error"),
     ("dropout rate 1", put("model.buyer_layers.0", {"type": "dropout", "rate": 1.0}), None, "out_of_range", "model.buyer_layers[0].rate", "error"),
     ("negative dropout rate", put("model.product_layers", [{"type": "dropout", "rate": -0.1}, *dense(1)]), None, "out_of_range", "model.product_layers[0].rate", "error"),
-    ("unknown activation", put("model.buyer_layers.0.activation", "relu6"), None, "unknown_activation", "model.buyer_layers[0].activation", "error"),
+    ("unknown activation", put("model.buyer_layers.0.activation", "rectifier"), None, "unknown_activation", "model.buyer_layers[0].activation", "error"),
     ("test fraction 1", put("data.split.test_fraction", 1.0), None, "out_of_range", "data.split.test_fraction", "error"),
     ("test fraction 0", put("data.split.test_fraction", 0.0), None, "out_of_range", "data.split.test_fraction", "error"),
     ("time split without column", put("data.split.strategy", "time"), None, "time_split_without_column", "data.split.column", "error"),
@@ -151,9 +151,10 @@ NEAR_MISSES = [
     ("time column present", put("data.split", {"strategy": "time", "column": "timestamp"}), SCHEMA, "missing_column"),
     ("tiny positive learning rate", put("training.learning_rate", 1e-9), None, "out_of_range"),
     ("one epoch, batch of one, k of one", both(put("training.epochs", 1), put("training.batch_size", 1), put("evaluation.ks", [1])), None, "out_of_range"),
+    ("no dense layer: the model appends Dense(output_dim)", put("model.product_layers", [{"type": "dropout", "rate": 0.1}]), None, "tower_output_mismatch"),
     ("last dense matches, dropout after it", put("model.buyer_layers", [{"type": "dense", "units": 128}, {"type": "dense", "units": 32}, {"type": "dropout", "rate": 0.2}]), None, "tower_output_mismatch"),
     ("dropout rate 0", put("model.buyer_layers", [{"type": "dropout", "rate": 0.0}, *dense(1)]), None, "out_of_range"),
-    ("known activation", put("model.buyer_layers.0.activation", "tanh"), None, "unknown_activation"),
+    ("known activation", put("model.buyer_layers.0.activation", "leaky_relu"), None, "unknown_activation"),
     ("test fraction just below 1", put("data.split.test_fraction", 0.99), None, "out_of_range"),
     ("time split with column", put("data.split", {"strategy": "time", "column": "timestamp"}), None, "time_split_without_column"),
     ("backoff factor just below 1", put("training.backoff.factor", 0.99), None, "out_of_range"),
@@ -264,3 +265,10 @@ def test_missing_column_lists_a_long_schema_briefly():
     wide = DataSchema(transactions=TRANSACTIONS + tuple(f"extra_{i}" for i in range(40)))
     (finding,) = check(spec_with(add_buyer("loyalty")), wide)
     assert "customer_id" in finding.message and "(34 more)" in finding.message and "extra_39" not in finding.message
+
+
+@pytest.mark.parametrize(
+    ("rate", "suggested"), [(10.0, 0.01), (0.1, 0.01), (0.05, 0.005), (-1.0, 0.01), (float("nan"), 0.01)]
+)
+def test_suggested_learning_rate(rate, suggested):
+    assert suggested_learning_rate(spec_with(put("training.learning_rate", rate))) == pytest.approx(suggested)
