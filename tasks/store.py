@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 EXPERIMENT_STATUSES = (
     "pending",
@@ -44,7 +44,7 @@ SEVERITIES = ("error", "warning")
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
-def utcnow() -> datetime:
+def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -106,8 +106,8 @@ class Experiment(SQLModel, table=True):
     status: str = "pending"
     message: str | None = None
     flow_run_id: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
 
 
 class Finding(SQLModel, table=True):
@@ -135,7 +135,7 @@ class Attempt(SQLModel, table=True):
     epochs_run: int = 0
     model_uri: str | None = None
     flow_run_id: str | None = None
-    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -258,6 +258,7 @@ def _session() -> Iterator[Session]:
 # --- repository --------------------------------------------------------------------------------
 
 Row = TypeVar("Row", bound=SQLModel)
+_NEWEST_FIRST = (col(Experiment.created_at).desc(), col(Experiment.id).desc())
 
 
 def get_or_create_experiment(config_hash: str, name: str, spec_json: str) -> tuple[Experiment, bool]:
@@ -293,7 +294,7 @@ def set_experiment_status(
         experiment.message = message
         if flow_run_id is not None:
             experiment.flow_run_id = flow_run_id
-        experiment.updated_at = utcnow()
+        experiment.updated_at = _utcnow()
         session.commit()
         return experiment
 
@@ -339,7 +340,7 @@ def record_attempt(
         "epochs_run": len(epoch_data) if epochs_run is None else epochs_run,
         "model_uri": model_uri,
         "flow_run_id": flow_run_id,
-        "finished_at": finished_at or (None if status == "running" else utcnow()),
+        "finished_at": finished_at or (None if status == "running" else _utcnow()),
     }
     with _session() as session:
         _get(session, Experiment, experiment_id)
@@ -381,7 +382,9 @@ def record_recall(
     with _session() as session:
         attempt = _get(session, Attempt, attempt_id)
         if attempt.experiment_id != experiment_id:
-            raise ValueError(f"attempt {attempt_id} belongs to experiment {attempt.experiment_id}, not {experiment_id}")
+            raise ValueError(
+                f"attempt {attempt_id} belongs to experiment {attempt.experiment_id}, not {experiment_id}"
+            )
         session.exec(delete(RecallResult).where(RecallResult.experiment_id == experiment_id))
         session.add_all(
             RecallResult(
@@ -409,7 +412,7 @@ def reset_experiment(experiment_id: int) -> Experiment:
         experiment.status = "pending"
         experiment.message = None
         experiment.flow_run_id = None
-        experiment.updated_at = utcnow()
+        experiment.updated_at = _utcnow()
         session.commit()
         return experiment
 
@@ -425,16 +428,11 @@ def find_experiment(name_or_id: str | int) -> Experiment | None:
             found = session.get(Experiment, int(key))
             if found is not None:
                 return found
-        found = session.exec(
-            select(Experiment)
-            .where(Experiment.name == key)
-            .order_by(Experiment.created_at.desc(), Experiment.id.desc())  # type: ignore[union-attr]
-        ).first()
+        found = session.exec(select(Experiment).where(Experiment.name == key).order_by(*_NEWEST_FIRST)).first()
         if found is not None:
             return found
-        matches = session.exec(
-            select(Experiment).where(Experiment.config_hash.startswith(key.lower())).limit(2)  # type: ignore[attr-defined]
-        ).all()
+        prefix = col(Experiment.config_hash).startswith(key.lower())
+        matches = session.exec(select(Experiment).where(prefix).limit(2)).all()
     if len(matches) > 1:
         raise LookupError(f"hash prefix {key!r} matches several experiments; give more characters")
     return matches[0] if matches else None
@@ -443,11 +441,7 @@ def find_experiment(name_or_id: str | int) -> Experiment | None:
 def list_experiments() -> list[Experiment]:
     """Every experiment, newest first."""
     with _session() as session:
-        return list(
-            session.exec(
-                select(Experiment).order_by(Experiment.created_at.desc(), Experiment.id.desc())  # type: ignore[union-attr]
-            ).all()
-        )
+        return list(session.exec(select(Experiment).order_by(*_NEWEST_FIRST)).all())
 
 
 def experiment_detail(experiment_id: int) -> dict[str, Any]:
@@ -473,7 +467,9 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
             .order_by(EpochMetric.epoch)
         ).all()
         recall = session.exec(
-            select(RecallResult).where(RecallResult.experiment_id == experiment_id).order_by(RecallResult.k)
+            select(RecallResult)
+            .where(RecallResult.experiment_id == experiment_id)
+            .order_by(RecallResult.k)
         ).all()
     head = as_dict(experiment)
     head["spec"] = json.loads(head.pop("spec_json"))
@@ -483,7 +479,9 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
     return {
         "experiment": head,
         "findings": [as_dict(finding) for finding in findings],
-        "attempts": [{**as_dict(attempt), "epochs": epochs_by_attempt.get(attempt.id, [])} for attempt in attempts],  # type: ignore[arg-type]
+        "attempts": [
+            {**as_dict(attempt), "epochs": epochs_by_attempt.get(attempt.id or 0, [])} for attempt in attempts
+        ],
         "recall": [as_dict(row) for row in recall],
     }
 

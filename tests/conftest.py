@@ -69,7 +69,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> Itera
 
 
 def _empty_schema(connection: psycopg.Connection, schema: str) -> None:
-    tables = [row[0] for row in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])]
+    rows = connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])
+    tables = [table for (table,) in rows]
     if tables:
         names = ", ".join(f'"{schema}"."{table}"' for table in tables)
         connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

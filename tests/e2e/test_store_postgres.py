@@ -70,7 +70,9 @@ def test_database_holds_a_diverged_loss_as_nan(database_url):
     store.record_attempt(experiment.id, 1, 1.0, "diverged", "non-finite loss at epoch 1", [epoch])
     engine = store.get_engine()
     if engine.dialect.name == "postgresql":
-        query = "SELECT loss::text, pg_typeof(loss)::text, buyer_grad_norm_max::text, val_loss IS NULL FROM epoch_metric"
+        query = (
+            "SELECT loss::text, pg_typeof(loss)::text, buyer_grad_norm_max::text, val_loss IS NULL FROM epoch_metric"
+        )
         expected = ("NaN", "double precision", "Infinity", True)
     else:  # SQLite would turn a NaN parameter into NULL; the store writes the text 'NaN' instead
         query = "SELECT loss, typeof(loss), typeof(buyer_grad_norm_max), val_loss IS NULL FROM epoch_metric"

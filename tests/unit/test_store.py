@@ -131,22 +131,25 @@ def test_concurrent_get_or_create_makes_one_experiment(database_url):
 
 def test_record_attempt_stores_attempt_and_epochs(database_url):
     experiment_id = new_experiment()
+    reason = "uniform scores for 3 epochs"
     attempt_id = store.record_attempt(
-        experiment_id, 1, 0.1, "collapsed", "uniform scores for 3 epochs", epochs(8.3, 8.31, 8.31),
-        model_uri="file:///m/1", flow_run_id="run-1",
+        experiment_id, 1, 0.1, "collapsed", reason, epochs(8.3, 8.31, 8.31), model_uri="file:///m/1", flow_run_id="r1"
     )
     (attempt,) = store.experiment_detail(experiment_id)["attempts"]
     assert attempt["id"] == attempt_id
-    assert (attempt["status"], attempt["reason"], attempt["epochs_run"]) == ("collapsed", "uniform scores for 3 epochs", 3)
-    assert (attempt["model_uri"], attempt["flow_run_id"], attempt["learning_rate"]) == ("file:///m/1", "run-1", 0.1)
-    assert [(e["epoch"], e["loss"], e["steps"]) for e in attempt["epochs"]] == [(1, 8.3, 10), (2, 8.31, 10), (3, 8.31, 10)]
+    assert (attempt["status"], attempt["reason"], attempt["epochs_run"]) == ("collapsed", reason, 3)
+    assert (attempt["model_uri"], attempt["flow_run_id"], attempt["learning_rate"]) == ("file:///m/1", "r1", 0.1)
+    assert [(e["epoch"], e["loss"]) for e in attempt["epochs"]] == [(1, 8.3), (2, 8.31), (3, 8.31)]
+    assert {e["steps"] for e in attempt["epochs"]} == {10}
     assert attempt["finished_at"] is not None
 
 
 @pytest.mark.parametrize(
     ("bad_epochs", "error"),
     [
-        pytest.param(epochs(1.0) + [{**epochs(1.0)[0].model_dump(), "epoch": 2, "loss": "oops"}], StatementError, id="non-numeric-loss"),
+        pytest.param(
+            epochs(1.0) + [{**epochs(1.0)[0].model_dump(), "epoch": 2, "loss": "x"}], StatementError, id="non-numeric"
+        ),
         pytest.param(epochs(1.0, 0.9) + epochs(0.8), IntegrityError, id="duplicate-epoch"),
         pytest.param(epochs(1.0) + [{"epoch": 2, "loss": 1.0, "grad_norm": 2.0}], ValueError, id="unknown-field"),
     ],
@@ -168,11 +171,14 @@ def test_recording_an_attempt_again_replaces_it(database_url):
     experiment_id = new_experiment()
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     first = store.record_attempt(experiment_id, 1, 0.1, "running", "", epochs(3.0), started_at=started)
-    second = store.record_attempt(experiment_id, 1, 0.1, "succeeded", "converged", epochs(3.0, 2.5, 2.0), model_uri="m")
+    second = store.record_attempt(experiment_id, 1, 0.1, "succeeded", "ok", epochs(3.0, 2.5, 2.0), model_uri="m")
     other = store.record_attempt(experiment_id, 2, 0.01, "running", "", [])
     assert first == second != other
     attempts = store.experiment_detail(experiment_id)["attempts"]
-    assert [(a["number"], a["status"], a["epochs_run"]) for a in attempts] == [(1, "succeeded", 3), (2, "running", 0)]
+    assert [(a["number"], a["status"], a["epochs_run"]) for a in attempts] == [
+        (1, "succeeded", 3),
+        (2, "running", 0),
+    ]
     assert [e["loss"] for e in attempts[0]["epochs"]] == [3.0, 2.5, 2.0]
     assert attempts[0]["started_at"] == started.isoformat()
     assert attempts[1]["finished_at"] is None
@@ -187,8 +193,9 @@ def test_non_finite_floats_round_trip(database_url):
     finite = EpochMetrics(epoch=2, loss=1e-300, val_loss=None)
     attempt_id = store.record_attempt(experiment_id, 1, 0.5, "diverged", "non-finite loss", [diverged, finite])
 
+    table = store.EpochMetric
     with Session(store.get_engine()) as session:
-        rows = session.exec(select(store.EpochMetric).where(store.EpochMetric.attempt_id == attempt_id).order_by(store.EpochMetric.epoch)).all()
+        rows = session.exec(select(table).where(table.attempt_id == attempt_id).order_by(table.epoch)).all()
     assert math.isnan(rows[0].loss) and math.isnan(rows[0].val_loss)
     assert (rows[0].buyer_grad_norm_mean, rows[0].buyer_grad_norm_max) == (INF, -INF)
     assert (rows[1].loss, rows[1].val_loss) == (1e-300, None)
@@ -224,29 +231,43 @@ def test_experiment_detail_holds_the_whole_run(database_url):
     store.replace_findings(
         experiment_id,
         [
-            Finding(code="high_lr_deep_tower", severity="warning", field="training.learning_rate", message="lr 0.1 with 3 dense layers", suggestion="0.01"),
-            {"code": "no_primary_id", "severity": "warning", "field": "product_features", "message": "fell back to item_id"},
+            Finding(
+                code="high_lr_deep_tower",
+                severity="warning",
+                field="training.learning_rate",
+                message="lr 0.1 with 3 dense layers",
+                suggestion="0.01",
+            ),
+            {"code": "no_primary_id", "severity": "warning", "field": "product_features", "message": "item_id"},
         ],
     )
     collapsed = store.record_attempt(experiment_id, 1, 0.1, "collapsed", "uniform scores", epochs(8.3, 8.3, 8.3))
     succeeded = store.record_attempt(experiment_id, 2, 0.01, "succeeded", "", epochs(7.0, 6.0))
     store.record_recall(experiment_id, collapsed, {10: 0.0}, {10: 0.05}, 1682, 80000, 900, False)
-    store.record_recall(experiment_id, succeeded, {"50": 0.4, "10": 0.2}, {"10": 0.05, "50": 0.2}, 1682, 80000, 900, True)
-    store.set_experiment_status(experiment_id, "succeeded", message="recall@10 0.2 vs popularity 0.05")
+    model, popularity = {"50": 0.4, "10": 0.2}, {"10": 0.05, "50": 0.2}  # keys as JSON would give them
+    store.record_recall(experiment_id, succeeded, model, popularity, 1682, 80000, 900, True)
+    store.set_experiment_status(experiment_id, "succeeded", message="beats popularity")
 
     detail = store.experiment_detail(experiment_id)
     assert set(detail) == {"experiment", "findings", "attempts", "recall"}
     head = detail["experiment"]
-    assert (head["status"], head["message"], head["flow_run_id"]) == ("succeeded", "recall@10 0.2 vs popularity 0.05", "flow-1")
+    assert (head["status"], head["message"], head["flow_run_id"]) == ("succeeded", "beats popularity", "flow-1")
     assert head["spec"] == {"name": "movielens-deep"} and "spec_json" not in head
     assert head["updated_at"] > head["created_at"]
-    assert [(f["code"], f["suggestion"]) for f in detail["findings"]] == [("high_lr_deep_tower", "0.01"), ("no_primary_id", None)]
-    assert [(a["number"], a["status"], len(a["epochs"])) for a in detail["attempts"]] == [(1, "collapsed", 3), (2, "succeeded", 2)]
+    assert [(f["code"], f["suggestion"]) for f in detail["findings"]] == [
+        ("high_lr_deep_tower", "0.01"),
+        ("no_primary_id", None),
+    ]
+    assert [(a["number"], a["status"], len(a["epochs"])) for a in detail["attempts"]] == [
+        (1, "collapsed", 3),
+        (2, "succeeded", 2),
+    ]
     assert [(r["k"], r["value"], r["baseline"], r["attempt_id"], r["exclude_seen"]) for r in detail["recall"]] == [
         (10, 0.2, 0.05, succeeded, True),
         (50, 0.4, 0.2, succeeded, True),
     ]
-    assert {(r["n_candidates"], r["n_candidate_rows_before_dedup"], r["n_queries"]) for r in detail["recall"]} == {(1682, 80000, 900)}
+    counts = {(r["n_candidates"], r["n_candidate_rows_before_dedup"], r["n_queries"]) for r in detail["recall"]}
+    assert counts == {(1682, 80000, 900)}
 
 
 def test_reset_experiment_keeps_only_the_row(database_url):
@@ -259,7 +280,12 @@ def test_reset_experiment_keeps_only_the_row(database_url):
     store.record_attempt(keep, 1, 0.1, "succeeded", "", epochs(1.0))
 
     experiment = store.reset_experiment(experiment_id)
-    assert (experiment.id, experiment.status, experiment.message, experiment.flow_run_id) == (experiment_id, "pending", None, None)
+    assert (experiment.id, experiment.status, experiment.message, experiment.flow_run_id) == (
+        experiment_id,
+        "pending",
+        None,
+        None,
+    )
     detail = store.experiment_detail(experiment_id)
     assert (detail["findings"], detail["attempts"], detail["recall"]) == ([], [], [])
     assert (count("experiment"), count("attempt"), count("epoch_metric"), count("recall_result")) == (2, 1, 1, 0)
