@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict
 
 from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec
 
-OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
+OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # the names trainer.model builds, spelled exactly
+# the activation names tf-keras resolves
 ACTIVATIONS = (
     "elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "mish", "relu", "relu6", "selu",
     "sigmoid", "silu", "softmax", "softplus", "softsign", "swish", "tanh",
-)  # fmt: skip  # the names tf-keras resolves
+)  # fmt: skip
 HIGH_LEARNING_RATE = 0.1
 DEEP_TOWER_DENSE_LAYERS = 3
 SAFE_LEARNING_RATE = 0.01
