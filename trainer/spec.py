@@ -8,6 +8,7 @@ No TensorFlow or Prefect import here.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -208,12 +209,10 @@ def normalize_legacy(raw: dict) -> dict:
     out["product_features"] = [_legacy_feature(f) for f in raw.pop("product_model_features", []) or []]
     training = dict(raw.pop("training", {}) or {})
     model = dict(raw.pop("model", {}) or {})
-    for key in _LEGACY_TRAINING_KEYS:
-        if key in raw:
-            training[key] = raw.pop(key)
-    for key in _LEGACY_MODEL_KEYS:
-        if key in raw:
-            model[key] = raw.pop(key)
+    for section, keys in ((training, _LEGACY_TRAINING_KEYS), (model, _LEGACY_MODEL_KEYS)):
+        for key in keys:
+            if key in raw:
+                section.setdefault(key, raw.pop(key))  # a nested value (e.g. from --set) wins
     if training:
         out["training"] = training
     if model:
@@ -260,7 +259,7 @@ def parse_config_text(text: str, source: str = "<config>") -> dict:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `key.path=value` overrides (values parsed as YAML scalars) to a raw config."""
-    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
+    raw = copy.deepcopy(raw)
     for override in overrides:
         path, sep, value = override.partition("=")
         if not sep or not path:
