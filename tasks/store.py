@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event
+from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, or_, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from tasks.settings import towerflow_home
 
 EXPERIMENT_STATUSES = (
     "pending",
@@ -186,8 +188,7 @@ def database_url() -> str:
     url = os.environ.get("TOWERFLOW_DATABASE_URL")
     if url:
         return normalize_url(url)
-    home = Path(os.environ.get("TOWERFLOW_HOME") or Path.home() / ".towerflow").expanduser()
-    return f"sqlite:///{home / 'towerflow.db'}"
+    return f"sqlite:///{towerflow_home() / 'towerflow.db'}"
 
 
 def normalize_url(url: str) -> str:
@@ -401,6 +402,26 @@ def record_recall(
             for k in sorted(model)
         )
         session.commit()
+
+
+def claim_experiment(experiment_id: int, flow_run_id: str, force: bool = False) -> bool:
+    """Atomically mark a pending experiment as run by `flow_run_id`; False when another run has it.
+
+    This is what makes a re-delivered `config.submitted` event harmless: only one flow run wins the
+    pending -> running transition. The same flow run may claim again (a retried flow). `force` forgets
+    the earlier run first (`towerflow run --force`).
+    """
+    if force:
+        reset_experiment(experiment_id)
+    with _session() as session:
+        claimed = session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == experiment_id)
+            .where(or_(col(Experiment.status) == "pending", col(Experiment.flow_run_id) == flow_run_id))
+            .values(status="running", flow_run_id=flow_run_id, message=None, updated_at=_utcnow())
+        )
+        session.commit()
+        return claimed.rowcount == 1
 
 
 def reset_experiment(experiment_id: int) -> Experiment:

@@ -107,6 +107,26 @@ def test_get_or_create_recovers_when_another_caller_inserts_first(database_url, 
     assert count("experiment") == 1
 
 
+def test_only_one_flow_run_claims_a_pending_experiment(database_url):
+    experiment_id = new_experiment("feedc0de00000010")
+    assert store.claim_experiment(experiment_id, "run-a") is True
+    assert store.claim_experiment(experiment_id, "run-b") is False  # a re-delivered event
+    assert store.claim_experiment(experiment_id, "run-a") is True  # the same run, retried
+    store.set_experiment_status(experiment_id, "succeeded")
+    assert store.claim_experiment(experiment_id, "run-c") is False
+
+
+def test_a_forced_claim_forgets_the_earlier_run(database_url):
+    experiment_id = new_experiment("feedc0de00000011")
+    store.claim_experiment(experiment_id, "run-a")
+    store.record_attempt(experiment_id, 1, 0.1, "collapsed", "flat loss", [EpochMetrics(epoch=1, loss=6.9)])
+    store.set_experiment_status(experiment_id, "failed")
+    assert store.claim_experiment(experiment_id, "run-b", force=True) is True
+    detail = store.experiment_detail(experiment_id)
+    assert detail["experiment"]["status"] == "running" and detail["experiment"]["flow_run_id"] == "run-b"
+    assert detail["attempts"] == [] and count("epoch_metric") == 0
+
+
 def test_concurrent_get_or_create_makes_one_experiment(database_url):
     barrier = threading.Barrier(6)
     results, errors = [], []
