@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from trainer.validation import ValidationReport, validate_config
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 
@@ -29,6 +30,63 @@ def validate_command(args: argparse.Namespace) -> int:
     else:
         print(render_report(report))
     return EXIT_OK if report.ok else EXIT_INVALID
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`towerflow run CONFIG`: the whole experiment flow in this process; 0 succeeded, 1 failed, 2 invalid."""
+    report = validate_config(args.config, args.overrides)
+    if not report.ok:  # fail before booting Prefect or TensorFlow
+        print(render_report(report), file=sys.stderr)
+        return EXIT_INVALID
+    from flows.local import local_prefect
+
+    with local_prefect():
+        from flows.experiment import run_experiment
+        from flows.present import render_experiment
+        from tasks import store
+
+        state = run_experiment(_config_source(args.config), args.overrides, args.force, return_state=True)
+        experiment = store.find_experiment(report.config_hash)
+        if experiment is not None:
+            print()
+            print(render_experiment(store.experiment_detail(experiment.id)))
+        if state.is_completed():
+            if state.result().get("reused"):
+                print("\n(stored result of an earlier run of this exact config; --force runs it again)")
+            return EXIT_OK
+        print(f"\nexperiment failed: {state.message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _config_source(config: str) -> str:
+    """An absolute path for local files, so a deployment or worker elsewhere reads the same file."""
+    from pathlib import Path
+
+    return config if "://" in config else str(Path(config).resolve())
+
+
+def results_command(args: argparse.Namespace) -> int:
+    """`towerflow results [NAME|ID]`: experiments, or one experiment's attempts and recall."""
+    import json
+
+    from flows.present import render_experiment, render_experiment_list
+    from tasks import store
+
+    if args.experiment is None:
+        experiments = [store.as_dict(e) for e in store.list_experiments()]
+        print(json.dumps(experiments, indent=2) if args.json else render_experiment_list(experiments))
+        return EXIT_OK
+    try:
+        experiment = store.find_experiment(args.experiment)
+    except LookupError as exc:
+        print(f"towerflow results: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if experiment is None:
+        print(f"towerflow results: no experiment named or numbered {args.experiment!r}", file=sys.stderr)
+        return EXIT_INVALID
+    detail = store.experiment_detail(experiment.id)
+    print(json.dumps(detail, indent=2) if args.json else render_experiment(detail))
+    return EXIT_OK
 
 
 def render_report(report: ValidationReport) -> str:
@@ -65,6 +123,27 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def submit_command(args: argparse.Namespace) -> int:
+    """`towerflow submit CONFIG`: validate, store by content hash, emit `towerflow.config.submitted`."""
+    from flows.submit import submit_command as submit
+
+    return submit(args.config, args.overrides, args.json)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`towerflow serve`: a local Prefect API and both deployments with their triggers, until Ctrl-C."""
+    from flows.serve import serve_command as serve
+
+    return serve()
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    """`towerflow watch DIR|gs://prefix`: submit new or changed configs, by content hash."""
+    from flows.watch import watch_command as watch
+
+    return watch(args.location, args.interval, args.once)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="towerflow", description="Train and evaluate two-tower retrieval models, orchestrated by Prefect."
@@ -79,6 +158,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(validate)
     validate.add_argument("--json", action="store_true", help="print a machine-readable report")
     validate.set_defaults(handler=validate_command)
+
+    run = commands.add_parser(
+        "run",
+        help="run a whole experiment now, in this process",
+        description="Validate, train with automatic learning-rate backoff, evaluate and store one experiment. "
+        "Exit 0 succeeded, 1 failed, 2 invalid config.",
+    )
+    _add_config_arguments(run)
+    run.add_argument("--force", action="store_true", help="run again even if this exact config already ran")
+    run.set_defaults(handler=run_command)
+
+    results = commands.add_parser("results", help="show stored experiments, attempts and recall")
+    results.add_argument("experiment", nargs="?", metavar="NAME|ID", help="an experiment's name, id or hash prefix")
+    results.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    results.set_defaults(handler=results_command)
+
+    submit = commands.add_parser(
+        "submit",
+        help="validate a config and emit towerflow.config.submitted (run by `serve` or the workers)",
+        description="Validate CONFIG; exit 2 on errors before anything is stored. Otherwise store it by "
+        "content hash, record the experiment and emit towerflow.config.submitted to the Prefect API "
+        "(PREFECT_API_URL, else the one `towerflow serve` started).",
+    )
+    _add_config_arguments(submit)
+    submit.add_argument("--json", action="store_true", help="print the submission or the errors as JSON")
+    submit.set_defaults(handler=submit_command)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the deployments with their triggers on a local Prefect API (one machine, no workers)",
+        description="Start or reuse a local Prefect API on 127.0.0.1 and serve run-experiment (triggered by "
+        "towerflow.config.submitted) and train-attempt in this process until Ctrl-C.",
+    )
+    serve.set_defaults(handler=serve_command)
+
+    watch = commands.add_parser(
+        "watch",
+        help="submit new or changed configs from a folder or gs:// prefix",
+        description="Submit every *.yaml, *.yml and *.json config under LOCATION whose content hash was not "
+        "submitted before; report broken files and skip them.",
+    )
+    watch.add_argument("location", metavar="LOCATION", help="a folder or a URL prefix (gs://bucket/configs)")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between scans (default 5)")
+    watch.add_argument("--once", action="store_true", help="scan once and exit")
+    watch.set_defaults(handler=watch_command)
 
     return parser
 

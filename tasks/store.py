@@ -159,6 +159,8 @@ class EpochMetric(SQLModel, table=True):
     seconds: float = Field(sa_type=FloatValue)
     learning_rate: float = Field(sa_type=FloatValue)
     val_loss: float | None = Field(default=None, sa_type=FloatValue)
+    uniform_gap: float | None = Field(default=None, sa_type=FloatValue)  # ~0: every candidate scored alike
+    uniform_loss: float | None = Field(default=None, sa_type=FloatValue)  # log(batch size)
 
 
 class RecallResult(SQLModel, table=True):

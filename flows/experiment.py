@@ -1,0 +1,201 @@
+"""The experiment flow: validate -> warning policy -> attempts with learning-rate backoff -> evaluate -> persist.
+
+Prefect's own retries cannot change a task's arguments, so the learning-rate backoff is this flow's loop;
+Prefect task retries handle infrastructure faults (same learning rate, resumed from the attempt's checkpoint).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run as current_flow_run
+
+from tasks import events, store
+from tasks.persist import persist_attempt, persist_recall
+from tasks.report import publish_epochs, publish_lineage, publish_recall
+from tasks.settings import artifacts_root, attempt_workdir
+from tasks.training import evaluate, train_attempt
+from tasks.validate import validate
+from trainer.rules import Finding, suggested_learning_rate
+from trainer.spec import ExperimentSpec, SpecError, load_spec
+
+
+class ExperimentStopped(RuntimeError):
+    """The experiment ended without a model: invalid config, halted, stopped, or every attempt failed."""
+
+
+class ApprovalDecision(RunInput):
+    """The form a person fills in the Prefect UI when `validation.on_warning: approve` pauses a run."""
+
+    decision: Literal["proceed", "proceed_with_suggested_lr", "stop"] = "proceed"
+
+
+def _run_name() -> str:
+    parameters = current_flow_run.parameters
+    try:
+        spec = load_spec(parameters["config"], parameters.get("overrides"))
+    except (SpecError, KeyError):
+        return "invalid-config"
+    return f"{spec.name} ({spec.content_hash()[:8]})"
+
+
+def _warning_lines(findings: list[Finding]) -> list[str]:
+    return [f"{f.field}: {f.message}" + (f" ({f.suggestion})" if f.suggestion else "") for f in findings]
+
+
+def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experiment_id: int) -> float:
+    """Decide, by `validation.on_warning`, whether and at which learning rate to train."""
+    learning_rate = spec.training.learning_rate
+    policy = spec.validation.on_warning
+    if not warnings or policy == "proceed":
+        return learning_rate
+    lines = _warning_lines(warnings)
+    if policy == "halt":
+        message = "halted on validation warnings (validation.on_warning: halt): " + "; ".join(lines)
+        store.set_experiment_status(experiment_id, "halted", message=message)
+        raise ExperimentStopped(message)
+
+    suggested = suggested_learning_rate(spec)
+    description = "\n".join(
+        [f"## {spec.name}: validation warnings", "", *[f"- {line}" for line in lines], "",
+         f"Learning rate {learning_rate:g}; suggested {suggested:g}.",
+         "Choose **proceed**, **proceed_with_suggested_lr** or **stop**."]
+    )
+    store.set_experiment_status(experiment_id, "awaiting_approval", message="; ".join(lines))
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ApprovalDecision.with_initial_data(description=description),
+            timeout=spec.validation.approval_timeout_s,
+            poll_interval=2,
+        )
+    except Exception as exc:  # Prefect raises on a pause that times out
+        message = f"no approval within {spec.validation.approval_timeout_s}s: {exc}"
+        store.set_experiment_status(experiment_id, "failed", message=message)
+        raise ExperimentStopped(message) from exc
+    if answer.decision == "stop":
+        message = "stopped by a person at the approval step"
+        store.set_experiment_status(experiment_id, "stopped", message=message)
+        raise ExperimentStopped(message)
+    store.set_experiment_status(experiment_id, "running", message=f"approved: {answer.decision}")
+    return suggested if answer.decision == "proceed_with_suggested_lr" else learning_rate
+
+
+def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate: float, run_id: str):
+    """Attempts at lr, lr*factor, ... until one succeeds, max_retries, or min_learning_rate."""
+    logger = get_run_logger()
+    backoff = spec.training.backoff
+    config_hash = spec.content_hash()
+    root = artifacts_root(spec.artifacts)
+    results, attempt_ids = [], []
+    for number in range(1, backoff.max_retries + 2):
+        workdir = attempt_workdir(root, config_hash, run_id, number)
+        state = train_attempt(spec, number, learning_rate, workdir, return_state=True)
+        if state.is_completed():
+            result = state.result()
+        else:
+            result = _failed_attempt(learning_rate, workdir, state)
+        results.append(result)
+        attempt_ids.append(persist_attempt(experiment_id, number, result, run_id))
+        publish_epochs(spec.name, number, learning_rate, result.epochs)
+        publish_lineage(spec.name, results)
+        if result.status in ("succeeded", "failed"):
+            break
+        event = events.ATTEMPT_COLLAPSED if result.status == "collapsed" else events.ATTEMPT_DIVERGED
+        events.emit(event, config_hash, spec.name, attempt=number, lr=learning_rate, reason=result.reason)
+        next_rate = learning_rate * backoff.factor
+        if number > backoff.max_retries or next_rate < backoff.min_learning_rate:
+            break
+        logger.warning("attempt %d %s: %s; retrying at lr=%g", number, result.status, result.reason, next_rate)
+        events.emit(events.ATTEMPT_RETRYING, config_hash, spec.name, attempt=number + 1, lr=next_rate,
+                    previous_lr=learning_rate, previous_status=result.status)
+        learning_rate = next_rate
+    return results, attempt_ids
+
+
+def _failed_attempt(learning_rate: float, workdir: str, state):
+    from trainer.attempt import AttemptResult
+
+    try:
+        state.result()
+        reason = f"attempt ended {state.name}"
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    return AttemptResult(status="failed", reason=reason, learning_rate=learning_rate, epochs=[], epochs_run=0,
+                         model_uri=None, workdir=workdir)
+
+
+def _below_baseline(evaluation) -> Finding | None:
+    k = max(evaluation.model)
+    if evaluation.model[k] > evaluation.popularity[k]:
+        return None
+    return Finding(
+        code="below_popularity_baseline",
+        severity="warning",
+        field="evaluation",
+        message=f"recall@{k} {evaluation.model[k]:.4f} does not beat popularity {evaluation.popularity[k]:.4f}",
+        suggestion="check features and learning rate; a model that cannot beat popularity is not worth serving",
+    )
+
+
+@flow(name="run-experiment", flow_run_name=_run_name)
+def run_experiment(config: str | dict, overrides: list[str] | None = None, force: bool = False) -> dict:
+    """Run one experiment end to end; returns its stored summary (`towerflow results --json` shape)."""
+    logger = get_run_logger()
+    label = config if isinstance(config, str) else "config"
+    report = validate(config, overrides, source_label=label)
+    if not report.ok:
+        raise ExperimentStopped("invalid config: " + "; ".join(_warning_lines(report.errors)))
+    spec = report.spec
+    config_hash = spec.content_hash()
+    run_id = str(get_run_context().flow_run.id)
+
+    experiment, _ = store.get_or_create_experiment(config_hash, spec.name, spec.model_dump_json())
+    if not store.claim_experiment(experiment.id, run_id, force=force):
+        logger.info("experiment %s (%s) was already run; returning the stored result (use --force to run again)",
+                    experiment.id, config_hash)
+        return store.experiment_detail(experiment.id) | {"reused": True}
+    try:
+        _execute(spec, report.findings, experiment.id, run_id)
+    except ExperimentStopped:
+        raise
+    except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever
+        message = f"{type(exc).__name__}: {exc}"
+        store.set_experiment_status(experiment.id, "failed", message=message)
+        events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, reason=message)
+        raise
+    return store.experiment_detail(experiment.id) | {"reused": False}
+
+
+def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, run_id: str) -> None:
+    logger = get_run_logger()
+    config_hash = spec.content_hash()
+    store.replace_findings(experiment_id, findings)
+    warnings = [f for f in findings if f.severity == "warning"]
+    learning_rate = _apply_warning_policy(spec, warnings, experiment_id)
+    results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id)
+    final = results[-1]
+    if final.status != "succeeded":
+        message = (f"no attempt succeeded after {len(results)}: last {final.status} "
+                   f"at lr={final.learning_rate:g}: {final.reason}")
+        store.set_experiment_status(experiment_id, "failed", message=message)
+        events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, attempts=len(results),
+                    lr=final.learning_rate, reason=message)
+        raise ExperimentStopped(message)
+
+    evaluation = evaluate(spec, len(results), final.model_uri)
+    persist_recall(experiment_id, attempt_ids[-1], evaluation)
+    publish_recall(spec.name, evaluation)
+    below = _below_baseline(evaluation)
+    if below:
+        logger.warning("%s", below.message)
+        store.replace_findings(experiment_id, [*findings, below])
+        events.emit(events.EVALUATION_BELOW_BASELINE, config_hash, spec.name, recall=evaluation.model,
+                    baseline=evaluation.popularity)
+    store.set_experiment_status(experiment_id, "succeeded",
+                                message=f"succeeded on attempt {len(results)} at lr={final.learning_rate:g}")
+    events.emit(events.EXPERIMENT_COMPLETED, config_hash, spec.name, attempts=len(results),
+                lr=final.learning_rate, recall=evaluation.model, baseline=evaluation.popularity)

@@ -1,0 +1,29 @@
+"""The validation task: findings before any GPU is spent, shown in the UI and as events."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import events
+from tasks.report import publish_findings
+from trainer.validation import ValidationReport, validate_config
+
+
+@task(name="validate", task_run_name="validate {source_label}", cache_policy=NO_CACHE)
+def validate(config: str | dict, overrides: list[str] | None = None, source_label: str = "config") -> ValidationReport:
+    """Load and check a config; publish its findings; emit `validation.failed` / `validation.warned`."""
+    logger = get_run_logger()
+    report = validate_config(config, overrides)
+    name = report.spec.name if report.spec else source_label
+    config_hash = report.spec.content_hash() if report.spec else "invalid"
+    publish_findings(name, report.findings)
+    for finding in report.findings:
+        log = logger.error if finding.severity == "error" else logger.warning
+        log("%s %s at %s: %s", finding.severity, finding.code, finding.field or "<config>", finding.message)
+    summary = [f"{f.field}: {f.message}" for f in report.findings]
+    if report.errors:
+        events.emit(events.VALIDATION_FAILED, config_hash, name, findings=summary)
+    elif report.warnings:
+        events.emit(events.VALIDATION_WARNED, config_hash, name, findings=summary)
+    return report
