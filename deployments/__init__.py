@@ -1,0 +1,1 @@
+"""How towerflow is deployed: work-pool base job templates and helpers that apply them."""

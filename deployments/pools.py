@@ -1,0 +1,95 @@
+"""Work pools from towerflow's base job templates: create a pool, or update its template if it exists.
+
+Templates (JSON files beside this module):
+  kubernetes-gpu  pool type `kubernetes`: `gpu_count` -> nvidia.com/gpu limit, node selector, tolerations
+  vertex-ai-gpu   pool type `vertex-ai`: machine type, accelerator type and count, maximum run time
+A `process` pool (local workers, the end-to-end test) uses Prefect's own process template.
+
+    python -m deployments.pools gpu --template kubernetes-gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import WorkPool
+from prefect.exceptions import ObjectNotFound
+
+TEMPLATES: dict[str, tuple[str, str]] = {  # template name -> (pool type, file)
+    "kubernetes-gpu": ("kubernetes", "kubernetes_gpu.json"),
+    "vertex-ai-gpu": ("vertex-ai", "vertex_ai_gpu.json"),
+}
+
+
+def template_path(name: str) -> Path:
+    if name not in TEMPLATES:
+        raise KeyError(f"unknown template {name!r}; known: {', '.join(TEMPLATES)}")
+    return Path(__file__).parent / TEMPLATES[name][1]
+
+
+def load_template(name: str) -> dict[str, Any]:
+    """The base job template `name` (see TEMPLATES) as a dict."""
+    return json.loads(template_path(name).read_text())
+
+
+def pool_type(name: str) -> str:
+    """The work-pool type that a template is written for."""
+    template_path(name)
+    return TEMPLATES[name][0]
+
+
+def process_template() -> dict[str, Any]:
+    """Prefect's default base job template for `process` pools (flow runs as local subprocesses)."""
+    from prefect.workers.process import ProcessWorker
+
+    return ProcessWorker.get_default_base_job_template()
+
+
+async def apply_pool(client: PrefectClient, pool: str, kind: str, base_job_template: dict[str, Any]) -> WorkPool:
+    """Create work pool `pool` of type `kind` with the template, or replace the template of an existing one.
+
+    The server validates the template (every placeholder declared, defaults valid against the schema).
+    """
+    try:
+        existing = await client.read_work_pool(pool)
+    except ObjectNotFound:
+        existing = None
+    if existing is not None and existing.type != kind:
+        raise ValueError(f"work pool {pool!r} exists with type {existing.type!r}, not {kind!r}")
+    return await client.create_work_pool(
+        WorkPoolCreate(name=pool, type=kind, base_job_template=base_job_template), overwrite=True
+    )
+
+
+async def apply_pools(pools: dict[str, str]) -> list[WorkPool]:
+    """Apply several pools at once: pool name -> template name, or "process"."""
+    async with get_client() as client:
+        applied = []
+        for pool, template in pools.items():
+            if template == "process":
+                applied.append(await apply_pool(client, pool, "process", process_template()))
+            else:
+                applied.append(await apply_pool(client, pool, pool_type(template), load_template(template)))
+        return applied
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.pools", description=__doc__.split("\n")[0])
+    parser.add_argument("pool", help="the work pool's name, e.g. gpu")
+    parser.add_argument("--template", default="process", choices=["process", *TEMPLATES],
+                        help="base job template (default: process, for local workers)")
+    args = parser.parse_args(argv)
+    (pool,) = asyncio.run(apply_pools({args.pool: args.template}))
+    print(f"work pool {pool.name!r} (type {pool.type}) ready")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
