@@ -15,11 +15,12 @@ epoch (and reports every epoch); run again after it finished, it returns the sto
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import math
 import posixpath
-import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -31,7 +32,7 @@ from pydantic import BaseModel
 from tensorflow.core.framework import summary_pb2
 
 from trainer.data import ExperimentData, load_experiment_data
-from trainer.gradients import CollapseDetector, EpochMetrics, epoch_metrics_from_logs
+from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
 from trainer.spec import ExperimentSpec
 
@@ -129,31 +130,21 @@ class _Progress:
         return done or self.detector.verdict is not None or self.early_stopped
 
 
-class _EpochRecorder(tf_keras.callbacks.Callback):
-    """After each epoch, in this order: metrics from the epoch logs, verdict, checkpoint,
-    epochs.json, TensorBoard, `on_epoch`; then stop training if the attempt is finished."""
+def _epoch_handler(
+    progress: _Progress, checkpoints: _Checkpoints, writer, on_epoch: EpochCallback | None
+) -> Callable[[EpochMetrics], bool]:
+    """After each epoch, in this order: verdict, checkpoint (+ epochs.json), TensorBoard, `on_epoch`;
+    returns whether the attempt is finished (so training stops)."""
 
-    def __init__(self, progress: _Progress, checkpoint: _Checkpoints, writer, on_epoch: EpochCallback | None):
-        super().__init__()
-        self.progress = progress
-        self.checkpoint = checkpoint
-        self.writer = writer
-        self.on_epoch = on_epoch
-        self.started = 0.0
+    def handle(metrics: EpochMetrics) -> bool:
+        progress.record(metrics)
+        checkpoints.save(progress.epochs)
+        _write_scalars(writer, metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        return progress.finished
 
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        learning_rate = float(tf_keras.backend.get_value(self.model.optimizer.learning_rate))
-        metrics = epoch_metrics_from_logs(epoch + 1, logs, time.perf_counter() - self.started, learning_rate)
-        self.progress.record(metrics)
-        self.checkpoint.save(self.progress.epochs)
-        _write_scalars(self.writer, metrics)
-        if self.progress.finished:
-            self.model.stop_training = True
-        if self.on_epoch is not None:
-            self.on_epoch(metrics)
+    return handle
 
 
 # tf.summary.scalar needs the tensorboard package (not a dependency); a rank-0 tensor tagged for
@@ -232,6 +223,22 @@ class ServingModule(tf.Module):
         return {"embeddings": self.tower(features)}
 
 
+@contextlib.contextmanager
+def _quiet_get_config_warning():
+    """Drop tf-keras' "implement a `get_config()`" warning, repeated per layer on every export: the
+    SavedModel is used through its signatures and is never rebuilt from Keras configs."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "get_config()" not in record.getMessage()
+
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentData, export_dir: str) -> str:
     """Write the SavedModel (query tower + BruteForce index) and candidate embeddings + ids; return the dir."""
     product_column = spec.product_id_column
@@ -241,11 +248,9 @@ def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentDat
     index = tfrs.layers.factorized_top_k.BruteForce(model.buyer, k=k)
     index.index(tf.constant(embeddings), tf.constant(candidate_ids))
     module = ServingModule(model.buyer, index)
-    tf.saved_model.save(
-        module,
-        join(export_dir, SAVED_MODEL_DIR),
-        signatures={"serving_default": module.recommend, "embed_buyers": module.embed_buyers},
-    )
+    signatures = {"serving_default": module.recommend, "embed_buyers": module.embed_buyers}
+    with _quiet_get_config_warning():
+        tf.saved_model.save(module, join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
     save_array(join(export_dir, CANDIDATE_EMBEDDINGS), embeddings)
     save_array(join(export_dir, CANDIDATE_IDS), candidate_ids.astype(str))
     return export_dir
@@ -314,13 +319,13 @@ def run_attempt(
 
     if not progress.finished:
         writer = tf.summary.create_file_writer(join(workdir, "tb"))
-        recorder = _EpochRecorder(progress, checkpoints, writer, on_epoch)
+        monitor = EpochMonitor(_epoch_handler(progress, checkpoints, writer, on_epoch))
         model.fit(
             train_data,
             epochs=training.epochs,
             initial_epoch=len(progress.epochs),
             validation_data=val_data,
-            callbacks=[recorder],
+            callbacks=[monitor],
             verbose=0,
         )
         writer.close()

@@ -21,6 +21,8 @@ last partial batch does not blur it.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -58,6 +60,11 @@ TOWERS = ("buyer", "product")
 _SUMS = ("loss_sum", "examples", "steps", "gap_sum", "uniform_sum", "nonfinite_steps")
 
 
+def _zero(metric: tf_keras.metrics.Metric, name: str) -> tf.Variable:
+    """A scalar metric accumulator starting at 0; every replica holds the same (already reduced) value."""
+    return metric.add_weight(name=name, initializer="zeros", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
 class EpochTelemetry(tf_keras.metrics.Metric):
     """Per-epoch sums of the step telemetry; `result()` is the epoch summary as a flat dict.
 
@@ -68,11 +75,10 @@ class EpochTelemetry(tf_keras.metrics.Metric):
     def __init__(self, towers: tuple[str, ...] = TOWERS, name: str = "telemetry"):
         super().__init__(name=name)
         self.towers = towers
-        agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
-        self.sums = {key: self.add_weight(name=key, aggregation=agg) for key in _SUMS}
-        self.norm_sum = {t: self.add_weight(name=f"{t}_norm_sum", aggregation=agg) for t in towers}
-        self.norm_max = {t: self.add_weight(name=f"{t}_norm_max", aggregation=agg) for t in towers}
-        self.norm_count = {t: self.add_weight(name=f"{t}_norm_count", aggregation=agg) for t in towers}
+        self.sums = {key: _zero(self, key) for key in _SUMS}
+        self.norm_sum = {t: _zero(self, f"{t}_norm_sum") for t in towers}
+        self.norm_max = {t: _zero(self, f"{t}_norm_max") for t in towers}
+        self.norm_count = {t: _zero(self, f"{t}_norm_count") for t in towers}
 
     def update_state(self, sums: dict[str, tf.Tensor], norms: dict[str, tf.Tensor], finite) -> None:
         """Add one step: `sums` from `step_sums` (reduced over replicas), norms pre-clip."""
@@ -109,8 +115,8 @@ class ValidationLoss(tf_keras.metrics.Metric):
 
     def __init__(self, name: str = "validation_loss"):
         super().__init__(name=name)
-        self.loss_sum = self.add_weight(name="loss_sum", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.examples = self.add_weight(name="examples", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.loss_sum = _zero(self, "loss_sum")
+        self.examples = _zero(self, "examples")
 
     def update_state(self, loss_sum, batch_size) -> None:
         self.loss_sum.assign_add(tf.cast(loss_sum, tf.float32))
@@ -126,6 +132,18 @@ def step_sums(loss_sum: tf.Tensor, features: dict[str, tf.Tensor]) -> dict[str, 
     loss_sum = tf.cast(loss_sum, tf.float32)
     uniform = batch * tf.math.log(batch)
     return {"loss_sum": loss_sum, "examples": batch, "gap_sum": tf.abs(loss_sum - uniform), "uniform_sum": uniform}
+
+
+def _squared_norm(gradient) -> tf.Tensor:
+    """Squared L2 norm of a gradient as a dense tensor would have it (float32).
+
+    An embedding's gradient is IndexedSlices with one row per lookup; rows of a repeated id must
+    be summed first (tf.linalg.global_norm does not), which costs O(batch), not O(vocabulary).
+    """
+    if isinstance(gradient, tf.IndexedSlices):
+        unique, position = tf.unique(gradient.indices)
+        gradient = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(unique)[0])
+    return tf.reduce_sum(tf.square(tf.cast(gradient, tf.float32)))
 
 
 def _cross_replica_sum(values: list):
@@ -164,7 +182,7 @@ class TelemetryModel(tfrs.Model):
         for name, tower in self.towers().items():
             owned = {v.ref() for v in tower.trainable_variables}
             grads = [g for g, v in zip(gradients, variables) if g is not None and v.ref() in owned]
-            norms[name] = tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
+            norms[name] = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads])) if grads else tf.constant(0.0)
         return norms
 
     def train_step(self, features):
@@ -217,6 +235,25 @@ def epoch_metrics_from_logs(epoch: int, logs: dict, seconds: float, learning_rat
         uniform_gap=float(logs["uniform_gap"]),
         uniform_loss=float(logs["uniform_loss"]),
     )
+
+
+class EpochMonitor(tf_keras.callbacks.Callback):
+    """Turns each epoch's logs into EpochMetrics and hands them to `handle`, which returns True to
+    stop training. It reads only the logs (never the accumulators), so callback order is irrelevant."""
+
+    def __init__(self, handle: Callable[[EpochMetrics], bool]):
+        super().__init__()
+        self.handle = handle
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        learning_rate = float(tf_keras.backend.get_value(self.model.optimizer.learning_rate))
+        metrics = epoch_metrics_from_logs(epoch + 1, logs, time.perf_counter() - self.started, learning_rate)
+        if self.handle(metrics):
+            self.model.stop_training = True
 
 
 @dataclass(frozen=True)

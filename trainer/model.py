@@ -162,10 +162,6 @@ class Tower(tf_keras.Model):
     def columns(self) -> list[str]:
         return [feature.column for feature in self.features]
 
-    def get_config(self) -> dict:
-        """Descriptive only: a tower is rebuilt from the spec and the training data, not from config."""
-        return {"name": self.name, "columns": self.columns}
-
     def input_signature(self) -> dict[str, tf.TensorSpec]:
         """TensorSpecs of the tower's input columns (one value per row), for serving signatures."""
         return {f.column: tf.TensorSpec([None], input_dtype(f), name=f.column) for f in self.features}
@@ -196,9 +192,22 @@ class TwoTowerModel(TelemetryModel):
         return self.task(queries, candidates, compute_metrics=False)
 
 
+def output_size(layers: Sequence[LayerSpec], output_dim: int) -> int:
+    """The embedding size a tower's layers produce (its last dense layer's units, else output_dim)."""
+    dense = [layer for layer in layers if layer.type == "dense"]
+    return (dense[-1].units or output_dim) if dense else output_dim
+
+
 def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Tower]:
     """The buyer and product towers of `spec`, preprocessing fitted on `train`."""
     model = spec.model
+    buyer_size = output_size(model.buyer_layers, model.output_dim)
+    product_size = output_size(model.product_layers, model.output_dim)
+    if buyer_size != product_size:
+        raise ValueError(
+            f"model.buyer_layers end in {buyer_size} units but model.product_layers in {product_size}: "
+            "the two towers' embeddings must have the same size to be dotted"
+        )
     buyer = Tower("buyer", spec.buyer_features, train, model.buyer_layers, model.output_dim)
     product = Tower("product", spec.product_features, train, model.product_layers, model.output_dim)
     return buyer, product

@@ -1,0 +1,90 @@
+"""The two-tower model: preprocessing fitted on training data only, tower layers, optimizer whitelist."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+import tensorflow as tf
+
+from trainer.model import build_model, build_optimizer, feature_encoder, make_dataset, model_columns, tower_layers
+from trainer.spec import FeatureSpec, LayerSpec, TrainingSpec, spec_from_dict
+
+TRAIN = pd.DataFrame(
+    {
+        "buyer": ["b1", "b2", "b2", "b3"],
+        "age": np.array([20.0, 30.0, 30.0, 40.0], dtype=np.float32),
+        "item": ["i1", "i2", "i1", "i3"],
+        "words": ["red shoe", "blue shoe", "red", ""],
+    }
+)
+
+
+def _spec(**model):
+    return spec_from_dict(
+        {
+            "name": "tiny",
+            "data": {"transactions": "memory://unused.csv"},
+            "buyer_features": [{"column": "buyer", "type": "id", "embedding_dim": 4}, {"column": "age", "type": "numeric"}],
+            "product_features": [{"column": "item", "type": "id", "embedding_dim": 4}, {"column": "words", "type": "text", "embedding_dim": 3}],
+            "model": {"output_dim": 8, **model},
+        }
+    )
+
+
+def test_id_vocabulary_comes_from_training_rows_and_unseen_ids_share_one_bucket():
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4), TRAIN)
+    assert encoder.lookup.get_vocabulary() == ["[UNK]", "i1", "i2", "i3"]  # most frequent first
+    seen, unseen_a, unseen_b = encoder(tf.constant(["i2", "test-only-1", "test-only-2"])).numpy()
+    np.testing.assert_array_equal(unseen_a, unseen_b)
+    assert not np.allclose(seen, unseen_a)
+
+
+def test_numeric_is_standardized_with_training_statistics_and_missing_becomes_the_mean():
+    encoder = feature_encoder(FeatureSpec(column="age", type="numeric"), TRAIN)
+    mean, std = TRAIN["age"].mean(), TRAIN["age"].std(ddof=0)
+    out = encoder(tf.constant([30.0, 40.0, math.nan, 1000.0])).numpy()[:, 0]
+    np.testing.assert_allclose(out, [0.0, (40 - mean) / std, 0.0, (1000 - mean) / std], rtol=1e-5)
+
+
+def test_text_is_the_masked_mean_of_token_embeddings():
+    encoder = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3), TRAIN)
+    red, shoe, red_shoe, empty = encoder(tf.constant(["red", "shoe", "red shoe", ""])).numpy()
+    np.testing.assert_allclose(red_shoe, (red + shoe) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(empty, np.zeros(3))
+    alone = encoder(tf.constant(["red"])).numpy()[0]  # no padding in this batch
+    np.testing.assert_allclose(alone, red, rtol=1e-6)
+
+
+def test_dense_layers_use_relu_except_the_last_which_is_linear_unless_told():
+    layers = tower_layers(
+        [LayerSpec(units=16), LayerSpec(type="dropout", rate=0.5), LayerSpec(units=8), LayerSpec()], 4, "buyer"
+    )
+    assert [type(layer).__name__ for layer in layers] == ["Dense", "Dropout", "Dense", "Dense"]
+    assert [layer.activation.__name__ for layer in layers if hasattr(layer, "units")] == ["relu", "relu", "linear"]
+    assert layers[-1].units == 4  # units omitted -> output_dim
+    explicit = tower_layers([LayerSpec(units=8, activation="tanh")], 8, "product")
+    assert explicit[0].activation.__name__ == "tanh"
+    assert tower_layers([], 6, "product")[0].units == 6  # no dense layer -> Dense(output_dim)
+
+
+def test_model_trains_on_a_frame_and_rejects_towers_that_cannot_be_dotted():
+    spec = _spec(buyer_layers=[{"units": 8}], product_layers=[{"units": 16}, {"units": 8}])
+    model = build_model(spec, TRAIN)
+    batch = next(iter(make_dataset(TRAIN, model_columns(spec), batch_size=4)))
+    assert set(batch) == {"buyer", "age", "item", "words"} and batch["age"].dtype == tf.float32
+    assert float(model.compute_loss(batch)) > 0
+    with pytest.raises(ValueError, match="buyer_layers end in 8 units but model.product_layers in 16"):
+        build_model(_spec(buyer_layers=[{"units": 8}], product_layers=[{"units": 16}]), TRAIN)
+
+
+def test_optimizer_comes_from_the_whitelist_with_the_spec_clipping():
+    adagrad = build_optimizer(TrainingSpec(optimizer="Adagrad", clipnorm=0.5), 0.2)
+    assert type(adagrad).__name__ == "Adagrad" and adagrad.clipnorm == 0.5 and adagrad.global_clipnorm is None
+    assert math.isclose(float(adagrad.learning_rate), 0.2, rel_tol=1e-6)
+    sgd = build_optimizer(TrainingSpec(optimizer="sgd", clipnorm=None, global_clipnorm=2.0), 0.1)
+    assert sgd.global_clipnorm == 2.0 and sgd.clipnorm is None
+    with pytest.raises(ValueError, match="training.optimizer: unknown optimizer '__import__'"):
+        build_optimizer(TrainingSpec(optimizer="__import__"), 0.1)
