@@ -6,6 +6,7 @@ Templates (JSON files beside this module):
 A `process` pool (local workers, the end-to-end test) uses Prefect's own process template.
 
     python -m deployments.pools gpu --template kubernetes-gpu
+    python -m deployments.pools cpu gpu            # process pools, for local workers
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ async def apply_pools(pools: dict[str, str]) -> list[WorkPool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.pools", description=__doc__.split("\n")[0])
-    parser.add_argument("pool", help="the work pool's name, e.g. gpu")
+    parser.add_argument("pools", nargs="+", metavar="POOL", help="work pool names, e.g. gpu")
     parser.add_argument("--template", default="process", choices=["process", *TEMPLATES],
                         help="base job template (default: process, for local workers)")
     args = parser.parse_args(argv)
-    (pool,) = asyncio.run(apply_pools({args.pool: args.template}))
-    print(f"work pool {pool.name!r} (type {pool.type}) ready")
+    for pool in asyncio.run(apply_pools(dict.fromkeys(args.pools, args.template))):
+        print(f"work pool {pool.name!r} (type {pool.type}) ready")
     return 0
 
 

@@ -6,6 +6,7 @@ Prefect reads its settings. Every process is started in its own process group an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -154,3 +155,12 @@ def start_server(home: Path | None = None, port: int | None = None, record: bool
     if record:
         (home / API_URL_FILE).write_text(api_url)
     return server
+
+
+def read_flow_runs(api_url: str, flow_name: str) -> list[dict]:
+    """The flow runs of flow `flow_name` as the REST API returns them (oldest first)."""
+    body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"}).encode()
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/flow_runs/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

@@ -1,0 +1,162 @@
+"""Benchmark the event-driven path on one machine: how long from `towerflow submit` to training.
+
+Starts `towerflow serve` (its own `prefect server start`, both deployments served, 1 s polling),
+then submits N tiny configs one after another (tiny synthetic data, 1 epoch; each a new content
+hash) and waits for each experiment to end. From the `towerflow.config.submitted` event times and
+the Prefect flow-run start/end times it prints, per submission and as medians:
+
+  submit -> orchestrator   event occurred -> run-experiment flow run started
+  orchestrator -> trainer  run-experiment started -> first train-attempt flow run started
+  submit -> training       event occurred -> first train-attempt started   (goal: median < 5 s)
+  end to end               event occurred -> run-experiment ended
+  training                 the train-attempt runs' own durations (the baseline: work, not overhead)
+
+    .venv/bin/python bench/bench_events.py            # 5 submissions
+    .venv/bin/python bench/bench_events.py --runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from flows.prefect_api import API_URL_FILE, api_answers, read_flow_runs, start_process, stop_process
+
+BIN = Path(sys.executable).parent
+SUBMITTED = "towerflow.config.submitted"
+
+
+def tiny_config(seed: int) -> dict:
+    data = "customers=300&products=60&transactions=3000&clusters=4&seed=7"
+    return {
+        "name": f"bench-events-{seed}",
+        "data": {"transactions": f"synthetic-retail://transactions?{data}",
+                 "products": f"synthetic-retail://products?{data}"},
+        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
+        "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True}],
+        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
+        "training": {"learning_rate": 0.05, "epochs": 1, "batch_size": 512, "seed": seed},
+        "evaluation": {"ks": [10]},
+    }
+
+
+def wait_for_api(home: Path, timeout_s: float = 180) -> str:
+    record = home / "prefect" / API_URL_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if record.exists() and api_answers(record.read_text().strip()):
+            return record.read_text().strip()
+        time.sleep(0.5)
+    raise RuntimeError(f"towerflow serve did not record a live API in {record}")
+
+
+def post(api_url: str, path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for_deployments(api_url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = {d["name"] for d in post(api_url, "/deployments/filter", {})}
+        if {"run-experiment", "train-attempt"} <= names:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("towerflow serve did not create its deployments")
+
+
+def wait_until_ended(api_url: str, config_hash: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [r for r in read_flow_runs(api_url, "run-experiment") if config_hash in r["parameters"]["config"]]
+        if runs and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the experiment of {config_hash} did not end within {timeout_s}s")
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def measure(api_url: str, hashes: list[str]) -> list[dict[str, float]]:
+    events = post(api_url, "/events/filter", {"filter": {"event": {"name": [SUBMITTED]}}, "limit": 200})["events"]
+    submitted = {e["resource"]["prefect.resource.id"].rsplit(".", 1)[1]: when(e["occurred"]) for e in events}
+    orchestrators = read_flow_runs(api_url, "run-experiment")
+    trainers = read_flow_runs(api_url, "train-attempt")
+    rows = []
+    for config_hash in hashes:
+        (run,) = [r for r in orchestrators if config_hash in r["parameters"]["config"]]
+        attempts = [t for t in trainers if f"/{config_hash}/" in t["parameters"]["workdir"]]
+        first = min(when(t["start_time"]) for t in attempts)
+        rows.append({
+            "submit -> orchestrator": (when(run["start_time"]) - submitted[config_hash]).total_seconds(),
+            "orchestrator -> trainer": (first - when(run["start_time"])).total_seconds(),
+            "submit -> training": (first - submitted[config_hash]).total_seconds(),
+            "end to end": (when(run["end_time"]) - submitted[config_hash]).total_seconds(),
+            "training": sum(t["total_run_time"] for t in attempts),
+        })
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PREFECT_API_URL", "TOWERFLOW_TRAINER_DEPLOYMENT")}
+    env.update(TOWERFLOW_HOME=str(tmp / "home"), TOWERFLOW_DATABASE_URL=f"sqlite:///{tmp / 'towerflow.db'}",
+               PREFECT_HOME=str(tmp / "prefect-clients"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_RUNNER_POLL_FREQUENCY="1")
+    started = time.monotonic()
+    serve = start_process([str(BIN / "towerflow"), "serve"], env, tmp / "serve.log")
+    try:
+        api_url = wait_for_api(tmp / "home")
+        wait_for_deployments(api_url)
+        print(f"towerflow serve ready in {time.monotonic() - started:.1f}s (API {api_url}); logs in {tmp}")
+        env["PREFECT_API_URL"] = api_url
+        hashes = []
+        for seed in range(1, args.runs + 1):
+            path = tmp / f"config-{seed}.yaml"
+            path.write_text(yaml.safe_dump(tiny_config(seed)))
+            t0 = time.monotonic()
+            done = subprocess.run([str(BIN / "towerflow"), "submit", str(path), "--json"], env=env,
+                                  capture_output=True, text=True, check=True)
+            submit_s = time.monotonic() - t0
+            config_hash = json.loads(done.stdout)["config_hash"]
+            hashes.append(config_hash)
+            wait_until_ended(api_url, config_hash)
+            print(f"submission {seed}: {config_hash} (the submit command took {submit_s:.1f}s)", flush=True)
+        rows = measure(api_url, hashes)
+    finally:
+        stop_process(serve)
+    columns = list(rows[0])
+    print("\nseconds per submission (local server, 1 s polling, tiny config, 1 epoch):")
+    print("  ".join(f"{c:>24}" for c in ["#", *columns]))
+    for number, row in enumerate(rows, 1):
+        print("  ".join([f"{number:>24}", *(f"{row[c]:>24.2f}" for c in columns)]))
+    medians = {c: statistics.median(r[c] for r in rows) for c in columns}
+    print("  ".join([f"{'median':>24}", *(f"{medians[c]:>24.2f}" for c in columns)]))
+    overhead = medians["end to end"] - medians["training"]
+    print(f"\nmedian submit -> training start {medians['submit -> training']:.2f}s (goal < 5 s); "
+          f"end to end {medians['end to end']:.2f}s = {medians['end to end'] / medians['training']:.1f}x "
+          f"the training runs' own time ({overhead:.2f}s of orchestration)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
