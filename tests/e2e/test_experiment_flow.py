@@ -1,0 +1,202 @@
+"""The experiment flow end to end: a real Prefect API (a local test server), a real database, real training.
+
+Tiny synthetic data keeps each training run to seconds; the collapse demo runs the shipped example itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import events, store
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_DATA = "synthetic-retail://{table}?customers=300&products=60&transactions=4000&clusters=4&seed=3"
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def towerflow_env(prefect_api, tmp_path, monkeypatch):
+    """A fresh SQLite database and artifacts root per test; events captured as (name, payload)."""
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOWERFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'towerflow.db'}")
+    monkeypatch.delenv("TOWERFLOW_TRAINER_DEPLOYMENT", raising=False)
+    emitted: list[tuple[str, dict]] = []
+    monkeypatch.setattr(events, "emit_event", lambda event, resource, payload: emitted.append((event, payload)))
+    yield emitted
+    store.dispose_engines()
+
+
+def tiny_config(**changes) -> dict:
+    config = {
+        "name": "tiny",
+        "data": {
+            "transactions": TINY_DATA.format(table="transactions"),
+            "products": TINY_DATA.format(table="products"),
+        },
+        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
+        "product_features": [
+            {"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True},
+            {"column": "category", "type": "categorical", "embedding_dim": 4},
+        ],
+        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
+        "training": {"learning_rate": 0.05, "epochs": 2, "batch_size": 256},
+        "evaluation": {"ks": [5, 10]},
+    }
+    for path, value in changes.items():
+        node = config
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config
+
+
+def deep_high_lr(**changes) -> dict:
+    """A config that draws the high-learning-rate warning (LR >= 0.1, >= 3 dense buyer layers)."""
+    layers = [{"units": 16}, {"units": 16}, {"units": 8}]
+    return tiny_config(model__buyer_layers=layers, training__learning_rate=0.5, **changes)
+
+
+def only_experiment() -> dict:
+    experiments = store.list_experiments()
+    assert len(experiments) == 1, [e.name for e in experiments]
+    return store.experiment_detail(experiments[0].id)
+
+
+def test_a_run_trains_evaluates_and_stores_everything(towerflow_env):
+    from flows.experiment import run_experiment
+
+    summary = run_experiment(tiny_config())
+    detail = only_experiment()
+    assert summary["experiment"]["id"] == detail["experiment"]["id"] and summary["reused"] is False
+    assert detail["experiment"]["status"] == "succeeded"
+    [attempt] = detail["attempts"]
+    assert attempt["status"] == "succeeded" and [e["epoch"] for e in attempt["epochs"]] == [1, 2]
+    assert [r["k"] for r in detail["recall"]] == [5, 10]
+    assert detail["recall"][0]["n_candidates"] == 60
+    names = [name for name, _ in towerflow_env]
+    assert names[-1] == events.EXPERIMENT_COMPLETED
+    assert set(towerflow_env[-1][1]["recall"]) == {5, 10}
+
+
+def test_the_same_config_twice_gives_one_experiment_and_the_stored_result(towerflow_env):
+    from flows.experiment import run_experiment
+
+    first = run_experiment(tiny_config())
+    again = run_experiment(tiny_config())
+    assert again["reused"] is True and again["experiment"]["id"] == first["experiment"]["id"]
+    assert len(only_experiment()["attempts"]) == 1
+    forced = run_experiment(tiny_config(), force=True)
+    assert forced["reused"] is False and len(store.list_experiments()) == 1
+
+
+def test_an_invalid_config_fails_and_leaves_no_rows(towerflow_env):
+    from flows.experiment import run_experiment
+
+    config = tiny_config(training__optimizer="adamw", training__learning_rate=-1)
+    state = run_experiment(config, return_state=True)
+    assert state.is_failed()
+    assert "training.optimizer" in state.message and "training.learning_rate" in state.message
+    assert store.list_experiments() == []
+    assert [name for name, _ in towerflow_env] == [events.VALIDATION_FAILED]
+
+
+def test_halt_policy_fails_naming_the_warnings(towerflow_env):
+    from flows.experiment import run_experiment
+
+    state = run_experiment(deep_high_lr(validation={"on_warning": "halt"}), return_state=True)
+    assert state.is_failed()
+    assert "validation.on_warning: halt" in state.message and "training.learning_rate" in state.message
+    detail = only_experiment()
+    assert detail["experiment"]["status"] == "halted" and detail["attempts"] == []
+    assert any(f["code"] == "high_learning_rate" for f in detail["findings"])
+
+
+def _wait_for_paused_run(timeout: float = 120.0):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=paused)
+            if runs:
+                return runs[0]
+            time.sleep(0.5)
+    raise AssertionError("the flow never paused for approval")
+
+
+def test_approve_policy_pauses_and_resumes_with_the_suggested_learning_rate(towerflow_env):
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.experiment import run_experiment
+    from trainer.rules import suggested_learning_rate
+    from trainer.spec import load_spec
+
+    config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(state=run_experiment(config, return_state=True)))
+    runner.start()
+    try:
+        paused = _wait_for_paused_run()
+        assert only_experiment()["experiment"]["status"] == "awaiting_approval"
+        resume_flow_run(paused.id, run_input={"decision": "proceed_with_suggested_lr"})
+    finally:
+        runner.join(timeout=300)
+    assert outcome["state"].is_completed()
+    [attempt] = only_experiment()["attempts"]
+    assert attempt["learning_rate"] == pytest.approx(suggested_learning_rate(load_spec(config)))
+
+
+def test_approve_policy_stop_ends_the_experiment_without_training(towerflow_env):
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.experiment import run_experiment
+
+    config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(state=run_experiment(config, return_state=True)))
+    runner.start()
+    try:
+        resume_flow_run(_wait_for_paused_run().id, run_input={"decision": "stop"})
+    finally:
+        runner.join(timeout=120)
+    assert outcome["state"].is_failed() and "stopped by a person" in outcome["state"].message
+    detail = only_experiment()
+    assert detail["experiment"]["status"] == "stopped" and detail["attempts"] == []
+
+
+@pytest.mark.slow
+def test_collapse_demo_recovers_by_backing_off_the_learning_rate(towerflow_env):
+    from flows.experiment import run_experiment
+
+    config_path = ROOT / "examples" / "collapse_demo.yaml"
+    factor = yaml.safe_load(config_path.read_text())["training"]["backoff"]["factor"]
+    run_experiment(str(config_path))
+    detail = only_experiment()
+    attempts = detail["attempts"]
+    assert detail["experiment"]["status"] == "succeeded"
+    assert len(attempts) >= 2
+    assert attempts[0]["status"] == "collapsed" and "collapsed at epoch" in attempts[0]["reason"]
+    assert attempts[-1]["status"] == "succeeded"
+    for earlier, later in zip(attempts, attempts[1:]):
+        assert later["learning_rate"] == pytest.approx(earlier["learning_rate"] * factor)
+    assert all(r["value"] > r["baseline"] for r in detail["recall"])
+    names = [name for name, _ in towerflow_env]
+    assert events.ATTEMPT_COLLAPSED in names and events.ATTEMPT_RETRYING in names
+    retry = next(payload for name, payload in towerflow_env if name == events.ATTEMPT_RETRYING)
+    assert retry["attempt"] == 2 and retry["lr"] == pytest.approx(attempts[1]["learning_rate"])
