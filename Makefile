@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install browser demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Headless Chromium renders the HTML report in the browser test (Debian packages).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "headless Chromium is missing: sudo apt-get install chromium chromium-driver (the browser test needs it)"; fi
+
 demo: $(STAMP)
-	$(BIN)/towerflow validate examples/movielens.yaml
+	$(BIN)/towerflow run examples/movielens.yaml
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -m "not slow"
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+test-slow: $(STAMP) browser
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP) browser
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache
