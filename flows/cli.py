@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from trainer.validation import ValidationReport, validate_config
+
+if TYPE_CHECKING:
+    from tasks.store import Experiment
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -76,17 +80,40 @@ def results_command(args: argparse.Namespace) -> int:
         experiments = [store.as_dict(e) for e in store.list_experiments()]
         print(json.dumps(experiments, indent=2) if args.json else render_experiment_list(experiments))
         return EXIT_OK
-    try:
-        experiment = store.find_experiment(args.experiment)
-    except LookupError as exc:
-        print(f"towerflow results: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    experiment = _stored_experiment("results", args.experiment)
     if experiment is None:
-        print(f"towerflow results: no experiment named or numbered {args.experiment!r}", file=sys.stderr)
         return EXIT_INVALID
     detail = store.experiment_detail(experiment.id)
     print(json.dumps(detail, indent=2) if args.json else render_experiment(detail))
     return EXIT_OK
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`towerflow report NAME|ID [--out PATH]`: write the experiment's HTML report; print its file:// URI."""
+    from tasks import store
+    from tasks.html_report import report_filename, write_report
+    from tasks.settings import towerflow_home
+
+    experiment = _stored_experiment("report", args.experiment)
+    if experiment is None:
+        return EXIT_INVALID
+    detail = store.experiment_detail(experiment.id)
+    print(write_report(detail, args.out or towerflow_home() / "reports" / report_filename(detail)))
+    return EXIT_OK
+
+
+def _stored_experiment(command: str, key: str) -> Experiment | None:
+    """The experiment named, numbered or hash-prefixed by `key`; None (said on stderr) when there is none."""
+    from tasks import store
+
+    try:
+        experiment = store.find_experiment(key)
+    except LookupError as exc:
+        print(f"towerflow {command}: {exc}", file=sys.stderr)
+        return None
+    if experiment is None:
+        print(f"towerflow {command}: no experiment named or numbered {key!r}", file=sys.stderr)
+    return experiment
 
 
 def render_report(report: ValidationReport) -> str:
@@ -173,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("experiment", nargs="?", metavar="NAME|ID", help="an experiment's name, id or hash prefix")
     results.add_argument("--json", action="store_true", help="print machine-readable JSON")
     results.set_defaults(handler=results_command)
+
+    report = commands.add_parser(
+        "report",
+        help="write one experiment's self-contained HTML report",
+        description="Write an HTML page (no network needed to view it) with each attempt's loss and gradient "
+        "norms, the learning-rate lineage, recall@k against popularity and the findings; print its URI. "
+        "Exit 2 when no experiment matches.",
+    )
+    report.add_argument("experiment", metavar="NAME|ID", help="an experiment's name, id or hash prefix")
+    report.add_argument("--out", metavar="PATH", help="where to write (default $TOWERFLOW_HOME/reports/NAME-ID.html)")
+    report.set_defaults(handler=report_command)
 
     submit = commands.add_parser(
         "submit",

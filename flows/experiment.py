@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact
 from prefect.context import get_run_context
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
 
 from tasks import events, store
+from tasks.html_report import report_filename, write_report
 from tasks.persist import persist_attempt, persist_recall
-from tasks.report import publish_epochs, publish_lineage, publish_recall
+from tasks.report import artifact_key, publish_epochs, publish_lineage, publish_recall
 from tasks.settings import artifacts_root, attempt_workdir
 from tasks.training import evaluate, train_attempt
 from tasks.validate import validate
@@ -167,7 +169,23 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         store.set_experiment_status(experiment.id, "failed", message=message)
         events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, reason=message)
         raise
+    finally:
+        _link_report(spec, experiment.id, run_id)
     return store.experiment_detail(experiment.id) | {"reused": False}
+
+
+def _link_report(spec: ExperimentSpec, experiment_id: int, run_id: str) -> None:
+    """Write the HTML report beside the run's attempts and link it from a Prefect artifact; never raises."""
+    try:
+        detail = store.experiment_detail(experiment_id)
+        path = f"{artifacts_root(spec.artifacts)}/{spec.content_hash()}/{run_id}/{report_filename(detail)}"
+        create_link_artifact(write_report(detail, path), link_text=f"{spec.name} report",
+                             key=artifact_key(spec.name, "report"),
+                             description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "
+                                         "recall@k against popularity, validation findings")
+    except Exception as exc:  # a report is a view: failing to draw it must not fail the experiment
+        get_run_logger().warning("HTML report of experiment %s not written: %s: %s", experiment_id,
+                                 type(exc).__name__, exc)
 
 
 def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, run_id: str) -> None:
