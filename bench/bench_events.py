@@ -25,13 +25,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from flows.prefect_api import API_URL_FILE, api_answers, read_flow_runs, start_process, stop_process
+from flows.prefect_api import (
+    API_URL_FILE,
+    api_answers,
+    post_json,
+    read_events,
+    read_flow_runs,
+    start_process,
+    stop_process,
+)
 
 BIN = Path(sys.executable).parent
 SUBMITTED = "towerflow.config.submitted"
@@ -61,17 +68,10 @@ def wait_for_api(home: Path, timeout_s: float = 180) -> str:
     raise RuntimeError(f"towerflow serve did not record a live API in {record}")
 
 
-def post(api_url: str, path: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def wait_for_deployments(api_url: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        names = {d["name"] for d in post(api_url, "/deployments/filter", {})}
+        names = {d["name"] for d in post_json(api_url, "/deployments/filter", {})}
         if {"run-experiment", "train-attempt"} <= names:
             return
         time.sleep(0.5)
@@ -93,7 +93,7 @@ def when(value: str) -> datetime:
 
 
 def measure(api_url: str, hashes: list[str]) -> list[dict[str, float]]:
-    events = post(api_url, "/events/filter", {"filter": {"event": {"name": [SUBMITTED]}}, "limit": 200})["events"]
+    events = read_events(api_url, SUBMITTED)
     submitted = {e["resource"]["prefect.resource.id"].rsplit(".", 1)[1]: when(e["occurred"]) for e in events}
     orchestrators = read_flow_runs(api_url, "run-experiment")
     trainers = read_flow_runs(api_url, "train-attempt")

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.settings import towerflow_home
 
@@ -157,10 +158,20 @@ def start_server(home: Path | None = None, port: int | None = None, record: bool
     return server
 
 
-def read_flow_runs(api_url: str, flow_name: str) -> list[dict]:
-    """The flow runs of flow `flow_name` as the REST API returns them (oldest first)."""
-    body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"}).encode()
-    request = urllib.request.Request(f"{api_url.rstrip('/')}/flow_runs/filter", data=body, method="POST",
+def post_json(api_url: str, path: str, body: dict) -> Any:
+    """POST `body` to the REST API at `path` (e.g. /flow_runs/filter); the decoded JSON answer."""
+    request = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def read_flow_runs(api_url: str, flow_name: str) -> list[dict]:
+    """The flow runs of flow `flow_name` as the REST API returns them (oldest first)."""
+    return post_json(api_url, "/flow_runs/filter",
+                     {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"})
+
+
+def read_events(api_url: str, event: str, limit: int = 50) -> list[dict]:
+    """The stored events named `event`: the newest `limit` (at most 50, the server's page) of the last day."""
+    return post_json(api_url, "/events/filter", {"filter": {"event": {"name": [event]}}, "limit": limit})["events"]

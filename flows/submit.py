@@ -106,9 +106,9 @@ def submit_config(source: str | Path, overrides: list[str] | None = None,
     return submit_valid(check_config(source, overrides), emit)
 
 
-def follow_hint(submission: Submission, api_url: str | None) -> str:
+def follow_hint(submission: Submission, api_url: str) -> str:
     """Where to watch a submission: the Prefect UI of the API and `towerflow results`."""
-    ui = api_url.rstrip("/").removesuffix("/api") + "/runs" if api_url else "(no Prefect API configured)"
+    ui = api_url.rstrip("/").removesuffix("/api") + "/runs"
     return f"follow it in the Prefect UI at {ui} or with: towerflow results {submission.experiment_id}"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.prefect_api import read_flow_runs, start_process, start_server, stop_process
+from flows.prefect_api import read_events, read_flow_runs, start_process, start_server, stop_process
 from tasks import store
 
 pytestmark = pytest.mark.slow
@@ -147,3 +147,27 @@ def test_the_same_event_delivered_twice_gives_one_experiment(stack, database, tm
     assert [e.config_hash for e in store.list_experiments()].count(config_hash) == 1
     assert detail["experiment"]["status"] == "succeeded"
     assert [a["number"] for a in detail["attempts"]] == [1]
+
+
+def test_an_invalid_config_is_refused_before_anything_is_stored_or_emitted(stack, database, tmp_path):
+    config = yaml.safe_load((ROOT / "examples/collapse_demo.yaml").read_text())
+    config["name"] = "never-stored"
+    config["training"]["learning_rate"] = -1.0
+    path = tmp_path / "invalid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    events_before = submitted_events(stack["PREFECT_API_URL"])
+
+    done = subprocess.run([str(BIN / "towerflow"), "submit", str(path)], env=stack, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 2, done.stderr
+    assert "training.learning_rate" in done.stderr
+    assert "never-stored" not in [e.name for e in store.list_experiments()]
+    stored = Path(stack["TOWERFLOW_HOME"]) / "artifacts" / "configs"
+    assert not any("never-stored" in p.read_text() for p in stored.glob("*.yaml"))
+    assert submitted_events(stack["PREFECT_API_URL"]) == events_before
+
+
+
+def submitted_events(api_url: str) -> int:
+    return len(read_events(api_url, "towerflow.config.submitted"))
