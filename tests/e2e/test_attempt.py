@@ -1,0 +1,130 @@
+"""One training attempt end to end on tiny synthetic-retail data: collapse, success, divergence,
+resume after an interruption, and the exported index used from a fresh process."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+
+from trainer.attempt import load_result, run_attempt
+from trainer.evaluation import evaluate_model
+from trainer.spec import spec_from_dict
+
+DATA = "synthetic-retail://{table}?customers=300&products=60&transactions=8000&clusters=4&seed=3"
+HIGH_LR = 1.0  # collapses this deep buyer tower (measured: epoch 3-4, norms ~1e-4, never < 1e-7)
+
+
+def _spec(epochs: int = 5, clipnorm: float | None = 1.0, ks=(5, 10, 20)):
+    return spec_from_dict(
+        {
+            "name": "tiny-retail",
+            "data": {
+                "transactions": DATA.format(table="transactions"),
+                "products": DATA.format(table="products"),
+                "split": {"strategy": "random", "test_fraction": 0.2, "seed": 1},
+            },
+            "buyer_features": [
+                {"column": "customer_id", "type": "id", "embedding_dim": 16},
+                {"column": "region", "type": "categorical", "embedding_dim": 4},
+                {"column": "customer_age", "type": "numeric"},
+            ],
+            "product_features": [
+                {"column": "product_id", "type": "id", "embedding_dim": 16, "is_primary_id": True},
+                {"column": "category", "type": "categorical"},
+                {"column": "description", "type": "text", "embedding_dim": 8},
+            ],
+            "model": {
+                "output_dim": 32,
+                "buyer_layers": [{"units": 256}, {"units": 128}, {"units": 64}, {"units": 32}],
+                "product_layers": [{"units": 64}, {"units": 32}],
+            },
+            "training": {
+                "optimizer": "adagrad", "clipnorm": clipnorm, "epochs": epochs, "batch_size": 512, "seed": 42,
+                "collapse": {"patience": 2},
+            },  # fmt: skip
+            "evaluation": {"ks": list(ks)},
+        }
+    )
+
+
+def test_a_deep_tower_at_a_high_learning_rate_is_reported_collapsed_within_patience(tmp_path):
+    result = run_attempt(_spec(), HIGH_LR, str(tmp_path))
+    assert result.status == "collapsed" and result.model_uri is None
+    assert result.epochs_run < 5  # stopped early
+    last = result.epochs[-2:]  # the patience window: loss/example = log(batch) on every step
+    assert all(m.uniform_gap < 1e-3 and m.loss == pytest.approx(m.uniform_loss, abs=1e-3) for m in last)
+    assert all(m.buyer_grad_norm_mean > 1e-7 for m in last)  # the post-mortem's norm rule would not fire
+    assert result.reason.startswith(f"collapsed at epoch {result.epochs_run}: loss/example 6.2")
+    assert load_result(str(tmp_path)) == result
+
+
+def test_the_same_at_a_tenth_of_the_learning_rate_trains_and_beats_popularity(tmp_path):
+    spec = _spec(epochs=3)
+    result = run_attempt(spec, HIGH_LR / 10, str(tmp_path))
+    assert result.status == "succeeded", result.reason
+    assert result.epochs[-1].loss < result.epochs[0].loss < result.epochs[0].uniform_loss
+    evaluation = evaluate_model(spec, result.model_uri)
+    assert evaluation.n_candidates == 60 and evaluation.n_queries > 0 and evaluation.n_pairs >= evaluation.n_queries
+    for k in (5, 10, 20):
+        assert evaluation.model[k] > evaluation.popularity[k] + 0.1, (k, evaluation)
+
+
+def test_a_non_finite_loss_is_reported_diverged(tmp_path):
+    result = run_attempt(_spec(clipnorm=None), 1e30, str(tmp_path))
+    assert result.status == "diverged" and result.epochs_run == 1
+    assert result.epochs[0].nonfinite_steps > 0 and not math.isfinite(result.epochs[0].loss)
+    assert result.reason.startswith("diverged at epoch 1: non-finite loss or gradient")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
+    spec = _spec(epochs=4)
+    workdir = str(tmp_path / "attempt")
+
+    def stop_after_2(metrics):
+        if metrics.epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_2)
+    assert load_result(workdir) is None
+    resumed_epochs: list[int] = []
+    result = run_attempt(spec, 0.1, workdir, on_epoch=lambda m: resumed_epochs.append(m.epoch))
+    assert resumed_epochs == [3, 4]
+    assert [m.epoch for m in result.epochs] == [1, 2, 3, 4] and result.epochs_run == 4
+    assert result.status == "succeeded"
+    assert result.epochs[2].loss < result.epochs[0].loss  # weights and optimizer state carried over
+    stored = json.loads((tmp_path / "attempt" / "checkpoints" / "epochs.json").read_text())
+    assert [m["epoch"] for m in stored] == [1, 2, 3, 4]
+    assert list((tmp_path / "attempt" / "tb").iterdir())  # TensorBoard event files
+
+
+def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp_path):
+    result = run_attempt(_spec(epochs=1, ks=(5, 7)), 0.1, str(tmp_path))
+    script = textwrap.dedent(
+        f"""
+        import json, trainer, tensorflow as tf
+        loaded = tf.saved_model.load({result.model_uri + "/saved_model"!r})
+        out = loaded.signatures["serving_default"](
+            customer_id=tf.constant(["c00095", "nobody"]), region=tf.constant(["region_00", ""]),
+            customer_age=tf.constant([30.0, float("nan")]))
+        print(json.dumps({{"ids": out["product_ids"].numpy().astype(str).tolist(),
+                          "scores": out["scores"].numpy().tolist()}}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    candidate_ids = set(np.load(f"{result.model_uri}/candidate_ids.npy").tolist())
+    assert len(out["ids"]) == 2 and all(len(row) == 7 for row in out["ids"])  # k = max(ks)
+    assert all(pid in candidate_ids for row in out["ids"] for pid in row)
+    assert all(row == sorted(row, reverse=True) for row in out["scores"])
