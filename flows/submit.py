@@ -65,17 +65,12 @@ def store_config(spec: ExperimentSpec) -> str:
 
 def emit_submitted(submission: Submission) -> None:
     """Emit `towerflow.config.submitted` to the configured Prefect API and wait until it is sent."""
-    from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
     from tasks import events
 
-    emit_event(
-        event=events.CONFIG_SUBMITTED,
-        resource=events.experiment_resource(submission.config_hash, submission.name),
-        payload={"config_uri": submission.config_uri, "config_hash": submission.config_hash,
-                 "name": submission.name},
-    )
+    events.emit(events.CONFIG_SUBMITTED, submission.config_hash, submission.name,
+                config_uri=submission.config_uri, config_hash=submission.config_hash, name=submission.name)
     EventsWorker.drain_all()
 
 

@@ -24,6 +24,6 @@ def experiment_resource(config_hash: str, name: str) -> dict[str, str]:
     return {"prefect.resource.id": f"towerflow.experiment.{config_hash}", "prefect.resource.name": name}
 
 
-def emit(event: str, config_hash: str, name: str, **payload: Any):
+def emit(event: str, config_hash: str, name: str, /, **payload: Any):
     """Emit a towerflow event about one experiment; returns the Event (None when events are off)."""
     return emit_event(event=event, resource=experiment_resource(config_hash, name), payload=payload)
