@@ -29,6 +29,10 @@ PANEL_W, PANEL_H = 440, 250
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 58, 14, 30, 40
 CHART_W = 2 * PANEL_W + 20
 MIN_LOG_RATIO = 1.6  # a flat series still gets a y-range wide enough for three ticks
+EPOCH_COLUMNS = (
+    "epoch", "loss", "uniform_loss", "val_loss", "buyer_grad_norm_mean", "buyer_grad_norm_max",
+    "product_grad_norm_mean", "product_grad_norm_max", "nonfinite_steps", "learning_rate", "seconds",
+)
 
 
 def render_report(detail: Detail) -> str:
@@ -123,6 +127,12 @@ def _section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
 
+def _table(css_class: str, headers: Sequence[str], rows: Sequence[str]) -> str:
+    """A table with escaped `headers` over `rows` (each already a `<tr>...</tr>`)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def _lineage_table(attempts: list[dict[str, Any]]) -> str:
     if not attempts:
         return '<p class="muted">No attempt was made.</p>'
@@ -137,10 +147,10 @@ def _lineage_table(attempts: list[dict[str, Any]]) -> str:
         rows.append(
             f'<tr class="lineage-row"><td>{attempt["number"]}</td><td class="num">{_fmt(rate)}{change}</td>'
             f'<td>{_badge(str(attempt["status"]))}</td><td class="num">{attempt.get("epochs_run", "")}</td>'
-            f'<td class="num">{_fmt(_final_loss(attempt))}</td><td>{escape(attempt.get("reason") or "")}</td></tr>'
+            f'<td class="num">{_fmt(_final_loss(attempt))}</td>'
+            f'<td>{escape(attempt.get("reason") or "")}</td></tr>'
         )
-    head = "<tr><th>attempt</th><th>learning rate</th><th>status</th><th>epochs</th><th>last loss</th><th>reason</th></tr>"
-    return f'<table class="lineage"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("lineage", ("attempt", "learning rate", "status", "epochs", "last loss", "reason"), rows)
 
 
 def _final_loss(attempt: dict[str, Any]) -> Any:
@@ -151,20 +161,19 @@ def _final_loss(attempt: dict[str, Any]) -> Any:
 def _findings(findings: list[dict[str, Any]]) -> str:
     if not findings:
         return '<p class="muted">No findings: the config passed every rule.</p>'
-    rows = "".join(
-        f'<tr class="finding severity-{escape(f["severity"])}"><td>{_badge(f["severity"])}</td>'
-        f'<td><code>{escape(f["field"] or "")}</code></td><td>{escape(f["message"])}</td>'
-        f'<td>{escape(f.get("suggestion") or "")}</td><td class="muted">{escape(f["code"])}</td></tr>'
+    rows = [
+        f'<tr class="finding"><td>{_badge(f["severity"])}</td><td><code>{escape(f["field"] or "")}</code></td>'
+        f'<td>{escape(f["message"])}</td><td>{escape(f.get("suggestion") or "")}</td>'
+        f'<td class="muted">{escape(f["code"])}</td></tr>'
         for f in findings
-    )
-    head = "<tr><th>severity</th><th>field</th><th>message</th><th>suggestion</th><th>code</th></tr>"
-    return f'<table class="findings"><thead>{head}</thead><tbody>{rows}</tbody></table>'
+    ]
+    return _table("findings", ("severity", "field", "message", "suggestion", "code"), rows)
 
 
 def _spec_block(spec: Any) -> str:
     if not spec:
         return ""
-    text = json.dumps(spec, indent=2, sort_keys=False, default=str)
+    text = json.dumps(spec, indent=2, default=str)
     return f"<section><details><summary>Experiment spec</summary><pre>{escape(text)}</pre></details></section>"
 
 
@@ -200,8 +209,8 @@ def _attempt_charts(attempts: list[dict[str, Any]], spec: dict[str, Any]) -> str
         else:
             panels = _no_epochs()
         caption = (
-            f"Attempt {number} · learning rate {_fmt(attempt['learning_rate'])} · {_badge(str(attempt['status']))}"
-            f' <span class="reason">{escape(attempt.get("reason") or "")}</span>'
+            f"Attempt {number} · learning rate {_fmt(attempt['learning_rate'])} · "
+            f'{_badge(str(attempt["status"]))} <span class="reason">{escape(attempt.get("reason") or "")}</span>'
         )
         figures.append(
             f'<figure class="attempt" id="attempt-{number}"><figcaption>{caption}</figcaption>'
@@ -216,7 +225,8 @@ def _loss_series(attempt: dict[str, Any]) -> list[Series]:
     epochs = attempt.get("epochs") or []
     series = [Series("train loss", "loss", [(e["epoch"], _number(e["loss"])) for e in epochs])]
     if any(e.get("val_loss") is not None for e in epochs):
-        series.append(Series("validation loss", "val-loss", [(e["epoch"], _number(e.get("val_loss"))) for e in epochs]))
+        val_loss = [(e["epoch"], _number(e.get("val_loss"))) for e in epochs]
+        series.append(Series("validation loss", "val-loss", val_loss))
     return series
 
 
@@ -233,7 +243,8 @@ def _uniform_loss(attempt: dict[str, Any], spec: dict[str, Any]) -> float | None
 def _grad_series(attempt: dict[str, Any]) -> list[Series]:
     epochs = attempt.get("epochs") or []
     return [
-        Series(f"{tower} {stat}", f"{tower}-{stat}", [(e["epoch"], _number(e[f"{tower}_grad_norm_{stat}"])) for e in epochs])
+        Series(f"{tower} {stat}", f"{tower}-{stat}",
+               [(e["epoch"], _number(e[f"{tower}_grad_norm_{stat}"])) for e in epochs])
         for tower in ("buyer", "product")
         for stat in ("mean", "max")
     ]
@@ -278,7 +289,9 @@ class Axis:
 
     log_range: tuple[float, float]
     last_epoch: int
-    left: float = 0.0
+    left: float = 0.0  # the panel's offset in its chart
+    top: ClassVar[float] = MARGIN_T
+    bottom: ClassVar[float] = PANEL_H - MARGIN_B
 
     @property
     def x0(self) -> float:
@@ -287,9 +300,6 @@ class Axis:
     @property
     def x1(self) -> float:
         return self.left + PANEL_W - MARGIN_R
-
-    top: ClassVar[float] = MARGIN_T
-    bottom: ClassVar[float] = PANEL_H - MARGIN_B
 
     def x(self, epoch: int) -> float:
         if self.last_epoch == 1:
@@ -301,7 +311,9 @@ class Axis:
         return self.bottom - (math.log10(value) - low) / (high - low) * (self.bottom - self.top)
 
 
-def _panel(left: float, title: str, series: list[Series], axis: Axis, attempt: int, reference: float | None = None) -> str:
+def _panel(
+    left: float, title: str, series: list[Series], axis: Axis, attempt: int, reference: float | None = None
+) -> str:
     """One log-scale panel: axes, ticks, the reference line, a polyline per series, off-axis marks."""
     axis = replace(axis, left=left)
     x0, x1, low, high = axis.x0, axis.x1, *axis.log_range
@@ -317,8 +329,10 @@ def _panel(left: float, title: str, series: list[Series], axis: Axis, attempt: i
         parts.append(f'<text class="tick y-tick" x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
     stride = max(1, math.ceil(axis.last_epoch / 10))
     for epoch in range(1, axis.last_epoch + 1, stride):
-        parts.append(f'<text class="tick" x="{axis.x(epoch):.1f}" y="{axis.bottom + 16}" text-anchor="middle">{epoch}</text>')
-    parts.append(f'<text class="axis-label" x="{(x0 + x1) / 2}" y="{PANEL_H - 6}" text-anchor="middle">epoch</text>')
+        x = axis.x(epoch)
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{axis.bottom + 16}" text-anchor="middle">{epoch}</text>')
+    parts.append(f'<text class="axis-label" x="{(x0 + x1) / 2}" y="{PANEL_H - 6}" text-anchor="middle">'
+                 "epoch</text>")
     if reference is not None:
         y = axis.y(reference)
         parts.append(
@@ -349,7 +363,8 @@ def _series_marks(s: Series, axis: Axis, attempt: int) -> list[str]:
             continue
         y = axis.y(value)
         runs[-1].append(f"{x:.1f},{y:.1f}")
-        marks.append(f'<circle class="dot {s.style}" cx="{x:.1f}" cy="{y:.1f}" r="2.6"><title>{tip}</title></circle>')
+        marks.append(f'<circle class="dot {s.style}" cx="{x:.1f}" cy="{y:.1f}" r="2.6">'
+                     f"<title>{tip}</title></circle>")
     lines = [
         f'<polyline class="line {s.style}" points="{" ".join(run)}"><title>{escape(s.label)}</title></polyline>'
         for run in runs
@@ -359,6 +374,7 @@ def _series_marks(s: Series, axis: Axis, attempt: int) -> list[str]:
 
 
 def _edge_mark(s: Series, epoch: int, value: float, x: float, y: float, tip: str) -> str:
+    """A red cross labelled with the value (NaN, ±∞, 0) for a point a log axis cannot place."""
     kind = "offscale" if math.isfinite(value) else "nonfinite"
     text = _fmt(value)
     text = {"Infinity": "+∞", "-Infinity": "−∞"}.get(text, text)
@@ -380,23 +396,20 @@ def _epoch_table(attempt: dict[str, Any]) -> str:
     epochs = attempt.get("epochs") or []
     if not epochs:
         return ""
-    columns = (
-        "epoch", "loss", "uniform_loss", "val_loss", "buyer_grad_norm_mean", "buyer_grad_norm_max",
-        "product_grad_norm_mean", "product_grad_norm_max", "nonfinite_steps", "learning_rate", "seconds",
-    )
-    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
-    rows = "".join(
-        "<tr>" + "".join(f'<td class="num">{_cell(e.get(c))}</td>' for c in columns) + "</tr>" for e in epochs
-    )
-    return f"<details><summary>epoch values</summary><table class=\"epochs\"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></details>"
+    rows = ["<tr>" + "".join(f'<td class="num">{_cell(e.get(c))}</td>' for c in EPOCH_COLUMNS) + "</tr>"
+            for e in epochs]
+    table = _table("epochs", [c.replace("_", " ") for c in EPOCH_COLUMNS], rows)
+    return f"<details><summary>epoch values</summary>{table}</details>"
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, int) or value is None:
-        return "–" if value is None else str(value)
+    """An epoch value: integers as they are, floats to 4 significant digits, non-finite ones in red."""
+    if isinstance(value, int):
+        return str(value)
     number = _number(value)
-    text = _fmt(value)
-    return f'<span class="nonfinite-value">{text}</span>' if number is not None and not math.isfinite(number) else text
+    if number is None or math.isfinite(number):
+        return _fmt(number)
+    return f'<span class="nonfinite-value">{_fmt(number)}</span>'
 
 
 # --- recall -----------------------------------------------------------------------------------------
@@ -411,13 +424,12 @@ def _recall(rows: list[dict[str, Any]]) -> str:
         f'({first["n_candidate_rows_before_dedup"]} rows before de-duplication), {first["n_queries"]} buyers, '
         f'exclude_seen={first["exclude_seen"]}</p>'
     )
-    body = "".join(
+    body = [
         f'<tr class="recall-row" data-k="{r["k"]}"><td>@{r["k"]}</td><td class="num">{_fmt(r["value"])}</td>'
         f'<td class="num">{_fmt(r["baseline"])}</td><td class="num">{_lift(r["value"], r["baseline"])}</td></tr>'
         for r in rows
-    )
-    head = "<tr><th>k</th><th>model</th><th>popularity</th><th>lift</th></tr>"
-    table = f'<table class="recall"><thead>{head}</thead><tbody>{body}</tbody></table>'
+    ]
+    table = _table("recall", ("k", "model", "popularity", "lift"), body)
     return about + f'<div class="recall-grid">{_recall_chart(rows)}{table}</div>'
 
 
@@ -439,7 +451,8 @@ def _recall_chart(rows: list[dict[str, Any]]) -> str:
     plot_w = width - left - 60
     parts = [
         f'<svg class="chart recall-chart" viewBox="0 0 {width} {height}" role="img" aria-label="recall at k">',
-        f'<rect class="swatch model" x="{left}" y="6" width="12" height="10"/><text class="legend-text" x="{left + 16}" y="15">model</text>',
+        f'<rect class="swatch model" x="{left}" y="6" width="12" height="10"/>'
+        f'<text class="legend-text" x="{left + 16}" y="15">model</text>',
         f'<rect class="swatch popularity" x="{left + 80}" y="6" width="12" height="10"/>'
         f'<text class="legend-text" x="{left + 96}" y="15">popularity baseline</text>',
     ]
@@ -473,49 +486,72 @@ _LEGEND = (
 
 _CSS = """
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --loss:#111827; --val:#7c3aed; --uniform:#9ca3af;
-  --buyer:#2563eb; --product:#ea580c; --bad:#dc2626; --good:#16a34a; --warn:#d97706; }
-body { margin:0; background:#f9fafb; color:var(--ink); font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
+  --buyer:#2563eb; --product:#ea580c; --bad:#dc2626; }
+body { margin:0; background:#f9fafb; color:var(--ink);
+  font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
 main { max-width:980px; margin:0 auto; padding:24px 20px 48px; }
-h1 { font-size:22px; margin:0 0 6px; } h2 { font-size:17px; margin:28px 0 10px; }
+h1 { font-size:22px; margin:0 0 6px; }
+h2 { font-size:17px; margin:28px 0 10px; }
 header dl { display:grid; grid-template-columns:max-content 1fr; gap:2px 12px; margin:8px 0 0; color:var(--muted); }
 header dd { margin:0; font-family:ui-monospace, monospace; font-size:12px; }
-.message { margin:4px 0; } .muted { color:var(--muted); font-weight:normal; }
+.message { margin:4px 0; }
+.muted { color:var(--muted); font-weight:normal; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600;
   background:#e5e7eb; color:var(--ink); vertical-align:middle; }
-.status-succeeded { background:#dcfce7; color:#166534; } .status-collapsed, .status-warning { background:#fef3c7; color:#92400e; }
+.status-succeeded { background:#dcfce7; color:#166534; }
+.status-collapsed, .status-warning { background:#fef3c7; color:#92400e; }
 .status-diverged, .status-failed, .status-error, .status-halted, .status-stopped { background:#fee2e2; color:#991b1b; }
 .status-running, .status-pending, .status-awaiting_approval { background:#dbeafe; color:#1e40af; }
-figure.attempt { margin:0 0 18px; padding:10px 12px 6px; background:#fff; border:1px solid var(--line); border-radius:8px; }
-figcaption { font-weight:600; margin-bottom:4px; } .reason { color:var(--muted); font-weight:normal; font-size:13px; }
+figure.attempt { margin:0 0 18px; padding:10px 12px 6px; background:#fff; border:1px solid var(--line);
+  border-radius:8px; }
+figcaption { font-weight:600; margin-bottom:4px; }
+.reason { color:var(--muted); font-weight:normal; font-size:13px; }
 svg.chart { width:100%; height:auto; display:block; font-size:11px; }
-.plot { fill:none; stroke:var(--line); } .grid { stroke:#f1f5f9; }
-.tick { fill:var(--muted); } .panel-title { font-weight:600; font-size:12px; fill:var(--ink); }
-.axis-label { fill:var(--muted); font-style:italic; } .uniform-label { fill:var(--muted); font-size:10px; } .empty { fill:var(--muted); font-size:14px; }
-.line { fill:none; stroke-width:2; stroke-linejoin:round; } .dot { stroke:none; }
+.plot { fill:none; stroke:var(--line); }
+.grid { stroke:#f1f5f9; }
+.tick { fill:var(--muted); }
+.panel-title { font-weight:600; font-size:12px; fill:var(--ink); }
+.axis-label { fill:var(--muted); font-style:italic; }
+.uniform-label { fill:var(--muted); font-size:10px; }
+.empty { fill:var(--muted); font-size:14px; }
+.line { fill:none; stroke-width:2; stroke-linejoin:round; }
+.dot { stroke:none; }
+.reference.uniform { stroke:var(--uniform); stroke-dasharray:3 3; stroke-width:1.5; }
 .line.loss { stroke:var(--loss); } .dot.loss { fill:var(--loss); }
 .line.val-loss { stroke:var(--val); stroke-dasharray:5 3; } .dot.val-loss { fill:var(--val); }
-.reference.uniform { stroke:var(--uniform); stroke-dasharray:3 3; stroke-width:1.5; }
 .line.buyer-mean { stroke:var(--buyer); } .dot.buyer-mean { fill:var(--buyer); }
-.line.buyer-max { stroke:var(--buyer); stroke-dasharray:5 3; stroke-width:1.2; opacity:.7; } .dot.buyer-max { fill:var(--buyer); opacity:.7; }
 .line.product-mean { stroke:var(--product); } .dot.product-mean { fill:var(--product); }
-.line.product-max { stroke:var(--product); stroke-dasharray:5 3; stroke-width:1.2; opacity:.7; } .dot.product-max { fill:var(--product); opacity:.7; }
-.nonfinite .cross, .offscale .cross { stroke:var(--bad); stroke-width:2.2; } .nonfinite text, .offscale text { fill:var(--bad); font-weight:700; }
+.line.buyer-max, .line.product-max { stroke-dasharray:5 3; stroke-width:1.2; opacity:.7; }
+.dot.buyer-max, .dot.product-max { opacity:.7; }
+.line.buyer-max { stroke:var(--buyer); } .dot.buyer-max { fill:var(--buyer); }
+.line.product-max { stroke:var(--product); } .dot.product-max { fill:var(--product); }
+.nonfinite .cross, .offscale .cross { stroke:var(--bad); stroke-width:2.2; }
+.nonfinite text, .offscale text { fill:var(--bad); font-weight:700; }
 .nonfinite-value { color:var(--bad); font-weight:700; }
 .legend { display:flex; flex-wrap:wrap; gap:4px 16px; font-size:12px; color:var(--muted); margin:0 0 10px; }
-.key::before { content:""; display:inline-block; width:22px; margin:0 6px 3px 0; border-top:2px solid; vertical-align:middle; }
-.key.loss::before { border-color:var(--loss); } .key.val-loss::before { border-top-style:dashed; border-color:var(--val); }
+.key::before { content:""; display:inline-block; width:22px; margin:0 6px 3px 0; border-top:2px solid;
+  vertical-align:middle; }
+.key.loss::before { border-color:var(--loss); }
+.key.val-loss::before { border-top-style:dashed; border-color:var(--val); }
 .key.uniform::before { border-top-style:dashed; border-color:var(--uniform); }
-.key.buyer-mean::before { border-color:var(--buyer); } .key.buyer-max::before { border-top-style:dashed; border-color:var(--buyer); }
-.key.product-mean::before { border-color:var(--product); } .key.product-max::before { border-top-style:dashed; border-color:var(--product); }
-.key.nonfinite-key { color:var(--bad); } .key.nonfinite-key::before { display:none; }
+.key.buyer-mean::before { border-color:var(--buyer); }
+.key.buyer-max::before { border-top-style:dashed; border-color:var(--buyer); }
+.key.product-mean::before { border-color:var(--product); }
+.key.product-max::before { border-top-style:dashed; border-color:var(--product); }
+.key.nonfinite-key { color:var(--bad); }
+.key.nonfinite-key::before { display:none; }
 table { border-collapse:collapse; background:#fff; font-size:13px; }
 th, td { text-align:left; padding:5px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
-th { color:var(--muted); font-weight:600; font-size:12px; } td.num { text-align:right; font-variant-numeric:tabular-nums; }
+th { color:var(--muted); font-weight:600; font-size:12px; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; }
 table.lineage, table.findings { width:100%; }
-details { margin:6px 0; } summary { cursor:pointer; color:var(--muted); font-size:12px; }
-table.epochs { font-size:11px; margin-top:4px; } table.epochs th, table.epochs td { padding:2px 6px; }
+details { margin:6px 0; }
+summary { cursor:pointer; color:var(--muted); font-size:12px; }
+table.epochs { font-size:11px; margin-top:4px; }
+table.epochs th, table.epochs td { padding:2px 6px; }
 .recall-grid { display:grid; grid-template-columns:minmax(0, 3fr) minmax(0, 2fr); gap:16px; align-items:start; }
-.bar.model, .swatch.model { fill:var(--buyer); } .bar.popularity, .swatch.popularity { fill:var(--uniform); }
+.bar.model, .swatch.model { fill:var(--buyer); }
+.bar.popularity, .swatch.popularity { fill:var(--uniform); }
 .bar-value, .legend-text { fill:var(--ink); font-size:11px; }
 pre { background:#fff; border:1px solid var(--line); padding:10px; overflow:auto; font-size:12px; }
 """

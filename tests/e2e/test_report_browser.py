@@ -12,7 +12,10 @@ import base64
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,8 +90,9 @@ def report_file(tmp_path, monkeypatch) -> Path:
     store.dispose_engines()
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextmanager
+def headless_chromium(profile: Path) -> Iterator[Any]:
+    """A Selenium driver on a fresh headless Chromium profile; fails (in the test) when Chromium is missing."""
     chromium, driver_path = browser_binaries()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -97,7 +101,7 @@ def browser(tmp_path):
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={profile}")
     options.add_argument("--window-size=1100,900")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -107,9 +111,16 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_report_charts_are_drawn_in_headless_chromium(report_file, browser, tmp_path):
-    browser.get(report_file.as_uri())
-    charts = browser.execute_script(MEASURE_CHARTS)
+def test_report_charts_are_drawn_in_headless_chromium(report_file, tmp_path):
+    with headless_chromium(tmp_path / "chromium-profile") as browser:
+        browser.get(report_file.as_uri())
+        charts = browser.execute_script(MEASURE_CHARTS)
+        fits = browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        page = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    screenshot = tmp_path / "report.png"
+    screenshot.write_bytes(base64.b64decode(page["data"]))  # the whole page, not just the window
+    print(f"screenshot: {screenshot}")
 
     attempt_charts = [c for c in charts if "attempt-chart" in c["cls"]]
     assert [c["attempt"] for c in attempt_charts] == ["1", "2", "3"]
@@ -125,13 +136,6 @@ def test_report_charts_are_drawn_in_headless_chromium(report_file, browser, tmp_
     assert len(crosses) == 5 and all(s["width"] > 0 and s["height"] > 0 for s in crosses)
     bars = [s for s in charts[-1]["shapes"] if s["tag"] == "rect"]
     assert len(bars) == 8 and all(s["width"] > 1 for s in bars)
-
-    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert fits, "the page scrolls sideways"
     assert errors == []
-
-    screenshot = tmp_path / "report.png"
-    page = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-    screenshot.write_bytes(base64.b64decode(page["data"]))  # the whole page, not just the window
     assert screenshot.stat().st_size > 10_000
-    print(f"screenshot: {screenshot}")

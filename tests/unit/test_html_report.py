@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import fsspec
@@ -61,7 +63,8 @@ def sample_detail() -> dict:
 
 
 def attempt_svgs(html: str) -> dict[int, str]:
-    return {int(n): svg for n, svg in re.findall(r'<svg class="chart attempt-chart" data-attempt="(\d+)".*?>(.*?)</svg>', html, re.S)}
+    charts = re.findall(r'<svg class="chart attempt-chart" data-attempt="(\d+)".*?>(.*?)</svg>', html, re.S)
+    return {int(number): svg for number, svg in charts}
 
 
 def polyline_ys(svg: str, style: str) -> list[float]:
@@ -117,7 +120,9 @@ def test_gradient_axis_spans_the_tiny_collapsed_norms_and_the_healthy_ones():
 
 def test_nan_loss_is_marked_and_left_out_of_the_line():
     svg = attempt_svgs(render_report(sample_detail()))[2]
-    mark = re.search(r'<g class="nonfinite loss" data-epoch="1"[^>]*><title>([^<]*)</title>.*?<text[^>]*>([^<]*)</text>', svg)
+    mark = re.search(
+        r'<g class="nonfinite loss" data-epoch="1"[^>]*><title>([^<]*)</title>.*?<text[^>]*>([^<]*)</text>', svg
+    )
     assert mark, "the NaN loss of attempt 2 has no mark"
     assert "NaN" in mark.group(1) and mark.group(2) == "NaN"
     assert polyline_ys(svg, "loss") == []
@@ -135,7 +140,8 @@ def test_lineage_rows_in_attempt_order_with_rates_statuses_and_reasons():
 
 def test_recall_values_baseline_and_lift_in_table_and_chart():
     html = render_report(sample_detail())
-    rows = {k: re.sub(r"<[^>]+>", " ", row).split() for k, row in re.findall(r'<tr class="recall-row" data-k="(\d+)">(.*?)</tr>', html)}
+    rows = {k: re.sub(r"<[^>]+>", " ", row).split()
+            for k, row in re.findall(r'<tr class="recall-row" data-k="(\d+)">(.*?)</tr>', html)}
     assert rows == {"10": ["@10", "0.2345", "0.0812", "2.89×"], "100": ["@100", "0.7123", "0.4567", "1.56×"]}
     bars = re.findall(r'<rect class="bar (model|popularity)" x="[^"]+" y="[^"]+" width="([^"]+)"', html)
     widths = {(style, i // 2): float(width) for i, (style, width) in enumerate(bars)}
@@ -161,6 +167,12 @@ def test_an_experiment_without_attempts_or_recall_still_renders():
     html = render_report(detail)
     assert attempt_svgs(html) == {}
     assert "No attempt was made." in html and "No recall" in html and "halted on warnings" in html
+
+
+def test_rendering_imports_neither_prefect_nor_tensorflow():
+    check = "import sys, tasks.html_report; print(sorted({'prefect', 'tensorflow'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_write_report_returns_a_file_uri_locally_and_the_url_elsewhere(tmp_path):
