@@ -150,7 +150,7 @@ def clipping(spec: ExperimentSpec, learning_rates: list[float]) -> None:
             last = result.epochs[-1]
             norms = f"{last.buyer_grad_norm_mean:.3g}/{last.product_grad_norm_mean:.3g}"
             print(f"{mode:<20} {lr:>6g} {result.status:<10} {result.epochs_run:>6} {last.loss:>8.3f} {norms:>18} {recall}")
-    print("popularity recall: see `python -m trainer --evaluate`; uniform loss/example =", f"{last.uniform_loss:.3f}")
+    print(f"uniform-score loss/example (a collapse): {last.uniform_loss:.3f}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ tf.io.gfile):
   model/         on success: saved_model/ (query tower + BruteForce index; signatures
                  `serving_default` -> {scores, product_ids} and `embed_buyers` -> {embeddings}),
                  candidate_embeddings.npy and candidate_ids.npy
+  attempt.json   the spec hash and learning rate the workdir belongs to
   result.json    the AttemptResult
 Run again with the same workdir after being killed, an attempt resumes after its last finished
 epoch (and reports every epoch); run again after it finished, it returns the stored result.
@@ -37,6 +38,7 @@ from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, em
 from trainer.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"
+ATTEMPT_FILE = "attempt.json"
 EXPORT_DIR = "model"
 SAVED_MODEL_DIR = "saved_model"
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
@@ -271,6 +273,23 @@ def _success_reason(progress: _Progress) -> str:
     return reason
 
 
+def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float) -> None:
+    """Record which spec and learning rate `workdir` belongs to; refuse one that belongs to another,
+    so an attempt never resumes (or returns) someone else's checkpoints or result."""
+    identity = {"spec_hash": spec.content_hash(), "learning_rate": learning_rate}
+    path = join(workdir, ATTEMPT_FILE)
+    if tf.io.gfile.exists(path):
+        found = json.loads(read_bytes(path))
+        if found != identity:
+            raise ValueError(
+                f"{workdir} holds an attempt of spec {found.get('spec_hash')} at learning rate "
+                f"{found.get('learning_rate')}, not spec {identity['spec_hash']} at {learning_rate}: use another workdir"
+            )
+        return
+    tf.io.gfile.makedirs(workdir)
+    write_bytes(path, json.dumps(identity).encode())
+
+
 def load_result(workdir: str) -> AttemptResult | None:
     """The stored result of a finished attempt in `workdir`, if any."""
     path = join(workdir, RESULT_FILE)
@@ -290,10 +309,10 @@ def run_attempt(
     Data or configuration errors propagate as exceptions.
     """
     workdir = str(workdir)
+    claim_workdir(workdir, spec, learning_rate)
     stored = load_result(workdir)
-    if stored is not None and stored.learning_rate == learning_rate:
+    if stored is not None:
         return stored
-    tf.io.gfile.makedirs(workdir)
     data = load_experiment_data(spec)
     if data.train.empty:
         raise ValueError(f"{spec.data.transactions}: the training split is empty")

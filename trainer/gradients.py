@@ -73,7 +73,7 @@ class EpochTelemetry(tf_keras.metrics.Metric):
     """
 
     def __init__(self, towers: tuple[str, ...] = TOWERS, name: str = "telemetry"):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype="float32")  # accumulators stay float32 under mixed precision
         self.towers = towers
         self.sums = {key: _zero(self, key) for key in _SUMS}
         self.norm_sum = {t: _zero(self, f"{t}_norm_sum") for t in towers}
@@ -114,7 +114,7 @@ class ValidationLoss(tf_keras.metrics.Metric):
     """Loss per example over a whole evaluation (not the last batch's sum, as Keras would report)."""
 
     def __init__(self, name: str = "validation_loss"):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype="float32")  # accumulators stay float32 under mixed precision
         self.loss_sum = _zero(self, "loss_sum")
         self.examples = _zero(self, "examples")
 

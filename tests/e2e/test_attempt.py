@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import yaml
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
@@ -21,8 +22,11 @@ HIGH_LR = 1.0  # collapses this deep buyer tower (measured: epoch 3-4, norms ~1e
 
 
 def _spec(epochs: int = 5, clipnorm: float | None = 1.0, ks=(5, 10, 20)):
-    return spec_from_dict(
-        {
+    return spec_from_dict(_raw_spec(epochs, clipnorm, ks))
+
+
+def _raw_spec(epochs: int, clipnorm: float | None, ks) -> dict:
+    return {
             "name": "tiny-retail",
             "data": {
                 "transactions": DATA.format(table="transactions"),
@@ -50,7 +54,6 @@ def _spec(epochs: int = 5, clipnorm: float | None = 1.0, ks=(5, 10, 20)):
             },  # fmt: skip
             "evaluation": {"ks": list(ks)},
         }
-    )
 
 
 def test_a_deep_tower_at_a_high_learning_rate_is_reported_collapsed_within_patience(tmp_path):
@@ -106,6 +109,9 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
     stored = json.loads((tmp_path / "attempt" / "checkpoints" / "epochs.json").read_text())
     assert [m["epoch"] for m in stored] == [1, 2, 3, 4]
     assert list((tmp_path / "attempt" / "tb").iterdir())  # TensorBoard event files
+    assert run_attempt(spec, 0.1, workdir) == result  # finished: the stored result, nothing retrained
+    with pytest.raises(ValueError, match="at learning rate 0.1, not spec .* at 0.01: use another workdir"):
+        run_attempt(spec, 0.01, workdir)
 
 
 def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp_path):
@@ -128,3 +134,18 @@ def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp
     assert len(out["ids"]) == 2 and all(len(row) == 7 for row in out["ids"])  # k = max(ks)
     assert all(pid in candidate_ids for row in out["ids"] for pid in row)
     assert all(row == sorted(row, reverse=True) for row in out["scores"])
+
+
+def test_the_command_line_runs_one_attempt_and_evaluates_it(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(_raw_spec(epochs=1, clipnorm=1.0, ks=(5, 10))))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "trainer", "--config", str(config), "--learning-rate", "0.1", "--out", str(out)]
+    run = subprocess.run([*command, "--evaluate"], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "epoch 1: loss/example" in run.stdout and "succeeded: trained 1 epochs" in run.stdout
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert f"recall@10: model {evaluation['model']['10']:.4f}" in run.stdout
+    assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
+    bad = subprocess.run([*command[:4], str(tmp_path / "missing.yaml"), *command[5:]], capture_output=True, text=True)
+    assert bad.returncode == 1 and "invalid config" in bad.stderr and "file not found" in bad.stderr

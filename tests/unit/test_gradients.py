@@ -1,6 +1,10 @@
 """Gradient telemetry inside the train step and the collapse / divergence detector."""
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -196,3 +200,35 @@ def test_callback_order_cannot_make_the_detector_read_a_reset_accumulator():
     for a, b in zip(logger_first, logger_last):
         assert a.model_dump(exclude={"seconds", "val_loss"}) == pytest.approx(b.model_dump(exclude={"seconds", "val_loss"}), rel=1e-5)
     assert logger_first[-1].loss < logger_first[0].loss and min(m.buyer_grad_norm_mean for m in logger_first) > 1e-3
+
+
+def test_telemetry_is_global_under_two_replicas_with_mixed_precision():
+    """The GPU code path (MirroredStrategy + mixed_float16 + loss scaling) on two logical CPUs:
+    gradients are summed across replicas before their norms are taken; counts are global; the
+    uniform-score loss is per replica (each replica's in-batch softmax sees half the batch)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import trainer, tensorflow as tf, tf_keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+        sys.path.insert(0, "tests/unit")
+        import test_gradients as t
+        from trainer.model import build_model, build_optimizer, make_dataset
+        frame = t._frame(rows=256)
+        with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+            model = build_model(t.SPEC, frame)
+            model.compile(optimizer=build_optimizer(t.SPEC.training, 0.05))
+        history = model.fit(make_dataset(frame, t.COLUMNS, 64), epochs=2, verbose=0).history
+        print(json.dumps({"optimizer": type(model.optimizer).__name__, **history}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    logs = json.loads(run.stdout.strip().splitlines()[-1])
+    assert logs["optimizer"].startswith("LossScaleOptimizer")
+    assert logs["examples"] == [256, 256] and logs["steps"] == [4, 4] and logs["nonfinite_steps"] == [0, 0]
+    assert logs["uniform_loss"][0] == pytest.approx(math.log(32), rel=1e-6)
+    assert all(0 < n < 1e3 for n in logs["buyer_grad_norm_mean"] + logs["product_grad_norm_max"])
+    assert logs["loss"][1] < logs["loss"][0]
