@@ -13,7 +13,8 @@ import yaml
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
-from trainer.attempt import load_result, run_attempt
+from trainer.attempt import _Progress, load_result, run_attempt
+from trainer.gradients import EpochMetrics
 from trainer.evaluation import evaluate_model
 from trainer.spec import spec_from_dict
 
@@ -25,7 +26,7 @@ def _spec(epochs: int = 5, clipnorm: float | None = 1.0, ks=(5, 10, 20)):
     return spec_from_dict(_raw_spec(epochs, clipnorm, ks))
 
 
-def _raw_spec(epochs: int, clipnorm: float | None, ks) -> dict:
+def _raw_spec(epochs: int, clipnorm: float | None, ks, **training) -> dict:
     return {
             "name": "tiny-retail",
             "data": {
@@ -50,7 +51,7 @@ def _raw_spec(epochs: int, clipnorm: float | None, ks) -> dict:
             },
             "training": {
                 "optimizer": "adagrad", "clipnorm": clipnorm, "epochs": epochs, "batch_size": 512, "seed": 42,
-                "collapse": {"patience": 2},
+                "collapse": {"patience": 2}, **training,
             },  # fmt: skip
             "evaluation": {"ks": list(ks)},
         }
@@ -89,8 +90,22 @@ class Interrupted(Exception):
     pass
 
 
+def test_early_stopping_stops_when_validation_loss_stops_improving_and_keeps_the_best_epoch():
+    spec = spec_from_dict(_raw_spec(10, 1.0, (5,), early_stopping_patience=2))
+    progress = _Progress(spec)
+    for epoch, val_loss in enumerate([3.0, 2.0, 2.5, 2.1], start=1):
+        assert not progress.finished
+        progress.record(EpochMetrics(
+            epoch=epoch, loss=5.0, steps=2, examples=64, buyer_grad_norm_mean=1.0, buyer_grad_norm_max=1.0,
+            product_grad_norm_mean=1.0, product_grad_norm_max=1.0, nonfinite_steps=0, seconds=0.1,
+            learning_rate=0.1, val_loss=val_loss, uniform_gap=1.0, uniform_loss=4.0,
+        ))  # fmt: skip
+    assert progress.early_stopped and progress.finished and progress.best.epoch == 2
+    assert progress.detector.verdict is None
+
+
 def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
-    spec = _spec(epochs=4)
+    spec = spec_from_dict(_raw_spec(4, 1.0, (5, 10), validation_fraction=0.1))
     workdir = str(tmp_path / "attempt")
 
     def stop_after_2(metrics):
@@ -106,6 +121,7 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
     assert [m.epoch for m in result.epochs] == [1, 2, 3, 4] and result.epochs_run == 4
     assert result.status == "succeeded"
     assert result.epochs[2].loss < result.epochs[0].loss  # weights and optimizer state carried over
+    assert all(m.val_loss is not None and math.isfinite(m.val_loss) for m in result.epochs)
     stored = json.loads((tmp_path / "attempt" / "checkpoints" / "epochs.json").read_text())
     assert [m["epoch"] for m in stored] == [1, 2, 3, 4]
     assert list((tmp_path / "attempt" / "tb").iterdir())  # TensorBoard event files
