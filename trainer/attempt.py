@@ -349,7 +349,7 @@ def run_attempt(
         )
         writer.close()
 
-    verdict = progress.detector.verdict
+    verdict = progress.detector.conclude()
     model_uri = None
     if verdict is None:
         if progress.early_stopped:

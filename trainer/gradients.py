@@ -269,10 +269,16 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
+EXPLODED_MARGIN = 0.05
+"""Ending training with a loss/example this far (relative) above log(batch) counts as diverged."""
+
+
 class CollapseDetector:
     """Decides, epoch by epoch, whether an attempt diverged or collapsed.
 
-    diverged: the epoch had a non-finite loss or gradient.
+    diverged: the epoch had a non-finite loss or gradient; or, when training ends (`conclude`),
+    the last epoch's loss/example is more than EXPLODED_MARGIN above the uniform-score loss: worse
+    than scoring every candidate alike, the exploded model that never came back.
     collapsed: `patience` consecutive epochs each with uniform scores (mean |loss/example -
     log(batch)| < loss_tolerance) or every tower's mean gradient norm below min_grad_norm.
     Epochs without steps are ignored (they neither count nor break a streak). Feed it EpochMetrics
@@ -283,10 +289,14 @@ class CollapseDetector:
         self.collapse = collapse
         self.batch_size = batch_size
         self.streak: list[EpochMetrics] = []
+        self.last: EpochMetrics | None = None
         self.verdict: Verdict | None = None
 
     def _uniform(self, m: EpochMetrics) -> bool:
         return m.uniform_gap is not None and m.uniform_gap < self.collapse.loss_tolerance
+
+    def _exploded(self, m: EpochMetrics) -> bool:
+        return m.uniform_loss is not None and m.loss > m.uniform_loss * (1 + EXPLODED_MARGIN)
 
     def _flat(self, m: EpochMetrics) -> bool:
         floor = self.collapse.min_grad_norm
@@ -299,9 +309,16 @@ class CollapseDetector:
         if m.nonfinite_steps > 0 or not math.isfinite(m.loss):
             self.verdict = Verdict("diverged", m.epoch, self._diverged_reason(m))
             return self.verdict
+        self.last = m
         self.streak = [*self.streak, m] if (self._uniform(m) or self._flat(m)) else []
         if len(self.streak) >= self.collapse.patience:
             self.verdict = Verdict("collapsed", m.epoch, self._collapsed_reason(m))
+        return self.verdict
+
+    def conclude(self) -> Verdict | None:
+        """The verdict once training has ended: the one found so far, else whether it ended exploded."""
+        if self.verdict is None and self.last is not None and self._exploded(self.last):
+            self.verdict = Verdict("diverged", self.last.epoch, self._exploded_reason(self.last))
         return self.verdict
 
     def _diverged_reason(self, m: EpochMetrics) -> str:
@@ -309,6 +326,13 @@ class CollapseDetector:
             f"diverged at epoch {m.epoch}: non-finite loss or gradient in {m.nonfinite_steps} of {m.steps} steps "
             f"(loss/example {_num(m.loss)}; buyer grad norm max {_num(m.buyer_grad_norm_max)}, "
             f"product {_num(m.product_grad_norm_max)})"
+        )
+
+    def _exploded_reason(self, m: EpochMetrics) -> str:
+        return (
+            f"diverged: training ended at epoch {m.epoch} with loss/example {_num(m.loss)} above the uniform-score "
+            f"loss {m.uniform_loss:.3f} (worse than scoring every candidate alike); "
+            f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
         )
 
     def _collapsed_reason(self, m: EpochMetrics) -> str:

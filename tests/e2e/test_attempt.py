@@ -98,7 +98,7 @@ def test_early_stopping_stops_when_validation_loss_stops_improving_and_keeps_the
         progress.record(EpochMetrics(
             epoch=epoch, loss=5.0, steps=2, examples=64, buyer_grad_norm_mean=1.0, buyer_grad_norm_max=1.0,
             product_grad_norm_mean=1.0, product_grad_norm_max=1.0, nonfinite_steps=0, seconds=0.1,
-            learning_rate=0.1, val_loss=val_loss, uniform_gap=1.0, uniform_loss=4.0,
+            learning_rate=0.1, val_loss=val_loss, uniform_gap=1.0, uniform_loss=6.0,
         ))  # fmt: skip
     assert progress.early_stopped and progress.finished and progress.best.epoch == 2
     assert progress.detector.verdict is None

@@ -149,6 +149,19 @@ def test_gradient_norm_floor_is_a_further_collapse_signal_and_non_finite_loss_di
     assert _run(diverged, [_epoch(1), _epoch(2, loss=math.inf)]).status == "diverged"
 
 
+def test_training_that_ends_worse_than_uniform_scores_is_diverged_not_succeeded():
+    uniform = math.log(1024)
+    exploded = dict(loss=892.0, gap=885.0)  # measured: lr 10 on a shallow tower, never collapsing
+    detector = CollapseDetector(CollapseSpec(patience=2), batch_size=1024)
+    assert _run(detector, [_epoch(1, **exploded), _epoch(2, **exploded)]) is None  # no early verdict
+    verdict = detector.conclude()
+    assert (verdict.status, verdict.epoch) == ("diverged", 2)
+    assert "loss/example 892 above the uniform-score loss 6.931" in verdict.reason
+    recovered = CollapseDetector(CollapseSpec(patience=2), batch_size=1024)
+    assert _run(recovered, [_epoch(1, **exploded), _epoch(2, loss=uniform * 1.04)]) is None
+    assert recovered.conclude() is None  # within the margin at the end: a (poor) success
+
+
 # --- the post-mortem's bug: a stats logger that resets the accumulators ------------------------
 
 
