@@ -126,11 +126,14 @@ class ValidationLoss(tf_keras.metrics.Metric):
         return tf.math.divide_no_nan(self.loss_sum, self.examples)
 
 
-def step_sums(loss_sum: tf.Tensor, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """One step's (one replica's) loss sum, batch size B, |loss - B log B| and B log B (float32)."""
+def step_sums(
+    loss_sum: tf.Tensor, features: dict[str, tf.Tensor], uniform_sum: tf.Tensor | None = None
+) -> dict[str, tf.Tensor]:
+    """One step's (one replica's) loss sum, batch size B, |loss - uniform| and the uniform-score loss
+    sum (float32): B log B unless the model gives its own (`uniform_sum`, e.g. with logQ correction)."""
     batch = tf.cast(tf.shape(next(iter(features.values())))[0], tf.float32)
     loss_sum = tf.cast(loss_sum, tf.float32)
-    uniform = batch * tf.math.log(batch)
+    uniform = batch * tf.math.log(batch) if uniform_sum is None else tf.cast(uniform_sum, tf.float32)
     return {"loss_sum": loss_sum, "examples": batch, "gap_sum": tf.abs(loss_sum - uniform), "uniform_sum": uniform}
 
 
@@ -177,6 +180,10 @@ class TelemetryModel(tfrs.Model):
     def towers(self) -> dict[str, tf_keras.layers.Layer]:
         raise NotImplementedError
 
+    def uniform_loss_sum(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
+        """The batch's loss sum if every candidate were scored alike; None means B log B."""
+        return None
+
     def _tower_gradient_norms(self, gradients, variables) -> dict[str, tf.Tensor]:
         norms = {}
         for name, tower in self.towers().items():
@@ -200,7 +207,7 @@ class TelemetryModel(tfrs.Model):
         norms = self._tower_gradient_norms(gradients, variables)
         optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
 
-        sums = step_sums(loss, features)
+        sums = step_sums(loss, features, self.uniform_loss_sum(features))
         sums = dict(zip(sums, _cross_replica_sum(list(sums.values()))))
         finite = tf.math.is_finite(sums["loss_sum"])
         if not loss_scaled:  # with loss scaling, overflowing gradients are expected and the step is skipped
@@ -341,7 +348,8 @@ class CollapseDetector:
         if all(self._uniform(e) for e in self.streak):
             uniform = f"log({self.batch_size})"
             if m.uniform_loss is not None and abs(m.uniform_loss - math.log(self.batch_size)) > 1e-3:
-                uniform = f"mean log(batch size) {m.uniform_loss:.3f} (batches of {self.batch_size}, last one partial)"
+                # a partial last batch, or logQ correction, moves the uniform-score loss off log(batch)
+                uniform = f"the uniform-score loss {m.uniform_loss:.3f}"
             return (
                 f"collapsed at epoch {m.epoch}: loss/example {m.loss:.3f} = {uniform} for {n} epochs "
                 f"(all candidates scored alike); {norms}"

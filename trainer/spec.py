@@ -76,6 +76,11 @@ class ModelSpec(_Strict):
     buyer_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     product_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     temperature: float = 1.0
+    logq_correction: bool = False
+    """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
+
+    In-batch negatives are drawn in proportion to popularity, so without it the model learns
+    lift, log p(product | buyer) / p(product), and ranks popular products too low."""
 
 
 class CollapseSpec(_Strict):
