@@ -6,13 +6,16 @@ hash) and waits for each experiment to end. From the `towerflow.config.submitted
 the Prefect flow-run start/end times it prints, per submission and as medians:
 
   submit -> orchestrator   event occurred -> run-experiment flow run started
-  orchestrator -> trainer  run-experiment started -> first train-attempt flow run started
-  submit -> training       event occurred -> first train-attempt started   (goal: median < 5 s)
+  orchestrator -> trainer  run-experiment started -> first training attempt started
+  submit -> training       event occurred -> first training attempt started   (goal: median < 5 s)
   end to end               event occurred -> run-experiment ended
-  training                 the train-attempt runs' own durations (the baseline: work, not overhead)
+  training                 the attempts' own durations (the baseline: work, not overhead)
 
-    .venv/bin/python bench/bench_events.py            # 5 submissions
-    .venv/bin/python bench/bench_events.py --runs 2
+A training attempt is the train-attempt task run inside the orchestrator's flow run (serve's default
+on one machine), or with --dispatch the train-attempt flow run it dispatches to (as on a GPU pool).
+
+    .venv/bin/python bench/bench_events.py            # 5 submissions, attempts in-process
+    .venv/bin/python bench/bench_events.py --dispatch --runs 2
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from flows.prefect_api import (
     post_json,
     read_events,
     read_flow_runs,
+    read_task_runs,
     start_process,
     stop_process,
 )
@@ -92,15 +96,27 @@ def when(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def measure(api_url: str, hashes: list[str]) -> list[dict[str, float]]:
+def attempts_of(api_url: str, dispatched: bool) -> dict[str, list[dict]]:
+    """The training attempts by orchestrator flow-run id: trainer flow runs, or train-attempt task runs."""
+    by_run: dict[str, list[dict]] = {}
+    if dispatched:
+        for run in read_flow_runs(api_url, "train-attempt"):  # workdir: <root>/<hash>/<orchestrator run>/attempt-N
+            by_run.setdefault(run["parameters"]["workdir"].split("/")[-2], []).append(run)
+    else:
+        for task_run in read_task_runs(api_url, " / attempt "):
+            by_run.setdefault(task_run["flow_run_id"], []).append(task_run)
+    return by_run
+
+
+def measure(api_url: str, hashes: list[str], dispatched: bool) -> list[dict[str, float]]:
     events = read_events(api_url, SUBMITTED)
     submitted = {e["resource"]["prefect.resource.id"].rsplit(".", 1)[1]: when(e["occurred"]) for e in events}
     orchestrators = read_flow_runs(api_url, "run-experiment")
-    trainers = read_flow_runs(api_url, "train-attempt")
+    attempts_by_run = attempts_of(api_url, dispatched)
     rows = []
     for config_hash in hashes:
         (run,) = [r for r in orchestrators if config_hash in r["parameters"]["config"]]
-        attempts = [t for t in trainers if f"/{config_hash}/" in t["parameters"]["workdir"]]
+        attempts = attempts_by_run[run["id"]]
         first = min(when(t["start_time"]) for t in attempts)
         rows.append({
             "submit -> orchestrator": (when(run["start_time"]) - submitted[config_hash]).total_seconds(),
@@ -115,6 +131,7 @@ def measure(api_url: str, hashes: list[str]) -> list[dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--dispatch", action="store_true", help="serve --dispatch: attempts as trainer flow runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
     env = {key: value for key, value in os.environ.items()
@@ -123,7 +140,8 @@ def main() -> int:
                PREFECT_HOME=str(tmp / "prefect-clients"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_RUNNER_POLL_FREQUENCY="1")
     started = time.monotonic()
-    serve = start_process([str(BIN / "towerflow"), "serve"], env, tmp / "serve.log")
+    serve_args = [str(BIN / "towerflow"), "serve", *(["--dispatch"] if args.dispatch else [])]
+    serve = start_process(serve_args, env, tmp / "serve.log")
     try:
         api_url = wait_for_api(tmp / "home")
         wait_for_deployments(api_url)
@@ -141,11 +159,12 @@ def main() -> int:
             hashes.append(config_hash)
             wait_until_ended(api_url, config_hash)
             print(f"submission {seed}: {config_hash} (the submit command took {submit_s:.1f}s)", flush=True)
-        rows = measure(api_url, hashes)
+        rows = measure(api_url, hashes, args.dispatch)
     finally:
         stop_process(serve)
     columns = list(rows[0])
-    print("\nseconds per submission (local server, 1 s polling, tiny config, 1 epoch):")
+    mode = "attempts dispatched to train-attempt" if args.dispatch else "attempts in-process"
+    print(f"\nseconds per submission (local server, 1 s polling, tiny config, 1 epoch, {mode}):")
     print("  ".join(f"{c:>24}" for c in ["#", *columns]))
     for number, row in enumerate(rows, 1):
         print("  ".join([f"{number:>24}", *(f"{row[c]:>24.2f}" for c in columns)]))

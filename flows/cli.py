@@ -161,7 +161,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """`towerflow serve`: a local Prefect API and both deployments with their triggers, until Ctrl-C."""
     from flows.serve import serve_command as serve
 
-    return serve()
+    return serve(dispatch=args.dispatch)
 
 
 def watch_command(args: argparse.Namespace) -> int:
@@ -227,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the deployments with their triggers on a local Prefect API (one machine, no workers)",
         description="Start or reuse a local Prefect API on 127.0.0.1 and serve run-experiment (triggered by "
-        "towerflow.config.submitted) and train-attempt in this process until Ctrl-C.",
+        "towerflow.config.submitted) and train-attempt in this process until Ctrl-C. Attempts run in the "
+        "orchestrator's flow run unless --dispatch.",
     )
+    serve.add_argument("--dispatch", action="store_true",
+                       help="run each attempt as a flow run of train-attempt (as on a GPU pool) instead of in-process")
     serve.set_defaults(handler=serve_command)
 
     watch = commands.add_parser(

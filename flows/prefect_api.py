@@ -172,6 +172,12 @@ def read_flow_runs(api_url: str, flow_name: str) -> list[dict]:
                      {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"})
 
 
+def read_task_runs(api_url: str, name_like: str) -> list[dict]:
+    """The task runs whose name contains `name_like`, as the REST API returns them (oldest first)."""
+    return post_json(api_url, "/task_runs/filter",
+                     {"task_runs": {"name": {"like_": name_like}}, "sort": "EXPECTED_START_TIME_ASC"})
+
+
 def read_events(api_url: str, event: str, limit: int = 50) -> list[dict]:
     """The stored events named `event`: the newest `limit` (at most 50, the server's page) of the last day."""
     return post_json(api_url, "/events/filter", {"filter": {"event": {"name": [event]}}, "limit": limit})["events"]

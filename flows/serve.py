@@ -2,8 +2,10 @@
 
 Starts (or reuses) a local Prefect API on 127.0.0.1 and serves both deployments with `prefect.serve`:
 `run-experiment/run-experiment`, triggered by `towerflow.config.submitted`, and the trainer
-`train-attempt/train-attempt` that it dispatches attempts to. No Docker and no separate worker:
-the served runner starts each flow run as a subprocess. Prefect is imported only after the API URL
+`train-attempt/train-attempt`. No Docker and no separate worker: the served runner starts each flow
+run as a subprocess. On one machine attempts run in-process in the orchestrator's flow run (same
+code as on a GPU pool, one subprocess start fewer per experiment); `--dispatch` sends each attempt
+to the served trainer deployment instead, as a GPU pool would. Prefect is imported only after the API URL
 and the 1 s polling are in the environment, because Prefect reads its settings once, at import.
 """
 
@@ -71,12 +73,13 @@ def local_api() -> tuple[str, LocalServer | None]:
     return server.api_url, server
 
 
-def serve_command() -> int:
+def serve_command(dispatch: bool = False) -> int:
     """Serve both deployments until Ctrl-C; then stop the server this command started, if any."""
     api_url, server = local_api()
     os.environ["PREFECT_API_URL"] = api_url
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", POLL_SECONDS)
-    os.environ.setdefault("TOWERFLOW_TRAINER_DEPLOYMENT", TRAINER_DEPLOYMENT)  # flow runs inherit it
+    if dispatch:
+        os.environ.setdefault("TOWERFLOW_TRAINER_DEPLOYMENT", TRAINER_DEPLOYMENT)  # flow runs inherit it
     try:
         import prefect
 
