@@ -18,6 +18,7 @@ towerflow database, and prints:
     .venv/bin/python bench/bench_overhead.py                              # examples/movielens.yaml
     .venv/bin/python bench/bench_overhead.py --set training.epochs=1      # quicker, overhead weighs more
     .venv/bin/python bench/bench_overhead.py --config examples/collapse_demo.yaml
+    .venv/bin/python bench/bench_overhead.py --api-url http://127.0.0.1:4200/api   # a running server
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def fresh_environment(tmp: Path) -> dict[str, str]:
-    """This process's environment with its own towerflow home, database and ephemeral Prefect."""
+def fresh_environment(tmp: Path, api_url: str | None) -> dict[str, str]:
+    """This process's environment with its own towerflow home and database, and Prefect either
+    ephemeral (its own PREFECT_HOME) or the running API at `api_url`."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("PREFECT_API_URL", "TOWERFLOW_TRAINER_DEPLOYMENT", "TOWERFLOW_ARTIFACTS")}
     env.update(TOWERFLOW_HOME=str(tmp / "home"), TOWERFLOW_DATABASE_URL=f"sqlite:///{tmp / 'towerflow.db'}",
                PREFECT_HOME=str(tmp / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     return env
 
 
@@ -111,16 +115,20 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO / "examples" / "movielens.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to towerflow run (repeatable)")
+    parser.add_argument("--api-url", help="a running Prefect API (e.g. towerflow serve's) instead of an ephemeral one")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    env = fresh_environment(tmp)
+    env = fresh_environment(tmp, args.api_url)
 
     _, imports_s, _ = timed([sys.executable, "-c", "import flows.experiment"], env, tmp / "imports.log")
     print(f"baseline: python -c 'import flows.experiment' {imports_s:.2f} s")
     command = [str(BIN / "towerflow"), "run", args.config, "--force"]
     command += [item for override in args.overrides for item in ("--set", override)]
-    print(f"running twice: {' '.join(command)}", flush=True)
+    print(f"running: {' '.join(command)}", flush=True)
     name = f"{Path(args.config).name} {' '.join(args.overrides)}".strip()
+    if args.api_url:
+        measure(f"{name}, against the running API {args.api_url}", command, env, tmp / "run.log")
+        return 0
     measure(f"{name}, cold (new Prefect database)", command, env, tmp / "run-cold.log")
     measure(f"{name}, warm (Prefect database exists)", command, env, tmp / "run-warm.log")
     return 0
