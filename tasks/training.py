@@ -59,16 +59,29 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
     return AttemptResult.model_validate(run.state.result())
 
 
+def is_infrastructure_fault(task, task_run, state) -> bool:
+    """Retry condition: anything but a ValueError (bad data or spec: the same on every try)."""
+    try:
+        state.result()
+    except ValueError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
 @task(
     name="train-attempt",
     task_run_name="{spec.name} / attempt {number} @ lr={learning_rate:g}",
     retries=2,
     retry_delay_seconds=5,
+    retry_condition_fn=is_infrastructure_fault,
     cache_policy=NO_CACHE,
 )
 def train_attempt(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str):
-    """One training attempt. An exception (an infrastructure fault) is retried at the same learning rate
-    and resumes from the attempt's last checkpoint; collapse and divergence are results, not exceptions."""
+    """One training attempt. An infrastructure fault (a killed worker, a lost GPU) is retried at the same
+    learning rate and resumes from the attempt's last checkpoint; bad data (a ValueError) is not retried;
+    collapse and divergence are results, not exceptions."""
     deployment = os.environ.get(TRAINER_DEPLOYMENT_ENV)
     if deployment:
         return train_on_deployment(deployment, spec, number, learning_rate, workdir)
