@@ -102,6 +102,27 @@ def test_the_same_config_twice_gives_one_experiment_and_the_stored_result(towerf
     assert forced["reused"] is False and len(store.list_experiments()) == 1
 
 
+def test_a_crashed_attempt_is_retried_at_the_same_rate_and_resumes_from_its_checkpoint(towerflow_env, monkeypatch):
+    import flows.experiment
+    from tasks import training
+
+    crashes, reported = [], []
+
+    def crash_once_after_epoch_1(self, description):  # the worker dies once, after epoch 1's checkpoint
+        reported.append(description.split(":")[0])
+        if not crashes and "epoch 1/" in description:
+            crashes.append(description)
+            raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(training.ProgressArtifact, "advance", crash_once_after_epoch_1)
+    monkeypatch.setattr(flows.experiment, "train_attempt", training.train_attempt.with_options(retry_delay_seconds=0))
+    flows.experiment.run_experiment(tiny_config(training__epochs=3))
+    [attempt] = only_experiment()["attempts"]
+    assert crashes and attempt["status"] == "succeeded" and attempt["learning_rate"] == 0.05
+    assert [e["epoch"] for e in attempt["epochs"]] == [1, 2, 3]  # epoch 1 kept from before the crash
+    assert reported == ["attempt 1 epoch 1/3", "attempt 1 epoch 2/3", "attempt 1 epoch 3/3"]  # not trained twice
+
+
 def test_an_invalid_config_fails_and_leaves_no_rows(towerflow_env):
     from flows.experiment import run_experiment
 
