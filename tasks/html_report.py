@@ -195,13 +195,15 @@ def _attempt_charts(attempts: list[dict[str, Any]], spec: dict[str, Any]) -> str
     losses = [_loss_series(a) for a in attempts]
     grads = [_grad_series(a) for a in attempts]
     uniform = [_uniform_loss(a, spec) for a in attempts]
-    # Axes shared by every attempt: a collapse and its recovery compare at a glance.
+    # Gradient norms share one axis across attempts, so a collapse and its recovery compare at a glance;
+    # each loss panel has its own range around the uniform-score line, so a recovery's fall stays
+    # visible beside an exploded attempt's 1e7.
     last_epoch = max([len(a.get("epochs") or []) for a in attempts] + [1])
-    loss_axis = Axis(_log_range([*_values(losses), *uniform]), last_epoch)
     grad_axis = Axis(_log_range(_values(grads)), last_epoch)
     figures = []
     for attempt, loss, grad, reference in zip(attempts, losses, grads, uniform):
         number = attempt["number"]
+        loss_axis = Axis(_log_range([*_values([loss]), reference]), last_epoch)
         if attempt.get("epochs"):
             panels = _panel(0, "loss per example", loss, loss_axis, number, reference) + _panel(
                 PANEL_W + 20, "gradient norm (pre-clip)", grad, grad_axis, number
