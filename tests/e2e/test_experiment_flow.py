@@ -161,42 +161,40 @@ def _wait_for_paused_run(timeout: float = 120.0):
     raise AssertionError("the flow never paused for approval")
 
 
-def test_approve_policy_pauses_and_resumes_with_the_suggested_learning_rate(towerflow_env):
+def approve_in_the_ui(config: dict, decision: str):
+    """Run the flow in a thread; once it pauses for approval, answer the form through the API as a
+    person would in the UI. Returns the flow's final state and the experiment's status while paused."""
     from prefect.flow_runs import resume_flow_run
 
     from flows.experiment import run_experiment
-    from trainer.rules import suggested_learning_rate
-    from trainer.spec import load_spec
 
-    config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(state=run_experiment(config, return_state=True)))
     runner.start()
     try:
         paused = _wait_for_paused_run()
-        assert only_experiment()["experiment"]["status"] == "awaiting_approval"
-        resume_flow_run(paused.id, run_input={"decision": "proceed_with_suggested_lr"})
+        status_while_paused = only_experiment()["experiment"]["status"]
+        resume_flow_run(paused.id, run_input={"decision": decision})
     finally:
         runner.join(timeout=300)
-    assert outcome["state"].is_completed()
+    return outcome["state"], status_while_paused
+
+
+def test_approve_policy_pauses_and_resumes_with_the_suggested_learning_rate(towerflow_env):
+    from trainer.rules import suggested_learning_rate
+    from trainer.spec import load_spec
+
+    config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
+    state, status_while_paused = approve_in_the_ui(config, "proceed_with_suggested_lr")
+    assert status_while_paused == "awaiting_approval" and state.is_completed()
     [attempt] = only_experiment()["attempts"]
     assert attempt["learning_rate"] == pytest.approx(suggested_learning_rate(load_spec(config)))
 
 
 def test_approve_policy_stop_ends_the_experiment_without_training(towerflow_env):
-    from prefect.flow_runs import resume_flow_run
-
-    from flows.experiment import run_experiment
-
     config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(state=run_experiment(config, return_state=True)))
-    runner.start()
-    try:
-        resume_flow_run(_wait_for_paused_run().id, run_input={"decision": "stop"})
-    finally:
-        runner.join(timeout=120)
-    assert outcome["state"].is_failed() and "stopped by a person" in outcome["state"].message
+    state, _ = approve_in_the_ui(config, "stop")
+    assert state.is_failed() and "stopped by a person" in state.message
     detail = only_experiment()
     assert detail["experiment"]["status"] == "stopped" and detail["attempts"] == []
 
