@@ -6,6 +6,7 @@ Prefect task retries handle infrastructure faults (same learning rate, resumed f
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -95,13 +96,14 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     results, attempt_ids = [], []
     for number in range(1, backoff.max_retries + 2):
         workdir = attempt_workdir(root, config_hash, run_id, number)
+        started_at = datetime.now(timezone.utc)
         state = train_attempt(spec, number, learning_rate, workdir, return_state=True)
         if state.is_completed():
             result = state.result()
         else:
             result = _failed_attempt(learning_rate, workdir, state)
         results.append(result)
-        attempt_ids.append(persist_attempt(experiment_id, number, result, run_id))
+        attempt_ids.append(persist_attempt(experiment_id, number, result, run_id, started_at))
         publish_epochs(spec.name, number, learning_rate, result.epochs)
         publish_lineage(spec.name, results)
         if result.status in ("succeeded", "failed"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,8 @@ def test_a_run_trains_evaluates_and_stores_everything(towerflow_env):
     assert detail["experiment"]["status"] == "succeeded"
     [attempt] = detail["attempts"]
     assert attempt["status"] == "succeeded" and [e["epoch"] for e in attempt["epochs"]] == [1, 2]
+    elapsed = datetime.fromisoformat(attempt["finished_at"]) - datetime.fromisoformat(attempt["started_at"])
+    assert elapsed.total_seconds() >= sum(e["seconds"] for e in attempt["epochs"])  # the attempt's real span
     assert [r["k"] for r in detail["recall"]] == [5, 10]
     assert detail["recall"][0]["n_candidates"] == 60
     names = [name for name, _ in towerflow_env]
