@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, or_, update
+from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, or_, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeDecorator
@@ -229,7 +229,30 @@ def _create_engine(url: str) -> Engine:
     except DBAPIError:
         # Another process created the tables between the existence check and CREATE TABLE.
         SQLModel.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database made by an older towerflow up to date: add the nullable columns it lacks.
+
+    create_all makes missing tables only; columns added since (all nullable) would otherwise make
+    every read of an existing database fail.
+    """
+    inspector = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"{engine.url.render_as_string()}: table {table.name} lacks the required column "
+                    f"{column.name}; this database was made by an incompatible towerflow"
+                )
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -71,6 +71,17 @@ def test_default_database_is_created_under_towerflow_home(tmp_path, monkeypatch)
         store.dispose_engines()
 
 
+def test_a_database_made_by_an_older_towerflow_gains_the_new_nullable_columns(database_url):
+    with store.get_engine().begin() as connection:  # the epoch table as it was before uniform_gap existed
+        connection.execute(text('ALTER TABLE epoch_metric DROP COLUMN uniform_gap'))
+    store.dispose_engines()
+    experiment_id = new_experiment()
+    store.record_attempt(experiment_id, 1, 0.1, "collapsed", "flat", [{**EpochMetrics(epoch=1, loss=6.9).model_dump(),
+                                                                       "uniform_gap": 2e-7}])
+    [epoch] = store.experiment_detail(experiment_id)["attempts"][0]["epochs"]
+    assert epoch["uniform_gap"] == 2e-7
+
+
 def test_postgresql_urls_run_on_psycopg(monkeypatch):
     assert store.normalize_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
     assert store.normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
