@@ -54,12 +54,13 @@ def run_command(args: argparse.Namespace) -> int:
         if experiment is not None:
             print()
             print(render_experiment(store.experiment_detail(experiment.id)))
-        if state.is_completed():
-            if state.result().get("reused"):
-                print("\n(stored result of an earlier run of this exact config; --force runs it again)")
-            return EXIT_OK
-        print(f"\nexperiment failed: {state.message}", file=sys.stderr)
-        return EXIT_FAILED
+        if not state.is_completed():
+            print(f"\nexperiment failed: {state.message}", file=sys.stderr)
+            return EXIT_FAILED
+        summary = state.result()
+        if summary["reused"]:
+            print("\n(stored result of an earlier run of this exact config; --force runs it again)")
+        return EXIT_OK if summary["experiment"]["status"] == "succeeded" else EXIT_FAILED
 
 
 def _config_source(config: str) -> str:

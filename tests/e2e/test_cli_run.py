@@ -1,0 +1,68 @@
+"""`towerflow run` as a user types it: exit 0 succeeded, 1 failed (also when the stored result is a
+failure), 2 invalid config; the results printed; nothing written for an invalid config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+TINY = "customers=300&products=60&transactions=3000&clusters=4&seed=7"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """One towerflow home and one Prefect home for the module (Prefect's database is made once)."""
+    tmp = tmp_path_factory.mktemp("cli-run")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PREFECT_API_URL", "TOWERFLOW_TRAINER_DEPLOYMENT", "TOWERFLOW_DATABASE_URL")}
+    env.update(TOWERFLOW_HOME=str(tmp / "home"), PREFECT_HOME=str(tmp / "prefect"))
+    return env
+
+
+def write_config(tmp_path: Path, **training) -> str:
+    config = {
+        "name": "cli-run",
+        "data": {"transactions": f"synthetic-retail://transactions?{TINY}",
+                 "products": f"synthetic-retail://products?{TINY}"},
+        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
+        "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True}],
+        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
+        "training": {"learning_rate": 0.05, "epochs": 2, "batch_size": 512, **training},
+        "evaluation": {"ks": [10, 50]},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def towerflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "towerflow"), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_an_invalid_config_exits_2_before_anything_runs_or_is_stored(env, tmp_path):
+    done = towerflow(env, "run", write_config(tmp_path, optimizer="adamw"))
+    assert done.returncode == 2
+    assert "training.optimizer" in done.stderr and "Traceback" not in done.stderr
+    assert not (Path(env["TOWERFLOW_HOME"]) / "towerflow.db").exists()
+
+
+def test_a_successful_run_exits_0_and_prints_attempts_and_recall(env, tmp_path):
+    done = towerflow(env, "run", write_config(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[succeeded]" in done.stdout and "@50" in done.stdout and "popularity" in done.stdout
+    assert "attempt 1 epoch 2/2: loss/example" in done.stdout + done.stderr  # live progress
+
+
+def test_all_attempts_failing_exits_1_and_so_does_its_stored_result(env, tmp_path):
+    config = write_config(tmp_path, learning_rate=1e30, clipnorm=None, backoff={"max_retries": 1, "factor": 0.5})
+    first = towerflow(env, "run", config)
+    assert first.returncode == 1
+    assert "[failed]" in first.stdout and first.stdout.count("diverged") >= 2  # both attempts, with reasons
+    again = towerflow(env, "run", config)
+    assert again.returncode == 1 and "stored result of an earlier run" in again.stdout
