@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_configs import tiny_config
 
 BIN = Path(sys.executable).parent
-TINY = "customers=300&products=60&transactions=3000&clusters=4&seed=7"
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +26,9 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def write_config(tmp_path: Path, **training) -> str:
-    config = {
-        "name": "cli-run",
-        "data": {"transactions": f"synthetic-retail://transactions?{TINY}",
-                 "products": f"synthetic-retail://products?{TINY}"},
-        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
-        "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True}],
-        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
-        "training": {"learning_rate": 0.05, "epochs": 2, "batch_size": 512, **training},
-        "evaluation": {"ks": [10, 50]},
-    }
+    changes = {f"training__{key}": value for key, value in training.items()}
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(tiny_config(name="cli-run", evaluation__ks=[10, 50], **changes)))
     return str(path)
 
 

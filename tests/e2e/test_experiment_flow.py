@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tasks import events, store
+from tiny_configs import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_DATA = "synthetic-retail://{table}?customers=300&products=60&transactions=4000&clusters=4&seed=3"
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +37,6 @@ def towerflow_env(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setattr(events, "emit_event", lambda event, resource, payload: emitted.append((event, payload)))
     yield emitted
     store.dispose_engines()
-
-
-def tiny_config(**changes) -> dict:
-    config = {
-        "name": "tiny",
-        "data": {
-            "transactions": TINY_DATA.format(table="transactions"),
-            "products": TINY_DATA.format(table="products"),
-        },
-        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
-        "product_features": [
-            {"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True},
-            {"column": "category", "type": "categorical", "embedding_dim": 4},
-        ],
-        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
-        "training": {"learning_rate": 0.05, "epochs": 2, "batch_size": 256},
-        "evaluation": {"ks": [5, 10]},
-    }
-    for path, value in changes.items():
-        node = config
-        *parents, leaf = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return config
 
 
 def deep_high_lr(**changes) -> dict:

@@ -17,27 +17,12 @@ import yaml
 
 from flows.prefect_api import API_URL_FILE, api_answers, read_flow_runs, read_task_runs, start_process, stop_process
 from tasks import store
+from tiny_configs import tiny_config
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TINY = "customers=300&products=60&transactions=3000&clusters=4&seed=7"
-
-
-def tiny_config() -> dict:
-    return {
-        "name": "served",
-        "data": {"transactions": f"synthetic-retail://transactions?{TINY}",
-                 "products": f"synthetic-retail://products?{TINY}"},
-        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 8}],
-        "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 8, "is_primary_id": True}],
-        "model": {"output_dim": 8, "buyer_layers": [{"units": 8}], "product_layers": [{"units": 8}]},
-        "training": {"learning_rate": 0.05, "epochs": 1, "batch_size": 512},
-        "evaluation": {"ks": [10]},
-    }
-
-
 def wait_for(what: str, check, timeout_s: float = 240.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -56,7 +41,7 @@ def test_serve_runs_a_watched_config_in_process_and_stops_on_ctrl_c(tmp_path, mo
     monkeypatch.setenv("TOWERFLOW_DATABASE_URL", env["TOWERFLOW_DATABASE_URL"])
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "served.yaml").write_text(yaml.safe_dump(tiny_config()))
+    (configs / "served.yaml").write_text(yaml.safe_dump(tiny_config(name="served", training__epochs=1)))
 
     serve = start_process([str(BIN / "towerflow"), "serve"], env, tmp_path / "serve.log", cwd=str(ROOT))
     api_url = None
