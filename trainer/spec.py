@@ -112,6 +112,7 @@ class TrainingSpec(_Strict):
 class EvaluationSpec(_Strict):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 50, 100])
     exclude_seen: bool = False
+    on_below_baseline: Literal["warn", "fail"] = "warn"  # a model not beating popularity at some k: warn or fail
 
 
 class ValidationSpec(_Strict):
