@@ -23,18 +23,17 @@ import logging
 import math
 import posixpath
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
-from pydantic import BaseModel
 from tensorflow.core.framework import summary_pb2
 
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
+from trainer.results import AttemptResult  # noqa: F401  (lives in trainer.results, no TensorFlow; importable from here)
 from trainer.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"
@@ -44,20 +43,7 @@ SAVED_MODEL_DIR = "saved_model"
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
 CANDIDATE_IDS = "candidate_ids.npy"
 
-AttemptStatus = Literal["succeeded", "collapsed", "diverged", "failed"]
 EpochCallback = Callable[[EpochMetrics], None]
-
-
-class AttemptResult(BaseModel):
-    """How one attempt at one learning rate ended ("failed" is set by callers on infrastructure errors)."""
-
-    status: AttemptStatus
-    reason: str
-    learning_rate: float
-    epochs: list[EpochMetrics]
-    epochs_run: int
-    model_uri: str | None
-    workdir: str
 
 
 def join(*parts: str) -> str:

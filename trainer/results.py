@@ -1,0 +1,149 @@
+"""The results of training, without TensorFlow: epoch metrics, the collapse verdict, an attempt's result.
+
+`CollapseDetector` reads only `EpochMetrics` (plain numbers from the epoch's logs), so renderers,
+the store and the flow can use every type here without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from trainer.spec import CollapseSpec
+
+AttemptStatus = Literal["succeeded", "collapsed", "diverged", "failed"]
+
+
+class EpochMetrics(BaseModel):
+    """One epoch of one attempt (epoch is 1-based; loss is the mean per example)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    epoch: int
+    loss: float
+    steps: int
+    examples: int
+    buyer_grad_norm_mean: float
+    buyer_grad_norm_max: float
+    product_grad_norm_mean: float
+    product_grad_norm_max: float
+    nonfinite_steps: int
+    seconds: float
+    learning_rate: float
+    val_loss: float | None = None
+    uniform_gap: float | None = None
+    """Mean over examples of |loss/example - log(batch size)| per step: ~0 when all scores are alike."""
+    uniform_loss: float | None = None
+    """The loss per example a model scoring everything alike would have had (mean of log(batch size))."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an attempt stopped: status "collapsed" or "diverged", at a 1-based epoch."""
+
+    status: str
+    epoch: int
+    reason: str
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
+
+
+EXPLODED_MARGIN = 0.05
+"""Ending training with a loss/example this far (relative) above log(batch) counts as diverged."""
+
+
+class CollapseDetector:
+    """Decides, epoch by epoch, whether an attempt diverged or collapsed.
+
+    diverged: the epoch had a non-finite loss or gradient; or, when training ends (`conclude`),
+    the last epoch's loss/example is more than EXPLODED_MARGIN above the uniform-score loss: worse
+    than scoring every candidate alike, the exploded model that never came back.
+    collapsed: `patience` consecutive epochs each with uniform scores (mean |loss/example -
+    log(batch)| < loss_tolerance) or every tower's mean gradient norm below min_grad_norm.
+    Epochs without steps are ignored (they neither count nor break a streak). Feed it EpochMetrics
+    in order; replaying stored epochs rebuilds its state (used when an attempt resumes).
+    """
+
+    def __init__(self, collapse: CollapseSpec, batch_size: int):
+        self.collapse = collapse
+        self.batch_size = batch_size
+        self.streak: list[EpochMetrics] = []
+        self.last: EpochMetrics | None = None
+        self.verdict: Verdict | None = None
+
+    def _uniform(self, m: EpochMetrics) -> bool:
+        return m.uniform_gap is not None and m.uniform_gap < self.collapse.loss_tolerance
+
+    def _exploded(self, m: EpochMetrics) -> bool:
+        return m.uniform_loss is not None and m.loss > m.uniform_loss * (1 + EXPLODED_MARGIN)
+
+    def _flat(self, m: EpochMetrics) -> bool:
+        floor = self.collapse.min_grad_norm
+        return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
+
+    def observe(self, m: EpochMetrics) -> Verdict | None:
+        """Take one epoch; return the verdict once there is one (and keep returning it)."""
+        if self.verdict is not None or m.steps == 0:
+            return self.verdict
+        if m.nonfinite_steps > 0 or not math.isfinite(m.loss):
+            self.verdict = Verdict("diverged", m.epoch, self._diverged_reason(m))
+            return self.verdict
+        self.last = m
+        self.streak = [*self.streak, m] if (self._uniform(m) or self._flat(m)) else []
+        if len(self.streak) >= self.collapse.patience:
+            self.verdict = Verdict("collapsed", m.epoch, self._collapsed_reason(m))
+        return self.verdict
+
+    def conclude(self) -> Verdict | None:
+        """The verdict once training has ended: the one found so far, else whether it ended exploded."""
+        if self.verdict is None and self.last is not None and self._exploded(self.last):
+            self.verdict = Verdict("diverged", self.last.epoch, self._exploded_reason(self.last))
+        return self.verdict
+
+    def _diverged_reason(self, m: EpochMetrics) -> str:
+        return (
+            f"diverged at epoch {m.epoch}: non-finite loss or gradient in {m.nonfinite_steps} of {m.steps} steps "
+            f"(loss/example {_num(m.loss)}; buyer grad norm max {_num(m.buyer_grad_norm_max)}, "
+            f"product {_num(m.product_grad_norm_max)})"
+        )
+
+    def _exploded_reason(self, m: EpochMetrics) -> str:
+        return (
+            f"diverged: training ended at epoch {m.epoch} with loss/example {_num(m.loss)} above the uniform-score "
+            f"loss {m.uniform_loss:.3f} (worse than scoring every candidate alike); "
+            f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
+        )
+
+    def _collapsed_reason(self, m: EpochMetrics) -> str:
+        n = len(self.streak)
+        norms = f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
+        if all(self._uniform(e) for e in self.streak):
+            uniform = f"log({self.batch_size})"
+            if m.uniform_loss is not None and abs(m.uniform_loss - math.log(self.batch_size)) > 1e-3:
+                # a partial last batch, or logQ correction, moves the uniform-score loss off log(batch)
+                uniform = f"the uniform-score loss {m.uniform_loss:.3f}"
+            return (
+                f"collapsed at epoch {m.epoch}: loss/example {m.loss:.3f} = {uniform} for {n} epochs "
+                f"(all candidates scored alike); {norms}"
+            )
+        return (
+            f"collapsed at epoch {m.epoch}: every tower's gradient norm below {self.collapse.min_grad_norm:g} "
+            f"or uniform scores for {n} epochs; {norms}"
+        )
+
+
+class AttemptResult(BaseModel):
+    """How one attempt at one learning rate ended ("failed" is set by callers on infrastructure errors)."""
+
+    status: AttemptStatus
+    reason: str
+    learning_rate: float
+    epochs: list[EpochMetrics]
+    epochs_run: int
+    model_uri: str | None
+    workdir: str
