@@ -64,7 +64,9 @@ class CollapseDetector:
     the last epoch's loss/example is more than EXPLODED_MARGIN above the uniform-score loss: worse
     than scoring every candidate alike, the exploded model that never came back.
     collapsed: `patience` consecutive epochs each with uniform scores (mean |loss/example -
-    log(batch)| < loss_tolerance) or every tower's mean gradient norm below min_grad_norm.
+    log(batch)| < loss_tolerance) or every tower's mean gradient norm below min_grad_norm; or, when
+    training ends, the last epoch had uniform scores, however few epochs ran (patience only says how
+    soon a collapse stops training: a model that ends scoring everything alike is never a success).
     Epochs without steps are ignored (they neither count nor break a streak). Feed it EpochMetrics
     in order; replaying stored epochs rebuilds its state (used when an attempt resumes).
     """
@@ -100,9 +102,14 @@ class CollapseDetector:
         return self.verdict
 
     def conclude(self) -> Verdict | None:
-        """The verdict once training has ended: the one found so far, else whether it ended exploded."""
-        if self.verdict is None and self.last is not None and self._exploded(self.last):
-            self.verdict = Verdict("diverged", self.last.epoch, self._exploded_reason(self.last))
+        """The verdict once training has ended: the one found so far, else whether it ended at
+        uniform scores (collapsed) or above them (exploded: diverged)."""
+        last = self.last
+        if self.verdict is None and last is not None:
+            if self._uniform(last):
+                self.verdict = Verdict("collapsed", last.epoch, self._collapsed_reason(last, ended=True))
+            elif self._exploded(last):
+                self.verdict = Verdict("diverged", last.epoch, self._exploded_reason(last))
         return self.verdict
 
     def _diverged_reason(self, m: EpochMetrics) -> str:
@@ -119,8 +126,9 @@ class CollapseDetector:
             f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
         )
 
-    def _collapsed_reason(self, m: EpochMetrics) -> str:
+    def _collapsed_reason(self, m: EpochMetrics, ended: bool = False) -> str:
         n = len(self.streak)
+        span = f"for {n} epoch{'s' if n > 1 else ''}" + (" until training ended" if ended else "")
         norms = f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
         if all(self._uniform(e) for e in self.streak):
             uniform = f"log({self.batch_size})"
@@ -128,12 +136,12 @@ class CollapseDetector:
                 # a partial last batch, or logQ correction, moves the uniform-score loss off log(batch)
                 uniform = f"the uniform-score loss {m.uniform_loss:.3f}"
             return (
-                f"collapsed at epoch {m.epoch}: loss/example {m.loss:.3f} = {uniform} for {n} epochs "
+                f"collapsed at epoch {m.epoch}: loss/example {m.loss:.3f} = {uniform} {span} "
                 f"(all candidates scored alike); {norms}"
             )
         return (
             f"collapsed at epoch {m.epoch}: every tower's gradient norm below {self.collapse.min_grad_norm:g} "
-            f"or uniform scores for {n} epochs; {norms}"
+            f"or uniform scores {span}; {norms}"
         )
 
 

@@ -131,6 +131,25 @@ def test_uniform_scores_for_patience_epochs_is_a_collapse_even_with_gradient_nor
     assert "buyer grad norm 0.0003" in verdict.reason
 
 
+def test_an_attempt_ending_at_uniform_scores_is_collapsed_however_few_epochs_it_ran():
+    one_epoch = CollapseDetector(CollapseSpec(patience=3), batch_size=1024)
+    assert _run(one_epoch, [_epoch(1, **UNIFORM)]) is None  # patience 3 > epochs run: no early stop
+    verdict = one_epoch.conclude()
+    assert (verdict.status, verdict.epoch) == ("collapsed", 1)
+    assert verdict.reason.startswith("collapsed at epoch 1: loss/example 6.931 = log(1024) for 1 epoch until training ended")
+    after_learning = CollapseDetector(CollapseSpec(patience=3), batch_size=1024)
+    _run(after_learning, [_epoch(1), _epoch(2), _epoch(3, **UNIFORM), _epoch(4, loss=math.nan, steps=0)])
+    assert after_learning.conclude().epoch == 3  # the last epoch with steps decides, not an empty one
+
+
+def test_an_attempt_ending_just_off_uniform_scores_is_not_collapsed():
+    tolerance = CollapseSpec().loss_tolerance
+    near = dict(loss=math.log(1024) - 2 * tolerance, gap=2 * tolerance, norm=3e-4)
+    detector = CollapseDetector(CollapseSpec(patience=3), batch_size=1024)
+    assert _run(detector, [_epoch(1, **UNIFORM), _epoch(2, **near)]) is None
+    assert detector.conclude() is None  # a uniform epoch earlier, then learning: a success
+
+
 def test_a_healthy_epoch_breaks_the_streak_and_epochs_without_steps_are_ignored():
     detector = CollapseDetector(CollapseSpec(patience=2), batch_size=1024)
     assert _run(detector, [_epoch(1, **UNIFORM), _epoch(2), _epoch(3, **UNIFORM)]) is None
