@@ -118,6 +118,8 @@ class EvaluationSpec(_Strict):
 class ValidationSpec(_Strict):
     on_warning: Literal["proceed", "halt", "approve"] = "proceed"
     approval_timeout_s: int = 3600
+    min_train_rows: int = 100  # the data check's floor: fewer training rows is an error
+    min_test_pairs: int = 20  # fewer unique test (buyer, product) pairs cannot measure recall
 
 
 class ExperimentSpec(_Strict):
@@ -254,17 +256,25 @@ def parse_config_text(text: str, source: str = "<config>") -> dict:
     except json.JSONDecodeError as exc:
         raise SpecError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(source, [("", f"invalid YAML{where}: {problem}")]) from None
+        raise SpecError(source, [("", _yaml_problem(exc))]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
     return raw
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'invalid YAML at line L column C: problem', from a PyYAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `key.path=value` overrides (values parsed as YAML scalars) to a raw config."""
+    """Apply `key.path=value` overrides (values parsed as safe YAML) to a raw config.
+
+    A malformed override raises SpecError with source `--set <override>`.
+    """
     raw = copy.deepcopy(raw)
     for override in overrides:
         path, sep, value = override.partition("=")
@@ -275,9 +285,26 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise SpecError("--set", [(path, f"{key} is not a mapping")])
-        node[keys[-1]] = yaml.safe_load(value)
+                raise SpecError(f"--set {override}", [(path, f"{key} is not a mapping")])
+        try:
+            node[keys[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {override}", [(path, _yaml_problem(exc))]) from None
     return raw
+
+
+def _name_overrides(error: SpecError, overrides: list[str]) -> SpecError:
+    """The same error, each problem at (or under) an override's path naming that override."""
+    by_path = {override.partition("=")[0]: override for override in overrides}
+    problems = []
+    for field, message in error.problems:
+        override = next((o for path, o in by_path.items() if _is_under(field, path)), None)
+        problems.append((field, f"{message} (from --set {override})" if override else message))
+    return SpecError(error.source, problems)
+
+
+def _is_under(field: str, path: str) -> bool:
+    return field == path or field.startswith((f"{path}.", f"{path}["))
 
 
 def _field_path(loc: tuple) -> str:
@@ -317,4 +344,7 @@ def load_spec(source: str | Path | dict, overrides: list[str] | None = None) -> 
         raw = parse_config_text(read_config_text(name), name)
     if overrides:
         raw = apply_overrides(raw, overrides)
-    return spec_from_dict(raw, name)
+    try:
+        return spec_from_dict(raw, name)
+    except SpecError as exc:
+        raise _name_overrides(exc, overrides or []) from None

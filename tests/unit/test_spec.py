@@ -291,13 +291,24 @@ def test_an_override_wins_over_the_file(tmp_path):
         ("training.learning_rate", "", "expected key.path=value"),
         ("=3", "", "expected key.path=value"),
         ("name.first=x", "name.first", "name is not a mapping"),
-        ("training.lr=0.1", "training.lr", "unknown field"),
+        ("training.lr=0.1", "training.lr", "unknown field (from --set training.lr=0.1)"),
+        ("training.epochs=abc", "training.epochs", "as an integer (from --set training.epochs=abc)"),
+        ("training.epochs=[1", "training.epochs", "invalid YAML at line 1 column 3"),
+        ("name=!!python/object/apply:os.system [echo]", "name", "could not determine a constructor for the tag"),
     ],
 )
 def test_bad_overrides(override, field, message):
     with pytest.raises(SpecError) as excinfo:
         load_spec(MINIMAL, [override])
     assert message in problems_of(excinfo)[field]
+
+
+@pytest.mark.parametrize("override", ["training.epochs=[1", "name=!!python/object:os.system x", "name.first=x"])
+def test_an_unparseable_override_is_named_as_the_source(override):
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(MINIMAL, [override])
+    assert excinfo.value.source == f"--set {override}"
+    assert str(excinfo.value).count("\n") == 0
 
 
 def test_an_override_of_a_legacy_config_uses_the_current_field_names():
