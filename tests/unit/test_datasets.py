@@ -127,6 +127,30 @@ def test_synthetic_rejects_bad_parameters(query, message):
         load_builtin(f"synthetic-retail://transactions?{query}")
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("customers=abc&bogus=1", ["unknown parameter(s) bogus", "parameter customers must be an integer, got 'abc'"]),
+        ("customers=", ["parameter customers must be an integer, got ''"]),
+        ("transactions=1000000000", ["parameter transactions must be <= 20000000"]),
+        ("seed=-1&products=0", ["parameter products must be >= 1", "parameter seed must be >= 0"]),
+    ],
+)
+def test_builtin_parameters_are_checked_without_generating_anything(monkeypatch, query, named):
+    monkeypatch.setattr(synthetic, "_generate", None)  # a check that generated data would fail here
+    uri = f"synthetic-retail://transactions?{query}"
+    with pytest.raises(ValueError) as excinfo:
+        builtin_columns(uri)
+    assert str(excinfo.value).startswith(f"{uri}: ")
+    for part in named:
+        assert part in str(excinfo.value)
+
+
+def test_movielens_parameters_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"movielens100k://ratings\?size=big: movielens100k takes no parameters, got size"):
+        builtin_columns("movielens100k://ratings?size=big")
+
+
 def test_synthetic_transactions_repeat_their_product_rows():
     data = synthetic.generate(customers=200, products=50, transactions=3000, clusters=5)
     merged = data.transactions.merge(data.products, on="product_id", suffixes=("", "_catalogue"))

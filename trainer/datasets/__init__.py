@@ -18,17 +18,23 @@ def is_builtin(uri: str) -> bool:
 
 
 def _resolve(uri: str):
+    """(module, table, parameters) of a built-in URI; ValueError naming the URI and every bad part."""
     parts = urlsplit(str(uri))
     module = importlib.import_module(_MODULES[parts.scheme])
     table = parts.netloc or parts.path.lstrip("/")
     if table not in module.TABLES:
         known = ", ".join(f"{parts.scheme}://{name}" for name in module.TABLES)
         raise ValueError(f"{uri}: unknown table {table!r}; known: {known}")
-    return module, table, dict(parse_qsl(parts.query))
+    try:
+        params = module.parse_params(dict(parse_qsl(parts.query, keep_blank_values=True)))
+    except ValueError as exc:
+        raise ValueError(f"{uri}: {exc}") from None
+    return module, table, params
 
 
 def builtin_columns(uri: str) -> list[str]:
-    """The columns of a built-in table, without loading or generating it."""
+    """The columns of a built-in table, without loading or generating it; ValueError for a bad table
+    or parameter (checked here, so validation catches what loading would)."""
     module, table, _ = _resolve(uri)
     return list(module.TABLES[table])
 

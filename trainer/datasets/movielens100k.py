@@ -58,8 +58,14 @@ def _tables(directory: Path) -> dict[str, pd.DataFrame]:
     return {"ratings": ratings[TABLES["ratings"]], "items": items[TABLES["items"]]}
 
 
-def load(table: str, **params: str) -> pd.DataFrame:
-    """One table as a fresh DataFrame (parsed once per process, then served from a cache)."""
+def parse_params(params: dict[str, str]) -> dict[str, str]:
+    """MovieLens takes no parameters: ValueError naming any given."""
     if params:
         raise ValueError(f"movielens100k takes no parameters, got {', '.join(sorted(params))}")
+    return {}
+
+
+def load(table: str, **params: str) -> pd.DataFrame:
+    """One table as a fresh DataFrame (parsed once per process, then served from a cache)."""
+    parse_params(params)
     return _tables(data_dir())[table].copy()

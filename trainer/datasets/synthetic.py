@@ -27,6 +27,10 @@ TABLES: dict[str, list[str]] = {
 }  # fmt: skip
 
 DEFAULTS: dict[str, int] = {"customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7}
+LIMITS: dict[str, tuple[int, int]] = {
+    "customers": (1, 1_000_000), "products": (1, 1_000_000), "transactions": (1, 20_000_000),
+    "clusters": (1, 10_000), "seed": (0, 2**32 - 1),
+}  # fmt: skip  # a config must not be able to ask a worker for more memory than it has
 
 IN_CLUSTER = 0.8  # share of purchases drawn from the customer's own cluster
 ZIPF_EXPONENT = 1.0  # within-cluster popularity: weight of rank r is 1 / r**ZIPF_EXPONENT
@@ -54,24 +58,29 @@ class RetailData:
 
 
 def parse_params(params: dict[str, str | int]) -> dict[str, int]:
-    """URI query parameters (strings) to ints, checked; unknown or invalid ones raise ValueError."""
+    """URI query parameters (strings) to ints within LIMITS; ValueError names every bad one at once."""
+    problems = []
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        problems.append(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     values = dict(DEFAULTS)
-    for name, raw in params.items():
+    for name in [name for name in DEFAULTS if name in params]:
         try:
-            values[name] = int(raw)
+            value = int(params[name])
         except (TypeError, ValueError):
-            raise ValueError(f"parameter {name} must be an integer, got {raw!r}") from None
-    for name in ("customers", "products", "transactions", "clusters"):
-        if values[name] < 1:
-            raise ValueError(f"parameter {name} must be >= 1, got {values[name]}")
-    if values["clusters"] > min(values["customers"], values["products"]):
-        raise ValueError(
+            problems.append(f"parameter {name} must be an integer, got {params[name]!r}")
+            continue
+        low, high = LIMITS[name]
+        if value < low or value > high:
+            problems.append(f"parameter {name} must be {f'>= {low}' if value < low else f'<= {high}'}, got {value}")
+        values[name] = value
+    if not problems and values["clusters"] > min(values["customers"], values["products"]):
+        problems.append(
             f"parameter clusters ({values['clusters']}) must not exceed customers ({values['customers']}) "
             f"or products ({values['products']})"
         )
+    if problems:
+        raise ValueError("; ".join(problems))
     return values
 
 
