@@ -27,10 +27,11 @@ TABLES: dict[str, list[str]] = {
 }  # fmt: skip
 
 DEFAULTS: dict[str, int] = {"customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7}
+# (lowest, highest) per parameter: a config must not ask a worker for more memory than it has
 LIMITS: dict[str, tuple[int, int]] = {
     "customers": (1, 1_000_000), "products": (1, 1_000_000), "transactions": (1, 20_000_000),
     "clusters": (1, 10_000), "seed": (0, 2**32 - 1),
-}  # fmt: skip  # a config must not be able to ask a worker for more memory than it has
+}  # fmt: skip
 
 IN_CLUSTER = 0.8  # share of purchases drawn from the customer's own cluster
 ZIPF_EXPONENT = 1.0  # within-cluster popularity: weight of rank r is 1 / r**ZIPF_EXPONENT
