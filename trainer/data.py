@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.datasets import is_builtin, load_builtin
+from trainer.rules import data_uri_problem
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
 
 TEXT_TYPES = ("id", "categorical", "text")
@@ -43,6 +44,9 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
     `text_columns` are read as strings from CSV files, so ids such as `00042` keep their zeros.
     """
     uri = str(uri)
+    problem = data_uri_problem(uri)
+    if problem:
+        raise DataError(f"{uri}: {problem}")
     if is_builtin(uri):
         try:
             return load_builtin(uri)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from trainer.datasets import builtin_columns, is_builtin
 from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec
 
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # the names trainer.model builds, spelled exactly
@@ -29,6 +32,9 @@ ACTIVATIONS = (
 HIGH_LEARNING_RATE = 0.1
 DEEP_TOWER_DENSE_LAYERS = 3
 SAFE_LEARNING_RATE = 0.01
+DATA_SCHEMES = ("file", "gs", "memory")  # besides plain local paths and the built-in datasets
+ARTIFACT_SCHEMES = ("file", "gs", "memory")
+ALLOW_HTTP_DATA = "TOWERFLOW_ALLOW_HTTP_DATA"  # =1 lets data be read from http(s):// URLs
 
 
 class Finding(BaseModel):
@@ -120,6 +126,8 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("buyer_features[].embedding_dim"),
     _positive("product_features[].embedding_dim"),
     _positive("validation.approval_timeout_s"),
+    Bound("validation.min_train_rows", low=1, low_inclusive=True),
+    Bound("validation.min_test_pairs", low=1, low_inclusive=True),
 )
 
 
@@ -369,7 +377,61 @@ def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
             )
 
 
+def data_uri_problem(uri: str) -> str | None:
+    """Why towerflow must not read `uri`, or None; decided from the text alone, nothing is opened.
+
+    Allowed: local paths, file://, gs://, memory:// and the built-in datasets with a known table
+    and valid parameters; http(s):// only with TOWERFLOW_ALLOW_HTTP_DATA=1.
+    """
+    scheme = urlsplit(uri).scheme
+    if is_builtin(uri):
+        try:
+            builtin_columns(uri)
+        except ValueError as exc:
+            return str(exc).removeprefix(f"{uri}: ")
+        return None
+    if scheme in ("http", "https"):
+        if os.environ.get(ALLOW_HTTP_DATA) == "1":
+            return None
+        return f"data is not read over {scheme}:// unless {ALLOW_HTTP_DATA}=1"
+    if scheme and scheme not in DATA_SCHEMES:
+        return f"unsupported scheme {scheme}://: use a local path, file://, gs://, memory:// or a built-in dataset"
+    return None
+
+
+def data_uris(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    for table in ("transactions", "products"):
+        uri = getattr(spec.data, table)
+        problem = uri and data_uri_problem(uri)
+        if problem:
+            code = "bad_dataset_uri" if is_builtin(uri) else "refused_data_uri"
+            suggestion = None if is_builtin(uri) else "copy the file to gs:// or a local path"
+            yield _error(code, f"data.{table}", f"{uri}: {problem}", suggestion)
+
+
+def artifacts_problem(root: str) -> str | None:
+    """Why `root` cannot be an artifacts root, or None: it must be an absolute local path or a
+    file://, gs:// or memory:// URI, without `..` segments (so a config cannot aim writes elsewhere)."""
+    parts = urlsplit(root)
+    if parts.scheme and parts.scheme not in ARTIFACT_SCHEMES:
+        return f"uses an unsupported scheme ({parts.scheme}://): use an absolute path, file://, gs:// or memory://"
+    if not parts.scheme and not root.startswith("/"):
+        return "is a relative path: it would depend on where the worker runs"
+    if ".." in f"{parts.netloc}{parts.path}".split("/"):
+        return "has a '..' segment: the artifacts root must say where it is without leaving it"
+    return None
+
+
+def artifacts_path(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    problem = spec.artifacts is not None and artifacts_problem(spec.artifacts)
+    if problem:
+        suggestion = "an absolute path such as /srv/towerflow/artifacts, or gs://bucket/artifacts"
+        yield _error("unsafe_artifacts", "artifacts", f"artifacts {spec.artifacts!r} {problem}", suggestion)
+
+
 RULES: tuple[Rule, ...] = (
+    data_uris,
+    artifacts_path,
     empty_tower,
     duplicate_columns,
     multiple_primary_ids,

@@ -11,7 +11,7 @@ import csv
 import io
 
 from trainer.datasets import builtin_columns, is_builtin
-from trainer.rules import DataSchema, Finding
+from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -67,12 +67,15 @@ def _csv_columns(uri: str) -> list[str]:
 
 
 def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
-    """The columns of the spec's transactions and catalogue; an unreadable one is an error finding."""
+    """The columns of the spec's transactions and catalogue; an unreadable one is an error finding.
+
+    A URI that `rules.data_uris` refuses is never opened (its columns stay unknown).
+    """
     columns: dict[str, tuple[str, ...] | None] = {}
     findings: list[Finding] = []
     for table, uri in (("transactions", spec.data.transactions), ("products", spec.data.products)):
         columns[table] = None
-        if uri is None:
+        if uri is None or data_uri_problem(uri):
             continue
         try:
             columns[table] = tuple(read_columns(uri))

@@ -74,6 +74,13 @@ def test_missing_file_names_the_path(tmp_path, uri_of):
         load_table(uri)
 
 
+def test_http_data_is_refused_before_any_access(monkeypatch):
+    monkeypatch.delenv("TOWERFLOW_ALLOW_HTTP_DATA", raising=False)
+    monkeypatch.setattr(fsspec, "open", None)  # any attempt to open would fail differently
+    with pytest.raises(DataError, match=r"^http://example\.com/t\.csv: data is not read over http:// unless"):
+        load_table("http://example.com/t.csv")
+
+
 def test_unknown_format_is_refused_before_any_access():
     with pytest.raises(DataError, match=r"gs://bucket/rows\.json: unknown format.*\.parquet"):
         load_table("gs://bucket/rows.json")

@@ -130,6 +130,19 @@ FIRES = [
     ("clipping off", put("training.clipnorm", None), None, "clipping_disabled", "training.clipnorm", "warning"),
     ("product feature in buyer tower", add_buyer("category", "categorical"), None, "product_column_in_buyer_tower", "buyer_features[3].column", "warning"),
     ("catalogue column in buyer tower", both(put("data.products", "cat.csv"), add_buyer("price")), DataSchema(TRANSACTIONS, CATALOGUE), "product_column_in_buyer_tower", "buyer_features[3].column", "warning"),
+    ("relative artifacts", put("artifacts", "runs/artifacts"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("artifacts climbing out", put("artifacts", "../../../../tmp/elsewhere"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("absolute artifacts with ..", put("artifacts", "/srv/towerflow/../../etc"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("artifacts in the home of whoever runs it", put("artifacts", "~/artifacts"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("artifacts bucket with ..", put("artifacts", "gs://bucket/a/../../other"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("artifacts over ftp", put("artifacts", "ftp://host/artifacts"), None, "unsafe_artifacts", "artifacts", "error"),
+    ("transactions over http", put("data.transactions", "http://example.com/t.csv"), None, "refused_data_uri", "data.transactions", "error"),
+    ("catalogue over https", put("data.products", "https://example.com/p.parquet"), None, "refused_data_uri", "data.products", "error"),
+    ("transactions on s3", put("data.transactions", "s3://bucket/t.csv"), None, "refused_data_uri", "data.transactions", "error"),
+    ("bad built-in parameter", put("data.transactions", "synthetic-retail://transactions?customers=abc"), None, "bad_dataset_uri", "data.transactions", "error"),
+    ("unknown built-in table", put("data.products", "movielens100k://users"), None, "bad_dataset_uri", "data.products", "error"),
+    ("no training rows required", put("validation.min_train_rows", 0), None, "out_of_range", "validation.min_train_rows", "error"),
+    ("no test pairs required", put("validation.min_test_pairs", 0), None, "out_of_range", "validation.min_test_pairs", "error"),
 ]  # fmt: skip
 
 
@@ -166,6 +179,15 @@ NEAR_MISSES = [
     ("high lr, two dense layers plus dropout", both(put("training.learning_rate", 0.5), put("model.buyer_layers", [*dense(2), {"type": "dropout", "rate": 0.1}])), None, "high_learning_rate"),
     ("primary id on a later feature", both(put("product_features.0.is_primary_id", False), put("product_features.1.is_primary_id", True)), None, "no_primary_id"),
     ("buyer column not in catalogue", both(put("data.products", "cat.csv"), add_buyer("cust_value")), DataSchema(TRANSACTIONS, CATALOGUE), "product_column_in_buyer_tower"),
+    ("absolute artifacts", put("artifacts", "/srv/towerflow/artifacts"), None, "unsafe_artifacts"),
+    ("artifacts in a bucket", put("artifacts", "gs://bucket/towerflow"), None, "unsafe_artifacts"),
+    ("artifacts by file URI", put("artifacts", "file:///srv/towerflow"), None, "unsafe_artifacts"),
+    ("a dotted name is no .. segment", put("artifacts", "/srv/v1..2/artifacts"), None, "unsafe_artifacts"),
+    ("local relative data", put("data.transactions", "data/t.csv"), None, "refused_data_uri"),
+    ("data in a bucket", put("data.transactions", "gs://bucket/t.parquet"), None, "refused_data_uri"),
+    ("data by file URI", put("data.products", "file:///srv/p.csv"), None, "refused_data_uri"),
+    ("valid built-in parameters", put("data.transactions", "synthetic-retail://transactions?customers=50&clusters=2"), None, "bad_dataset_uri"),
+    ("one training row required", put("validation.min_train_rows", 1), None, "out_of_range"),
 ]  # fmt: skip
 
 
@@ -178,6 +200,26 @@ def test_rule_stays_silent(change, schema, code):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_whitelisted_optimizer_is_accepted(optimizer):
     assert check(spec_with(put("training.optimizer", optimizer))) == []
+
+
+def test_http_data_is_allowed_only_by_the_environment(monkeypatch):
+    spec = spec_with(put("data.transactions", "https://example.com/t.csv"))
+    monkeypatch.delenv("TOWERFLOW_ALLOW_HTTP_DATA", raising=False)
+    (finding,) = [f for f in check(spec) if f.code == "refused_data_uri"]
+    assert finding.message.startswith("https://example.com/t.csv: ") and "TOWERFLOW_ALLOW_HTTP_DATA=1" in finding.message
+    monkeypatch.setenv("TOWERFLOW_ALLOW_HTTP_DATA", "1")
+    assert "refused_data_uri" not in {f.code for f in check(spec)}
+
+
+def test_bad_builtin_parameters_are_all_named():
+    uri = "synthetic-retail://transactions?customers=abc&bogus=1"
+    (finding,) = [f for f in check(spec_with(put("data.transactions", uri))) if f.code == "bad_dataset_uri"]
+    assert finding.message.startswith(f"{uri}: ") and "customers" in finding.message and "bogus" in finding.message
+
+
+def test_unsafe_artifacts_message_names_the_value():
+    (finding,) = [f for f in check(spec_with(put("artifacts", "../elsewhere"))) if f.code == "unsafe_artifacts"]
+    assert finding.message == "artifacts '../elsewhere' is a relative path: it would depend on where the worker runs"
 
 
 def test_duplicate_names_the_column_and_both_paths():

@@ -67,7 +67,7 @@ def test_memory_uris(memory_fs):
 
 
 def test_builtin_columns_need_no_data():
-    uri = "synthetic-retail://transactions?customers=10&products=5&seed=1"
+    uri = "synthetic-retail://transactions?customers=10&products=5&clusters=2&seed=1"
     assert read_columns(uri) == builtin_columns(uri)
     assert "cust_value" in read_columns(uri)
 
@@ -217,3 +217,20 @@ def test_report_json_round_trip(tmp_path):
     data = report.model_dump(mode="json")
     assert data["ok"] is False and data["config_hash"] == report.spec.content_hash()
     assert {f["code"] for f in data["findings"]} == {"data_unreadable", "not_finite"}
+
+
+@pytest.mark.parametrize(
+    ("transactions", "code"),
+    [
+        ("http://example.com/t.csv", "refused_data_uri"),
+        ("synthetic-retail://transactions?customers=abc&bogus=1", "bad_dataset_uri"),
+    ],
+)
+def test_a_refused_data_uri_is_reported_and_never_opened(monkeypatch, transactions, code):
+    def no_reading(*args, **kwargs):
+        raise AssertionError(f"opened {args}")
+
+    monkeypatch.delenv("TOWERFLOW_ALLOW_HTTP_DATA", raising=False)
+    monkeypatch.setattr(fsspec, "open", no_reading)
+    report = validate_config(raw_for(transactions))
+    assert [(f.code, f.field) for f in report.errors] == [(code, "data.transactions")]
