@@ -7,7 +7,9 @@ paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import Collection, Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
 
 import fsspec
@@ -23,7 +25,26 @@ _FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv
 
 
 class DataError(ValueError):
-    """Data that cannot be loaded or used; the message names the path or column at fault."""
+    """Data that cannot be loaded or used; the message names the path or column at fault.
+
+    `field` is the spec path to blame (`data.transactions`, `product_features[0].column`) when
+    known, and `code` the finding code the data check reports it under.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "bad_data"):
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+@contextlib.contextmanager
+def _blame(field: str) -> Iterator[None]:
+    """Give a DataError raised inside this block `field`, unless its raiser named one."""
+    try:
+        yield
+    except DataError as exc:
+        exc.field = exc.field or field
+        raise
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -35,23 +56,27 @@ def table_format(uri: str) -> str:
     for suffix, kind in _FORMATS.items():
         if path.endswith(suffix):
             return kind
-    raise DataError(f"{uri}: unknown format; expected a path ending in {', '.join(_FORMATS)} or a built-in dataset")
+    raise DataError(
+        f"{uri}: unknown format; expected a path ending in {', '.join(_FORMATS)} or a built-in dataset",
+        code="data_unreadable",
+    )
 
 
 def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
     """Load a built-in dataset URI or a CSV/Parquet file (local, file://, memory://, gs://).
 
     `text_columns` are read as strings from CSV files, so ids such as `00042` keep their zeros.
+    A URI that `rules.data_uri_problem` refuses is never opened. Errors have code `data_unreadable`.
     """
     uri = str(uri)
     problem = data_uri_problem(uri)
     if problem:
-        raise DataError(f"{uri}: {problem}")
+        raise DataError(f"{uri}: {problem}", code="data_unreadable")
     if is_builtin(uri):
         try:
             return load_builtin(uri)
         except (ValueError, ImportError, OSError) as exc:
-            raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}") from None
+            raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}", code="data_unreadable") from None
     kind = table_format(uri)
     try:
         with fsspec.open(uri, "rb", compression="infer") as handle:
@@ -59,9 +84,17 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
                 return pd.read_parquet(handle)
             return pd.read_csv(handle, dtype={column: str for column in text_columns})
     except FileNotFoundError:
-        raise DataError(f"{uri}: file not found") from None
+        raise DataError(f"{uri}: file not found", code="data_unreadable") from None
     except (ValueError, OSError, ImportError) as exc:
-        raise DataError(f"{uri}: cannot be read as {kind}: {exc}") from None
+        raise DataError(f"{uri}: cannot be read as {kind}: {exc}", code="data_unreadable") from None
+
+
+def _read(uri: str, text_columns: Collection[str]) -> pd.DataFrame:
+    """A spec's table, its index the row positions in the file (0 = first data row); DataError if empty."""
+    rows = load_table(uri, text_columns=text_columns).reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"{uri}: no rows (nothing but the column names)", code="no_rows")
+    return rows
 
 
 # --- splitting -----------------------------------------------------------------------------
@@ -69,31 +102,33 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
 
 def _test_size(n_rows: int, fraction: float, field: str) -> int:
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"{field}: must be between 0 and 1 (exclusive), got {fraction}")
+        raise DataError(f"{field}: must be between 0 and 1 (exclusive), got {fraction}", field=field)
     n_test = int(round(n_rows * fraction))
     if n_test < 1 or n_test >= n_rows:
-        raise DataError(f"{field}: {fraction} of {n_rows} rows leaves an empty split")
+        raise DataError(f"{field}: {fraction} of {n_rows} rows leaves an empty split", field=field, code="too_little_data")
     return n_test
 
 
 def _sort_key(df: pd.DataFrame, column: str) -> pd.Series:
     """The time column as something orderable: numbers and datetimes as they are, text parsed as dates."""
-    if column not in df.columns:
-        raise DataError(f"time column {column!r} is not in the data (columns: {', '.join(map(str, df.columns))})")
-    values = df[column]
-    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
-        try:
-            values = pd.to_datetime(values)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"time column {column!r}: not numbers or dates ({exc})") from None
-    missing = int(values.isna().sum())
-    if missing:
-        raise DataError(f"time column {column!r}: {missing} row(s) have no value")
+    with _blame("data.split.column"):
+        if column not in df.columns:
+            raise DataError(f"time column {column!r} is not in the data (columns: {', '.join(map(str, df.columns))})")
+        values = df[column]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+            try:
+                values = pd.to_datetime(values)
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"time column {column!r}: not numbers or dates ({exc})") from None
+        missing = int(values.isna().sum())
+        if missing:
+            raise DataError(f"time column {column!r}: {missing} row(s) have no value")
     return values
 
 
 def split_transactions(df: pd.DataFrame, split: SplitSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test): `round(len * test_fraction)` rows go to test, each part keeping the input order.
+    """(train, test): `round(len * test_fraction)` rows go to test, each part keeping the input order
+    and the input's index labels.
 
     random: a seeded permutation picks the test rows. time: the latest rows by `split.column`
     go to test, so every test time is >= every train time.
@@ -109,11 +144,11 @@ def _split(
         order = np.random.default_rng(seed).permutation(len(df))
     else:
         if split.column is None:
-            raise DataError("data.split.column: strategy 'time' needs the time column")
+            raise DataError("data.split.column: strategy 'time' needs the time column", field="data.split.column")
         by_time = np.argsort(_sort_key(df, split.column).to_numpy(), kind="stable")
         order = by_time[::-1]  # latest first, so the first n_test rows are the test rows
     test_rows, train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return df.iloc[train_rows].reset_index(drop=True), df.iloc[test_rows].reset_index(drop=True)
+    return df.iloc[train_rows], df.iloc[test_rows]
 
 
 # --- candidates ----------------------------------------------------------------------------
@@ -128,7 +163,8 @@ def _require_columns(df: pd.DataFrame, columns: Collection[str], where: str) -> 
 def unique_candidates(
     rows: pd.DataFrame, product_id: str, columns: list[str], time_column: str | None
 ) -> tuple[pd.DataFrame, int]:
-    """One row per product id (the latest by `time_column`, else the last occurrence), sorted by id.
+    """One row per product id (the latest by `time_column`, else the last occurrence), sorted by id,
+    each keeping its index label in `rows`.
 
     Returns (candidates with `product_id` first then `columns`, number of rows before de-duplication).
     """
@@ -137,7 +173,7 @@ def unique_candidates(
     if time_column:
         rows = rows.iloc[np.argsort(_sort_key(rows, time_column).to_numpy(), kind="stable")]
     latest = rows.drop_duplicates(product_id, keep="last")[kept]
-    return latest.sort_values(product_id, kind="stable").reset_index(drop=True), len(rows)
+    return latest.sort_values(product_id, kind="stable"), len(rows)
 
 
 # --- the experiment's data -----------------------------------------------------------------
@@ -147,8 +183,13 @@ def unique_candidates(
 class ExperimentData:
     """Everything training and evaluation read, already split, de-duplicated and cast.
 
+    Every frame's index is its rows' positions in the file they came from (0 = the first data
+    row): transactions for train, validation and test; the catalogue, when given, for candidates.
     `n_test_rows_without_candidate` counts test rows dropped because their product is not in
-    the catalogue (always 0 when candidates come from the transactions).
+    the catalogue (always 0 when candidates come from the transactions). `numeric_missing`
+    counts, per numeric column, the training rows that had no value (filled with the mean of the
+    finite training values, or 0 when there is none); `joined_columns` are the product columns
+    the transactions lacked and took from the catalogue.
     """
 
     train: pd.DataFrame
@@ -157,16 +198,35 @@ class ExperimentData:
     candidates: pd.DataFrame
     n_candidate_rows_before_dedup: int
     n_test_rows_without_candidate: int = 0
+    numeric_missing: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    joined_columns: tuple[str, ...] = ()
+
+
+def feature_fields(spec: ExperimentSpec) -> Iterator[tuple[str, FeatureSpec]]:
+    """(spec path of its column, feature) for every feature, buyer tower first."""
+    for tower in ("buyer_features", "product_features"):
+        for i, feature in enumerate(getattr(spec, tower)):
+            yield f"{tower}[{i}].column", feature
+
+
+def feature_field(spec: ExperimentSpec, column: str, tower: str = "") -> str:
+    """The spec path of `column`'s first feature (in `tower`, e.g. "product_features", if given)."""
+    return next(path for path, feature in feature_fields(spec) if feature.column == column and path.startswith(tower))
 
 
 def feature_types(spec: ExperimentSpec) -> dict[str, str]:
     """Column -> feature type over both towers; DataError if one column has two types."""
     types: dict[str, str] = {}
-    features: list[FeatureSpec] = [*spec.buyer_features, *spec.product_features]
-    for feature in features:
+    for path, feature in feature_fields(spec):
         if types.setdefault(feature.column, feature.type) != feature.type:
-            raise DataError(f"column {feature.column!r} is declared both {types[feature.column]} and {feature.type}")
+            message = f"column {feature.column!r} is declared both {types[feature.column]} and {feature.type}"
+            raise DataError(message, field=path.replace(".column", ".type"))
     return types
+
+
+def is_blank(values: pd.Series) -> np.ndarray:
+    """Which values are missing, empty or only whitespace (for an id: no id at all)."""
+    return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -198,11 +258,20 @@ def _fill_numeric(df: pd.DataFrame, means: dict[str, float]) -> pd.DataFrame:
     return df.assign(**{c: df[c].fillna(m).astype("float32") for c, m in means.items() if c in df.columns})
 
 
-def _require_ids(df: pd.DataFrame, columns: Collection[str], where: str) -> None:
-    for column in columns:
-        missing = int(df[column].isna().sum())
-        if missing:
-            raise DataError(f"{where}: {missing} row(s) have no {column!r}")
+def _finite_mean(values: pd.Series) -> float:
+    """The mean of the finite values, 0.0 if there are none (an inf must not spread into the gaps)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else 0.0
+
+
+def _require_ids(df: pd.DataFrame, keys: Mapping[str, str], where: str) -> None:
+    """Every row of `df` (numbered as in the file) has each key column (column -> spec path)."""
+    for column, path in keys.items():
+        blank = is_blank(df[column])
+        if blank.any():
+            first = int(df.index[blank][0]) + 1
+            message = f"{where}: column {column!r} is blank in {int(blank.sum())} row(s), first at data row {first}"
+            raise DataError(message, field=path, code="blank_ids")
 
 
 def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
@@ -219,8 +288,13 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     test split, seeded by `training.seed`); test rows are never used for it.
 
     Columns are cast by feature type: id/categorical/text become strings (missing -> ""),
-    numeric become float32 with missing values filled by the train mean (0 when train has none).
-    Only the spec's feature columns (and the split's time column) are kept.
+    numeric become float32 with missing values filled by the mean of the finite training values
+    (0 when there is none). Only the spec's feature columns (and the split's time column) are kept.
+
+    DataError (with its `field` and `code`) for what leaves no data to check: a table that cannot
+    be read or has no rows, a missing column, a blank buyer or product key, a split that would be
+    empty. Faults in the values (non-finite numbers, blank ids, too little data) are the data
+    check's findings: see `trainer.datacheck`.
     """
     types = feature_types(spec)
     text = [column for column, kind in types.items() if kind in TEXT_TYPES]
@@ -233,23 +307,29 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     time_column = split.column if split.column else None
     keep = [*types, *([time_column] if time_column and time_column not in types else [])]
 
+    keys = {buyer_id: feature_field(spec, buyer_id, "buyer_features")}
+    keys[product_id] = feature_field(spec, product_id, "product_features")
+
     source = spec.data.transactions
-    rows = load_table(source, text_columns=text)
-    _require_columns(rows, [buyer_id, product_id], source)
-    _require_ids(rows, [buyer_id, product_id], source)
-    catalogue = None
+    with _blame("data.transactions"):
+        rows = _read(source, text)
+        _require_columns(rows, keys, source)
+        _require_ids(rows, keys, source)
+    catalogue, joined = None, []
     if spec.data.products:
         catalogue_uri = spec.data.products
-        catalogue = load_table(catalogue_uri, text_columns=text)
-        _require_columns(catalogue, product_columns, catalogue_uri)
-        _require_ids(catalogue, [product_id], catalogue_uri)
-        catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
+        with _blame("data.products"):
+            catalogue = _read(catalogue_uri, text)
+            _require_columns(catalogue, product_columns, catalogue_uri)
+            _require_ids(catalogue, {product_id: keys[product_id]}, catalogue_uri)
+            catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
         joined = [column for column in product_columns if column not in rows.columns]
-        rows = _cast_text(rows, [product_id]).merge(
+        rows = _cast_text(rows, [product_id]).merge(  # a left merge keeps the rows' order: index = file row
             catalogue.drop_duplicates(product_id, keep="last")[[product_id, *joined]], on=product_id, how="left"
         )
-    _require_columns(rows, keep, source)
-    rows = _as_numbers(_cast_text(rows[keep], text), numeric, source)
+    with _blame("data.transactions"):
+        _require_columns(rows, keep, source)
+        rows = _as_numbers(_cast_text(rows[keep], text), numeric, source)
 
     if catalogue is not None:
         candidates, n_before = unique_candidates(catalogue, product_id, product_columns, None)
@@ -263,10 +343,11 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
         train, validation = _split(train, split, fraction, spec.training.seed, "training.validation_fraction")
 
     n_test = len(test)
-    test = test[test[product_id].isin(candidates[product_id])].reset_index(drop=True)
+    test = test[test[product_id].isin(candidates[product_id])]
     if test.empty:
-        raise DataError(f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue")
-    means = {column: float(train[column].mean()) if train[column].notna().any() else 0.0 for column in numeric}
+        message = f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue"
+        raise DataError(message, field="data.products")
+    means = {column: _finite_mean(train[column]) for column in numeric}
     return ExperimentData(
         train=_fill_numeric(train, means),
         validation=None if validation is None else _fill_numeric(validation, means),
@@ -274,4 +355,6 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
         candidates=_fill_numeric(candidates, means),
         n_candidate_rows_before_dedup=n_before,
         n_test_rows_without_candidate=n_test - len(test),
+        numeric_missing={column: int(train[column].isna().sum()) for column in numeric},
+        joined_columns=tuple(joined),
     )

@@ -137,10 +137,10 @@ def _check_bounds(spec: ExperimentSpec) -> Iterator[Finding]:
             if value is None:
                 continue
             if not math.isfinite(value):
-                yield _error("not_finite", field, f"{field} must be a finite number, got {value}", bound.suggestion)
+                yield error("not_finite", field, f"{field} must be a finite number, got {value}", bound.suggestion)
             elif not bound.allows(value):
                 message = f"{field} must be {bound.describe()}, got {_number(value)}"
-                yield _error("out_of_range", field, message, bound.suggestion)
+                yield error("out_of_range", field, message, bound.suggestion)
 
 
 def _values_at(obj: Any, path: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -172,7 +172,7 @@ def _towers(spec: ExperimentSpec) -> Iterator[tuple[str, str, list[FeatureSpec],
 def empty_tower(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     for tower, path, features, _, _ in _towers(spec):
         if not features:
-            yield _error("empty_tower", path, f"the {tower} tower has no features", f"add at least the {tower} id column")
+            yield error("empty_tower", path, f"the {tower} tower has no features", f"add at least the {tower} id column")
 
 
 def duplicate_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
@@ -181,7 +181,7 @@ def duplicate_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Find
         for i, feature in enumerate(features):
             if feature.column in first_seen:
                 first = f"{path}[{first_seen[feature.column]}].column"
-                yield _error(
+                yield error(
                     "duplicate_column",
                     f"{path}[{i}].column",
                     f"column {feature.column!r} appears twice in the {tower} tower (first at {first})",
@@ -196,7 +196,7 @@ def multiple_primary_ids(spec: ExperimentSpec, schema: DataSchema) -> Iterator[F
         flagged = [i for i, feature in enumerate(features) if feature.is_primary_id]
         for i in flagged[1:]:
             first = features[flagged[0]].column
-            yield _error(
+            yield error(
                 "multiple_primary_ids",
                 f"{path}[{i}].is_primary_id",
                 f"{features[i].column!r} is marked is_primary_id but {first!r} ({path}[{flagged[0]}]) already is",
@@ -210,7 +210,7 @@ def no_primary_id(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]
         chosen = spec.product_id_column
         index = next(i for i, feature in enumerate(features) if feature.column == chosen)
         why = "the first id feature" if features[index].type == "id" else "the first feature, as no feature is an id"
-        yield _warning(
+        yield warning(
             "no_primary_id",
             "product_features",
             f"no product feature has is_primary_id: true; the product key falls back to {chosen!r} ({why})",
@@ -221,7 +221,7 @@ def no_primary_id(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]
 def unknown_optimizer(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     name = spec.training.optimizer
     if name not in OPTIMIZERS:
-        yield _error(
+        yield error(
             "unknown_optimizer",
             "training.optimizer",
             f"unknown optimizer {name!r}; supported: {', '.join(OPTIMIZERS)}",
@@ -234,11 +234,11 @@ def layer_structure(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
         for i, layer in enumerate(layers):
             here = f"{path}[{i}]"
             if layer.type == "dense" and layer.units is None:
-                yield _error("dense_without_units", f"{here}.units", f"dense layer {here} has no units", "units: 32")
+                yield error("dense_without_units", f"{here}.units", f"dense layer {here} has no units", "units: 32")
             if layer.type == "dropout" and layer.rate is None:
-                yield _error("dropout_without_rate", f"{here}.rate", f"dropout layer {here} has no rate", "rate: 0.1")
+                yield error("dropout_without_rate", f"{here}.rate", f"dropout layer {here} has no rate", "rate: 0.1")
             if layer.activation is not None and layer.activation not in ACTIVATIONS:
-                yield _error(
+                yield error(
                     "unknown_activation",
                     f"{here}.activation",
                     f"unknown activation {layer.activation!r}; supported: {', '.join(ACTIVATIONS)}",
@@ -256,7 +256,7 @@ def tower_output_sizes(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Fin
         last = dense[-1]
         units = layers[last].units
         if units is not None and units != output_dim:
-            yield _error(
+            yield error(
                 "tower_output_mismatch",
                 f"{path}[{last}].units",
                 f"the {tower} tower outputs {units} values (its last dense layer) but model.output_dim is "
@@ -268,14 +268,14 @@ def tower_output_sizes(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Fin
 def clipping(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     training = spec.training
     if training.clipnorm is not None and training.global_clipnorm is not None:
-        yield _error(
+        yield error(
             "conflicting_clipping",
             "training.global_clipnorm",
             "clipnorm and global_clipnorm are both set; an optimizer takes only one of them",
             "keep clipnorm: 1.0 and set global_clipnorm: null",
         )
     elif training.clipnorm is None and training.global_clipnorm is None:
-        yield _warning(
+        yield warning(
             "clipping_disabled",
             "training.clipnorm",
             "gradient clipping is off (clipnorm and global_clipnorm are null): one exploding step can "
@@ -287,7 +287,7 @@ def clipping(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
 def time_split_column(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     split = spec.data.split
     if split.strategy == "time" and not split.column:
-        yield _error(
+        yield error(
             "time_split_without_column",
             "data.split.column",
             "a time split needs the timestamp column to order transactions by",
@@ -297,7 +297,7 @@ def time_split_column(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Find
 
 def empty_ks(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     if not spec.evaluation.ks:
-        yield _error("no_ks", "evaluation.ks", "evaluation.ks is empty: no recall@k to compute", "ks: [5, 10, 50, 100]")
+        yield error("no_ks", "evaluation.ks", "evaluation.ks is empty: no recall@k to compute", "ks: [5, 10, 50, 100]")
 
 
 def high_learning_rate(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
@@ -311,7 +311,7 @@ def high_learning_rate(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Fin
     ]
     if deep:
         lower = _number(suggested_learning_rate(spec))
-        yield _warning(
+        yield warning(
             "high_learning_rate",
             "training.learning_rate",
             f"learning rate {_number(rate)} is high for {' and '.join(deep)}: deep towers at such a rate tend "
@@ -339,7 +339,7 @@ def product_column_in_buyer_tower(spec: ExperimentSpec, schema: DataSchema) -> I
             where = f"a column of the product catalogue ({spec.data.products})"
         else:
             continue
-        yield _warning(
+        yield warning(
             "product_column_in_buyer_tower",
             f"buyer_features[{i}].column",
             f"buyer feature {feature.column!r} is {where}: the buyer tower would see the product it is meant to "
@@ -369,7 +369,7 @@ def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
         wanted.append(("data.split.column", spec.data.split.column, transactions, schema.transactions))
     for field, column, uri, columns in wanted:
         if columns is not None and column not in columns:
-            yield _error(
+            yield error(
                 "missing_column",
                 field,
                 f"column {column!r} is not in {uri} (it has: {_listing(columns)})",
@@ -406,7 +406,7 @@ def data_uris(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
         if problem:
             code = "bad_dataset_uri" if is_builtin(uri) else "refused_data_uri"
             suggestion = None if is_builtin(uri) else "copy the file to gs:// or a local path"
-            yield _error(code, f"data.{table}", f"{uri}: {problem}", suggestion)
+            yield error(code, f"data.{table}", f"{uri}: {problem}", suggestion)
 
 
 def artifacts_problem(root: str) -> str | None:
@@ -426,7 +426,7 @@ def artifacts_path(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding
     problem = spec.artifacts is not None and artifacts_problem(spec.artifacts)
     if problem:
         suggestion = "an absolute path such as /srv/towerflow/artifacts, or gs://bucket/artifacts"
-        yield _error("unsafe_artifacts", "artifacts", f"artifacts {spec.artifacts!r} {problem}", suggestion)
+        yield error("unsafe_artifacts", "artifacts", f"artifacts {spec.artifacts!r} {problem}", suggestion)
 
 
 RULES: tuple[Rule, ...] = (
@@ -451,11 +451,13 @@ RULES: tuple[Rule, ...] = (
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _error(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+def error(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+    """An error finding (the shorthand every rule and the data check use)."""
     return Finding(code=code, severity="error", field=field, message=message, suggestion=suggestion)
 
 
-def _warning(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+def warning(code: str, field: str, message: str, suggestion: str | None = None) -> Finding:
+    """A warning finding."""
     return Finding(code=code, severity="warning", field=field, message=message, suggestion=suggestion)
 
 

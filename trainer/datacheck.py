@@ -1,0 +1,183 @@
+"""The data check: what is wrong with a spec's data, named as findings before the first epoch.
+
+One cheap pass over the loaded columns (trainer.data) finds what would make training or its
+evaluation meaningless: non-finite numbers, blank ids, an all-missing numeric column, too few
+training rows or test pairs, test buyers and products never seen in training (cold start).
+Findings are `trainer.rules.Finding`s with field paths into the spec, the same wherever the check
+runs: `towerflow validate --data`, the flow's data-check task, `run_attempt`. No TensorFlow or
+Prefect import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from trainer.data import DataError, ExperimentData, feature_field, feature_fields, is_blank, load_experiment_data
+from trainer.rules import Finding, error, warning
+from trainer.spec import ExperimentSpec
+
+__all__ = ["BadDataError", "check_data", "check_loaded", "raise_for_errors"]
+
+# Cold start is warned about from this share of test rows on: a few first-time buyers are normal
+# (0.1-0.4% in the examples); a test split the model mostly never saw is not.
+COLD_START_SHARE = 0.01
+
+
+class BadDataError(DataError):
+    """The data check found errors (in `findings`); the message is `bad data: <field>: <message>; ...`.
+
+    A DataError, so whatever refuses to retry bad data refuses this too.
+    """
+
+    def __init__(self, message: str, findings: Sequence[Finding] = ()):
+        first = findings[0] if findings else None
+        super().__init__(message, field=first.field if first else None, code=first.code if first else "bad_data")
+        self.findings = list(findings)
+
+
+def check_data(spec: ExperimentSpec) -> tuple[ExperimentData | None, list[Finding]]:
+    """Load the spec's data and check it: (the data, findings), or (None, [the error]) if it cannot be loaded."""
+    try:
+        data = load_experiment_data(spec)
+    except DataError as exc:
+        field = exc.field or "data.transactions"
+        return None, [Finding(code=exc.code, severity="error", field=field, message=str(exc))]
+    return data, check_loaded(spec, data)
+
+
+def check_loaded(spec: ExperimentSpec, data: ExperimentData) -> list[Finding]:
+    """Every finding about data already loaded by `trainer.data.load_experiment_data`."""
+    return [
+        *_non_finite(spec, data),
+        *_blank_ids(spec, data),
+        *_all_missing(spec, data),
+        *_too_little(spec, data),
+        *_cold_start(spec, data),
+    ]
+
+
+def raise_for_errors(findings: Sequence[Finding]) -> None:
+    """BadDataError naming every error finding, if there is one."""
+    errors = [finding for finding in findings if finding.severity == "error"]
+    if errors:
+        raise BadDataError("bad data: " + "; ".join(f"{f.field}: {f.message}" for f in errors), errors)
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def _features(spec: ExperimentSpec, kind: str) -> Iterator[tuple[str, str]]:
+    """(spec path, column) of each column of feature type `kind`, at its first feature."""
+    seen = set()
+    for path, feature in feature_fields(spec):
+        if feature.type == kind and feature.column not in seen:
+            seen.add(feature.column)
+            yield path, feature.column
+
+
+def _sources(spec: ExperimentSpec, data: ExperimentData, column: str) -> Iterator[tuple[str, pd.Series]]:
+    """(file, the column's loaded values indexed by file row) for each file the column came from.
+
+    The transactions (train, validation and test rows), unless the column was joined from the
+    catalogue; the catalogue (its candidate rows), for a product column when there is one.
+    """
+    if column not in data.joined_columns:
+        frames = [frame for frame in (data.train, data.validation, data.test) if frame is not None]
+        yield spec.data.transactions, pd.concat([frame[column] for frame in frames])
+    if spec.data.products and column in data.candidates.columns:
+        yield spec.data.products, data.candidates[column]
+
+
+def _first_row(values: pd.Series, flagged: np.ndarray) -> int:
+    """The file's data row number (1 = the first row after any header) of the first flagged value."""
+    return int(values.index[flagged].min()) + 1
+
+
+def _non_finite(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    for path, column in _features(spec, "numeric"):
+        for uri, values in _sources(spec, data, column):
+            flagged = ~np.isfinite(values.to_numpy(dtype=np.float64))
+            if flagged.any():
+                yield error(
+                    "non_finite_values",
+                    path,
+                    f"column {column!r} has {int(flagged.sum())} non-finite value(s) (inf, -inf, or too large for "
+                    f"float32) in {uri}, first at data row {_first_row(values, flagged)}",
+                    "fix or drop those rows: a model fed them diverges whatever its learning rate",
+                )
+
+
+def _blank_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    for path, column in _features(spec, "id"):
+        for uri, values in _sources(spec, data, column):
+            flagged = is_blank(values)
+            if flagged.any():
+                yield error(
+                    "blank_ids",
+                    path,
+                    f"id column {column!r} is blank (missing or whitespace only) in {int(flagged.sum())} row(s) of "
+                    f"{uri}, first at data row {_first_row(values, flagged)}",
+                    "fill in the ids or drop those rows: a blank id would be learned as one real buyer or product",
+                )
+
+
+def _all_missing(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    n_train = len(data.train)
+    for path, column in _features(spec, "numeric"):
+        if n_train and data.numeric_missing.get(column) == n_train:
+            yield warning(
+                "all_missing_numeric",
+                path,
+                f"numeric column {column!r} has no value in any of the {n_train} training rows: it is filled with 0 "
+                "and tells the model nothing",
+                f"fill the column or remove the feature at {path.removesuffix('.column')}",
+            )
+
+
+def _too_little(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    limits = spec.validation
+    n_train = len(data.train)
+    n_rows = n_train + len(data.test) + data.n_test_rows_without_candidate
+    n_rows += 0 if data.validation is None else len(data.validation)
+    if n_train < limits.min_train_rows:
+        yield error(
+            "too_few_train_rows",
+            "data.transactions",
+            f"{spec.data.transactions}: {n_rows} row(s) leave {n_train} for training, fewer than "
+            f"validation.min_train_rows ({limits.min_train_rows})",
+            "more data; or lower validation.min_train_rows if a toy run is meant",
+        )
+    pairs = len(data.test[[spec.buyer_id_column, spec.product_id_column]].drop_duplicates())
+    if pairs < limits.min_test_pairs:
+        yield error(
+            "too_few_test_pairs",
+            "data.transactions",
+            f"{spec.data.transactions}: the test split has {pairs} unique (buyer, product) pair(s), fewer than "
+            f"validation.min_test_pairs ({limits.min_test_pairs}): recall over so few says nothing",
+            "more data or a larger data.split.test_fraction; or lower validation.min_test_pairs",
+        )
+
+
+def _cold_start(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    n_test = len(data.test)
+    for tower, noun, column in (
+        ("product_features", "products", spec.product_id_column),
+        ("buyer_features", "buyers", spec.buyer_id_column),
+    ):
+        test_ids = data.test[column]
+        cold_rows = ~test_ids.isin(data.train[column]).to_numpy()
+        rows = int(cold_rows.sum())
+        if not rows or rows < COLD_START_SHARE * n_test:
+            continue
+        n_ids, n_cold = test_ids.nunique(), test_ids[cold_rows].nunique()
+        yield warning(
+            f"cold_start_{noun}",
+            feature_field(spec, column, tower),
+            f"{n_cold} of {n_ids} test {noun} ({n_cold / n_ids:.1%}) never occur in training; they are in {rows} of "
+            f"{n_test} test rows ({rows / n_test:.1%}): the model knows them only by their other features",
+            "a time split keeps this realistic; a random split with more history per buyer and product lowers it",
+        )
+
