@@ -2,16 +2,21 @@
 
 This module imports neither TensorFlow nor Prefect; a command that needs them imports them inside
 its own function, so `towerflow validate` stays fast. Exit codes: 0 success, 1 failure,
-2 invalid config or usage.
+2 invalid config or usage. An expected failure (a dead API or database, an unusable home directory)
+is one line on stderr and exit 1; `--debug` (or TOWERFLOW_DEBUG=1) shows its traceback too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows.local import debugging
+from trainer.errors import ExpectedError
 from trainer.validation import ValidationReport, validate_config
 
 if TYPE_CHECKING:
@@ -36,12 +41,34 @@ def validate_command(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
+class UnreachableAPI(ExpectedError):
+    """PREFECT_API_URL is set and nothing answers there."""
+
+
+def preflight(*, api: bool = True, ephemeral_prefect: bool = False) -> None:
+    """Fail in seconds, in one line, before Prefect or TensorFlow start: an unusable TOWERFLOW_HOME (or,
+    for an ephemeral API, PREFECT_HOME), a PREFECT_API_URL that does not answer (`api`), an unreachable
+    database."""
+    from flows.prefect_api import api_answers
+    from tasks import store
+    from tasks.settings import towerflow_home, usable_directory
+
+    towerflow_home()
+    api_url = os.environ.get("PREFECT_API_URL")
+    if api and api_url and not api_answers(api_url, timeout=5.0):
+        raise UnreachableAPI(f"PREFECT_API_URL={api_url} does not answer")
+    if ephemeral_prefect and not api_url:
+        usable_directory(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser(), "PREFECT_HOME")
+    store.check_database()
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`towerflow run CONFIG`: the whole experiment flow in this process; 0 succeeded, 1 failed, 2 invalid."""
     report = validate_config(args.config, args.overrides)
     if not report.ok:  # fail before booting Prefect or TensorFlow
         print(render_report(report), file=sys.stderr)
         return EXIT_INVALID
+    preflight(ephemeral_prefect=True)
     from flows.local import local_prefect
 
     with local_prefect():
@@ -50,11 +77,14 @@ def run_command(args: argparse.Namespace) -> int:
         from tasks import store
 
         state = run_experiment(_config_source(args.config), args.overrides, args.force, return_state=True)
+        failure = None if state.is_completed() else state.result(raise_on_failure=False)
+        if isinstance(failure, ExpectedError):
+            raise failure
         experiment = store.find_experiment(report.config_hash)
         if experiment is not None:
             print()
             print(render_experiment(store.experiment_detail(experiment.id)))
-        if not state.is_completed():
+        if failure is not None:
             print(f"\nexperiment failed: {state.message}", file=sys.stderr)
             return EXIT_FAILED
         summary = state.result()
@@ -77,6 +107,7 @@ def results_command(args: argparse.Namespace) -> int:
     from flows.present import render_experiment, render_experiment_list
     from tasks import store
 
+    preflight(api=False)
     if args.experiment is None:
         experiments = [store.as_dict(e) for e in store.list_experiments()]
         print(json.dumps(experiments, indent=2) if args.json else render_experiment_list(experiments))
@@ -95,6 +126,7 @@ def report_command(args: argparse.Namespace) -> int:
     from tasks.html_report import report_filename, write_report
     from tasks.settings import towerflow_home
 
+    preflight(api=False)
     experiment = _stored_experiment("report", args.experiment)
     if experiment is None:
         return EXIT_INVALID
@@ -155,6 +187,7 @@ def submit_command(args: argparse.Namespace) -> int:
     """`towerflow submit CONFIG`: validate, store by content hash, emit `towerflow.config.submitted`."""
     from flows.submit import submit_command as submit
 
+    preflight(api=False)  # submit checks the API it finds itself
     return submit(args.config, args.overrides, args.json)
 
 
@@ -162,20 +195,34 @@ def serve_command(args: argparse.Namespace) -> int:
     """`towerflow serve`: a local Prefect API and both deployments with their triggers, until Ctrl-C."""
     from flows.serve import serve_command as serve
 
-    return serve(dispatch=args.dispatch)
+    preflight(api=False)
+    return serve(dispatch=args.dispatch, max_training=args.max_training)
 
 
 def watch_command(args: argparse.Namespace) -> int:
     """`towerflow watch DIR|gs://prefix`: submit new or changed configs, by content hash."""
     from flows.watch import watch_command as watch
 
+    preflight(api=False)
     return watch(args.location, args.interval, args.once)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="towerflow", description="Train and evaluate two-tower retrieval models, orchestrated by Prefect."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of expected errors too (also TOWERFLOW_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser(
@@ -233,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--dispatch", action="store_true",
                        help="run each attempt as a flow run of train-attempt (as on a GPU pool) instead of in-process")
+    serve.add_argument("--max-training", type=_positive_int, metavar="N",
+                       default=int(os.environ.get("TOWERFLOW_MAX_TRAINING", "1")),
+                       help="at most N attempts train at once; the rest wait for a slot "
+                            "(default 1, or TOWERFLOW_MAX_TRAINING)")
     serve.set_defaults(handler=serve_command)
 
     watch = commands.add_parser(
@@ -251,7 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    if args.debug:
+        os.environ["TOWERFLOW_DEBUG"] = "1"
+    try:
+        return args.handler(args)
+    except ExpectedError as error:
+        if debugging():
+            raise
+        print(f"towerflow {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 
 Prefect's own retries cannot change a task's arguments, so the learning-rate backoff is this flow's loop;
 Prefect task retries handle infrastructure faults (same learning rate, resumed from the attempt's checkpoint).
+
+Nothing is lost when a run dies: the experiment's attempts live in `<artifacts>/<config hash>/attempt-N`,
+so whichever run comes next (a rerun, a recovery by the reconciler) takes the experiment over once its
+owner's lease has lapsed or its owner is known dead, replays the lineage (finished attempts return their
+stored result, the unfinished one resumes from its last checkpoint) and persists what is missing.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Literal
+
+import fsspec
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
@@ -16,12 +22,14 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashed, owner_token
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
 from tasks.persist import persist_attempt, persist_recall
 from tasks.report import artifact_key, publish_epochs, publish_lineage, publish_recall
-from tasks.settings import artifacts_root, attempt_workdir
+from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import evaluate, train_attempt
+from trainer.errors import ExpectedError
 from tasks.validate import validate
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
@@ -87,23 +95,28 @@ def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experim
     return suggested if answer.decision == "proceed_with_suggested_lr" else learning_rate
 
 
-def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate: float, run_id: str):
-    """Attempts at lr, lr*factor, ... until one succeeds, max_retries, or min_learning_rate."""
+def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate: float, run_id: str,
+                        lease: LeaseKeeper):
+    """Attempts at lr, lr*factor, ... until one succeeds, max_retries, or min_learning_rate.
+
+    A run that took the experiment over replays the same lineage: attempts that ended return their
+    stored result at once, the unfinished one resumes from its checkpoint.
+    """
     logger = get_run_logger()
     backoff = spec.training.backoff
     config_hash = spec.content_hash()
     root = artifacts_root(spec.artifacts)
     results, attempt_ids = [], []
     for number in range(1, backoff.max_retries + 2):
-        workdir = attempt_workdir(root, config_hash, run_id, number)
-        started_at = datetime.now(timezone.utc)
-        state = train_attempt(spec, number, learning_rate, workdir, return_state=True)
+        workdir = attempt_workdir(root, config_hash, number)
+        store.record_attempt(experiment_id, number, learning_rate, "running", "", [], flow_run_id=run_id)
+        state = train_attempt(spec, number, learning_rate, workdir, on_epoch_done=lease.check, return_state=True)
         if state.is_completed():
             result = state.result()
         else:
             result = _failed_attempt(learning_rate, workdir, state)
         results.append(result)
-        attempt_ids.append(persist_attempt(experiment_id, number, result, run_id, started_at))
+        attempt_ids.append(persist_attempt(experiment_id, number, result, run_id))
         publish_epochs(spec.name, number, learning_rate, result.epochs)
         publish_lineage(spec.name, results)
         if result.status in ("succeeded", "failed"):
@@ -126,6 +139,8 @@ def _failed_attempt(learning_rate: float, workdir: str, state):
     try:
         state.result()
         reason = f"attempt ended {state.name}"
+    except ExpectedError:
+        raise  # a lost lease or a database down for the whole budget ends this run, not the attempt
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
     return AttemptResult(status="failed", reason=reason, learning_rate=learning_rate, epochs=[], epochs_run=0,
@@ -147,7 +162,12 @@ def _below_baseline(evaluation) -> Finding | None:
 
 @flow(name="run-experiment", flow_run_name=_run_name)
 def run_experiment(config: str | dict, overrides: list[str] | None = None, force: bool = False) -> dict:
-    """Run one experiment end to end; returns its stored summary (`towerflow results --json` shape)."""
+    """Run one experiment end to end; returns its stored summary (`towerflow results --json` shape).
+
+    The run first claims the experiment: a finished one returns its stored result (`force` reruns it
+    from scratch), one that a live run owns is left to it (`force` refuses, naming that run), one whose
+    owner is gone is taken over and continued where the owner stopped.
+    """
     logger = get_run_logger()
     label = config if isinstance(config, str) else "config"
     report = validate(config, overrides, source_label=label)
@@ -158,12 +178,43 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     run_id = str(get_run_context().flow_run.id)
 
     experiment, _ = store.get_or_create_experiment(config_hash, spec.name, spec.model_dump_json())
-    if not store.claim_experiment(experiment.id, run_id, force=force):
+    gone: dict[str, str] = {}
+
+    def owner_gone(current: store.Experiment) -> bool:
+        reason = gone_reason(current)
+        if reason:
+            gone["reason"] = reason
+        return reason is not None
+
+    owner = owner_token()
+    claim = store.claim_experiment(experiment.id, run_id, owner, lease_seconds(), force=force, owner_gone=owner_gone)
+    if claim.outcome == "live":
+        holder = claim.previous
+        message = (f"experiment {experiment.id} ({config_hash[:8]}) is being run by flow run {holder.flow_run_id} "
+                   f"({holder.owner}, lease until {holder.lease_expires_at:%H:%M:%S} UTC)")
+        if force:
+            raise ExperimentStopped(f"{message}: --force never doubles a live run")
+        logger.info("%s; not starting a second run", message)
+        return store.experiment_detail(experiment.id) | {"reused": True}
+    if claim.outcome == "finished":
         logger.info("experiment %s (%s) was already run; returning the stored result (use --force to run again)",
                     experiment.id, config_hash)
         return store.experiment_detail(experiment.id) | {"reused": True}
+    if force:
+        _forget_attempts(spec)
+    if claim.outcome == "taken_over":
+        previous = claim.previous
+        reason = gone.get("reason") or "its lease expired"
+        logger.warning("taking over experiment %s from flow run %s: %s; continuing where it stopped",
+                       experiment.id, previous.flow_run_id, reason)
+        mark_crashed(previous.flow_run_id, f"experiment {experiment.id} taken over by flow run {run_id}: {reason}")
+        events.emit(events.EXPERIMENT_RECOVERED, config_hash, spec.name, reason=reason,
+                    previous_flow_run=previous.flow_run_id, flow_run=run_id)
     try:
-        _execute(spec, report.findings, experiment.id, run_id)
+        with LeaseKeeper(experiment.id, run_id, owner) as lease:
+            _execute(spec, report.findings, experiment.id, run_id, lease)
+    except store.DatabaseUnavailable:
+        raise  # the experiment stays claimed; its lease lapses and the next run persists what is on disk
     except ExperimentStopped:
         raise
     except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever
@@ -172,15 +223,23 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, reason=message)
         raise
     finally:
-        _link_report(spec, experiment.id, run_id)
+        _link_report(spec, experiment.id)
     return store.experiment_detail(experiment.id) | {"reused": False}
 
 
-def _link_report(spec: ExperimentSpec, experiment_id: int, run_id: str) -> None:
-    """Write the HTML report beside the run's attempts and link it from a Prefect artifact; never raises."""
+def _forget_attempts(spec: ExperimentSpec) -> None:
+    """`--force`: remove the experiment's attempt directories, so every attempt trains from scratch."""
+    fs, path = fsspec.core.url_to_fs(experiment_dir(artifacts_root(spec.artifacts), spec.content_hash()))
+    for attempt in fs.glob(f"{path}/attempt-*"):
+        fs.rm(attempt, recursive=True)
+
+
+def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
+    """Write the HTML report beside the experiment's attempts and link it from a Prefect artifact; never raises."""
     try:
-        detail = store.experiment_detail(experiment_id)
-        path = f"{artifacts_root(spec.artifacts)}/{spec.content_hash()}/{run_id}/{report_filename(detail)}"
+        with store.retrying_for(0):
+            detail = store.experiment_detail(experiment_id)
+        path = f"{experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())}/{report_filename(detail)}"
         create_link_artifact(write_report(detail, path), link_text=f"{spec.name} report",
                              key=artifact_key(spec.name, "report"),
                              description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "
@@ -190,13 +249,25 @@ def _link_report(spec: ExperimentSpec, experiment_id: int, run_id: str) -> None:
                                  type(exc).__name__, exc)
 
 
-def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, run_id: str) -> None:
-    logger = get_run_logger()
-    config_hash = spec.content_hash()
+def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], experiment_id: int) -> float:
+    """The first attempt's rate: the stored one when an earlier run already began (its warning policy,
+    approval included, was decided then), else the warning policy's answer."""
+    first = next(iter(store.experiment_detail(experiment_id)["attempts"]), None)
+    if first is not None:
+        get_run_logger().info("continuing the lineage begun by an earlier run: attempt 1 at lr=%g",
+                              first["learning_rate"])
+        return first["learning_rate"]
     store.replace_findings(experiment_id, findings)
     warnings = [f for f in findings if f.severity == "warning"]
-    learning_rate = _apply_warning_policy(spec, warnings, experiment_id)
-    results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id)
+    return _apply_warning_policy(spec, warnings, experiment_id)
+
+
+def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, run_id: str,
+             lease: LeaseKeeper) -> None:
+    logger = get_run_logger()
+    config_hash = spec.content_hash()
+    learning_rate = _starting_learning_rate(spec, findings, experiment_id)
+    results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id, lease)
     final = results[-1]
     if final.status != "succeeded":
         message = (f"no attempt succeeded after {len(results)}: last {final.status} "

@@ -3,14 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
+
+from trainer.errors import ExpectedError
+
+DEBUG_ENV = "TOWERFLOW_DEBUG"
+
+
+def debugging() -> bool:
+    """TOWERFLOW_DEBUG=1 (or `towerflow --debug`): show tracebacks of expected errors too."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false")
 
 
 def _ephemeral() -> bool:
     from prefect.settings import get_current_settings
 
     return not get_current_settings().api.url
+
+
+class _ExpectedErrorsInOneLine(logging.Filter):
+    """Drop the traceback of an expected error from a log record: its message already says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ExpectedError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_expected_errors() -> None:
+    """Install the one-line filter on Prefect's handlers (unless debugging); call after importing prefect."""
+    if debugging():
+        return
+    one_line = _ExpectedErrorsInOneLine()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _ExpectedErrorsInOneLine) for f in handler.filters):
+                handler.addFilter(one_line)
 
 
 @contextlib.contextmanager
@@ -22,8 +52,10 @@ def local_prefect() -> Iterator[None]:
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "towerflow")
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    quiet_expected_errors()
     if not _ephemeral():
         yield
         return

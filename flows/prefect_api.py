@@ -145,7 +145,8 @@ def start_server(home: Path | None = None, port: int | None = None, record: bool
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     command = [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    process = start_process(command, server_env(home), home / "server.log")
+    env = server_env(home) | {"PREFECT_UI_API_URL": api_url}  # the UI it serves talks to this API, not :4200
+    process = start_process(command, env, home / "server.log")
     server = LocalServer(process, api_url, home)
     deadline = time.monotonic() + timeout_s
     while not api_answers(api_url, timeout=1.0):

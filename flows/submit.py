@@ -1,7 +1,9 @@
 """`towerflow submit`: validate a config, store it by content hash, record the experiment, emit the event.
 
 The event `towerflow.config.submitted` (payload: config_uri, config_hash, name) triggers the
-`run-experiment` deployment. Nothing is stored or emitted for an invalid config.
+`run-experiment` deployment. Nothing is stored or emitted for an invalid config. Delivery is
+confirmed: the event is POSTed to the API, and a submission the API did not accept leaves no
+`pending` experiment behind that nothing would ever pick up.
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ from pathlib import Path
 import fsspec
 import yaml
 
-from flows.prefect_api import use_found_api
+from flows.prefect_api import api_answers, use_found_api
 from tasks import store
 from tasks.settings import artifacts_root
+from trainer.errors import ExpectedError
 from trainer.rules import Finding
 from trainer.spec import ExperimentSpec
 from trainer.validation import ValidationReport, validate_config
 
 
 NO_API = "no Prefect API: start `towerflow serve` or set PREFECT_API_URL"
+
+
+class NotDelivered(ExpectedError):
+    """The Prefect API did not accept the event: nothing will run the submission."""
 
 
 class InvalidConfig(ValueError):
@@ -64,14 +71,24 @@ def store_config(spec: ExperimentSpec) -> str:
 
 
 def emit_submitted(submission: Submission) -> None:
-    """Emit `towerflow.config.submitted` to the configured Prefect API and wait until it is sent."""
-    from prefect.events.worker import EventsWorker
+    """POST `towerflow.config.submitted` to the configured Prefect API; NotDelivered unless it is accepted."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+    from prefect.settings import get_current_settings
 
     from tasks import events
 
-    events.emit(events.CONFIG_SUBMITTED, submission.config_hash, submission.name,
-                config_uri=submission.config_uri, config_hash=submission.config_hash, name=submission.name)
-    EventsWorker.drain_all()
+    event = Event(event=events.CONFIG_SUBMITTED,
+                  resource=events.experiment_resource(submission.config_hash, submission.name),
+                  payload={"config_uri": submission.config_uri, "config_hash": submission.config_hash,
+                           "name": submission.name})
+    api_url = get_current_settings().api.url
+    try:
+        with get_client(sync_client=True) as client:
+            client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()
+    except Exception as error:
+        raise NotDelivered(f"the Prefect API at {api_url} did not accept {events.CONFIG_SUBMITTED}: "
+                           f"{type(error).__name__}: {error}") from None
 
 
 def check_config(source: str | Path, overrides: list[str] | None = None) -> ValidationReport:
@@ -83,7 +100,10 @@ def check_config(source: str | Path, overrides: list[str] | None = None) -> Vali
 
 
 def submit_valid(report: ValidationReport, emit: Callable[[Submission], None] = emit_submitted) -> Submission:
-    """Store a valid config, get or create its experiment row (pending when new) and `emit` the event."""
+    """Store a valid config, get or create its experiment row (pending when new) and `emit` the event.
+
+    When `emit` fails, a row this call created is withdrawn again, so no orphan `pending` is left.
+    """
     spec = report.spec
     uri = store_config(spec)
     experiment, created = store.get_or_create_experiment(spec.content_hash(), spec.name, spec.model_dump_json())
@@ -91,7 +111,12 @@ def submit_valid(report: ValidationReport, emit: Callable[[Submission], None] = 
         experiment_id=experiment.id, config_hash=spec.content_hash(), name=spec.name, config_uri=uri,
         status=experiment.status, created=created, warnings=report.warnings,
     )
-    emit(submission)
+    try:
+        emit(submission)
+    except BaseException:
+        if created:
+            store.delete_if_pending(experiment.id)
+        raise
     return submission
 
 
@@ -125,6 +150,9 @@ def submit_command(config: str, overrides: list[str] | None = None, as_json: boo
     api_url = use_found_api()
     if api_url is None:
         print(NO_API, file=sys.stderr)
+        return 1
+    if not api_answers(api_url):
+        print(f"the Prefect API at {api_url} does not answer: nothing submitted", file=sys.stderr)
         return 1
     submission = submit_valid(report)
     if as_json:

@@ -110,24 +110,29 @@ def _visit(uri: str, submit: Callable[[str], Submission], state: WatchState) -> 
 
 
 def watch(location: str, interval_s: float = 5.0, once: bool = False,
-          submit: Callable[[str], Submission] = submit_config, echo: Callable[[str], None] = print) -> None:
-    """Scan `location` every `interval_s` seconds (once with `once`), reporting all but unchanged files."""
+          submit: Callable[[str], Submission] = submit_config, echo: Callable[[str], None] = print) -> bool:
+    """Scan `location` every `interval_s` seconds (once with `once`), reporting all but unchanged files;
+    returns whether the last scan delivered everything it tried (a failed file is retried next scan)."""
     while True:
+        delivered = True
         for item in scan(location, submit):
-            if item.outcome != "unchanged":
+            if item.outcome == "failed":
+                delivered = False
+                echo(f"failed: {item.uri}: {item.detail} (retried on the next scan)")
+            elif item.outcome != "unchanged":
                 echo(f"{item.outcome}: {item.uri}: {item.detail}")
         if once:
-            return
+            return delivered
         time.sleep(interval_s)
 
 
 def watch_command(location: str, interval_s: float = 5.0, once: bool = False) -> int:
-    """`towerflow watch`: exit 1 without a Prefect API, else scan until Ctrl-C (or once) and exit 0."""
+    """`towerflow watch`: exit 1 without a Prefect API (or, with --once, when a submission was not
+    delivered), else scan until Ctrl-C and exit 0."""
     if use_found_api() is None:
         print(NO_API, file=sys.stderr)
         return 1
     try:
-        watch(location, interval_s, once)
+        return 0 if watch(location, interval_s, once) else 1
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0

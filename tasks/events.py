@@ -18,6 +18,7 @@ ATTEMPT_RETRYING = "towerflow.attempt.retrying"
 EVALUATION_BELOW_BASELINE = "towerflow.evaluation.below_baseline"
 EXPERIMENT_COMPLETED = "towerflow.experiment.completed"
 EXPERIMENT_FAILED = "towerflow.experiment.failed"
+EXPERIMENT_RECOVERED = "towerflow.experiment.recovered"
 
 
 def experiment_resource(config_hash: str, name: str) -> dict[str, str]:

@@ -9,7 +9,8 @@ from tasks import store
 
 
 @task(name="persist-attempt", task_run_name="persist attempt {number}", cache_policy=NO_CACHE)
-def persist_attempt(experiment_id: int, number: int, result, flow_run_id: str | None, started_at=None) -> int:
+def persist_attempt(experiment_id: int, number: int, result, flow_run_id: str | None) -> int:
+    """Store the attempt's outcome and epochs (replacing its `running` row; its start time is kept)."""
     return store.record_attempt(
         experiment_id,
         number=number,
@@ -19,7 +20,6 @@ def persist_attempt(experiment_id: int, number: int, result, flow_run_id: str | 
         epochs=[epoch.model_dump() for epoch in result.epochs],
         model_uri=result.model_uri,
         flow_run_id=flow_run_id,
-        started_at=started_at,
     )
 
 

@@ -1,16 +1,32 @@
-"""Where towerflow keeps things: TOWERFLOW_HOME, the artifacts root, an attempt's working directory."""
+"""Where towerflow keeps things: TOWERFLOW_HOME, the artifacts root, an experiment's attempt directories."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from trainer.errors import ExpectedError
+
+
+class UnusableDirectory(ExpectedError):
+    """A home directory that cannot be created or written."""
+
+
+def usable_directory(path: Path, setting: str) -> Path:
+    """Create `path` (and missing parents) and check it is writable; one-line error naming `setting`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UnusableDirectory(f"{setting}={path} cannot be created: {error.strerror or error}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UnusableDirectory(f"{setting}={path} is not writable")
+    return path
+
 
 def towerflow_home() -> Path:
     """TOWERFLOW_HOME, default ~/.towerflow (created on first use)."""
     home = Path(os.environ.get("TOWERFLOW_HOME") or Path.home() / ".towerflow").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return usable_directory(home, "TOWERFLOW_HOME")
 
 
 def artifacts_root(spec_artifacts: str | None = None) -> str:
@@ -19,6 +35,11 @@ def artifacts_root(spec_artifacts: str | None = None) -> str:
     return root.rstrip("/")
 
 
-def attempt_workdir(root: str, config_hash: str, run_id: str, number: int) -> str:
-    """One directory per attempt of one flow run: a retried task resumes from its checkpoints there."""
-    return f"{root}/{config_hash}/{run_id}/attempt-{number}"
+def experiment_dir(root: str, config_hash: str) -> str:
+    """Everything of one experiment: its attempts and its report, whichever flow run made them."""
+    return f"{root}/{config_hash}"
+
+
+def attempt_workdir(root: str, config_hash: str, number: int) -> str:
+    """Attempt `number` of an experiment: any later run of the experiment resumes or reuses it there."""
+    return f"{experiment_dir(root, config_hash)}/attempt-{number}"

@@ -6,6 +6,14 @@ Every function opens its own short transaction, so the orchestrator and its work
 processes) can write to the same database. Functions take plain values (dicts or pydantic models
 for findings and epochs), so callers need no trainer import.
 
+Ownership is a lease: a run that claims an experiment records its flow run id, its process
+(`owner`, host:pid) and `lease_expires_at`, renewed while it works; another run may take the
+experiment over only when that lease has expired or the caller knows the owner is gone.
+
+Writes and reads retry on connection errors (a failover, a restart) with backoff for
+`TOWERFLOW_DB_RETRY_S` seconds (default 120), then raise `DatabaseUnavailable` naming the URL
+with its password masked.
+
 Non-finite floats (a diverged loss) round-trip as nan/inf on both databases. SQLite stores NaN as
 NULL, so on SQLite a NaN is written as the text 'NaN' (a REAL column keeps a non-numeric text as is)
 and read back as a float; PostgreSQL double precision holds NaN and ±Infinity natively.
@@ -13,24 +21,30 @@ and read back as a float; PostgreSQL double precision holds NaN and ±Infinity n
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
+import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, or_, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from tasks.settings import towerflow_home
+from trainer.errors import ExpectedError
 
 EXPERIMENT_STATUSES = (
     "pending",
@@ -41,9 +55,19 @@ EXPERIMENT_STATUSES = (
     "awaiting_approval",
     "stopped",
 )
+ACTIVE_STATUSES = ("pending", "running", "awaiting_approval")  # someone is (or should be) working on it
 ATTEMPT_STATUSES = ("running", "succeeded", "collapsed", "diverged", "failed")
 SEVERITIES = ("error", "warning")
 SQLITE_BUSY_TIMEOUT_S = 30.0
+DB_RETRY_ENV = "TOWERFLOW_DB_RETRY_S"
+DEFAULT_DB_RETRY_S = 120.0
+CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger("towerflow.store")
+
+
+class DatabaseUnavailable(ExpectedError):
+    """The database refused connections for the whole retry budget."""
 
 
 def _utcnow() -> datetime:
@@ -108,8 +132,14 @@ class Experiment(SQLModel, table=True):
     status: str = "pending"
     message: str | None = None
     flow_run_id: str | None = None
+    owner: str | None = None  # host:pid of the process that holds the lease
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
+
+    def lease_live(self, now: datetime | None = None) -> bool:
+        """True while the owner's lease has not expired."""
+        return self.lease_expires_at is not None and self.lease_expires_at > (now or _utcnow())
 
 
 class Finding(SQLModel, table=True):
@@ -223,7 +253,7 @@ def _create_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     try:
         SQLModel.metadata.create_all(engine)
     except DBAPIError:
@@ -281,12 +311,87 @@ def _session() -> Iterator[Session]:
         yield session
 
 
+def masked_url(url: str | None = None) -> str:
+    """The database URL with its password hidden, for messages."""
+    return make_url(url or database_url()).render_as_string(hide_password=True)
+
+
+def _is_connection_error(error: Exception) -> bool:
+    """A refused, dropped or locked connection (worth retrying), not a wrong query."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    text = str(error.orig).lower()
+    return any(word in text for word in ("connect", "accepting", "terminat", "closed", "locked", "unable to open",
+                                         "timeout", "timed out", "shutting down", "starting up"))
+
+
+_retry_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("towerflow_db_retry_s", default=None)
+
+
+def retry_budget_s() -> float:
+    """Seconds a store call keeps retrying a connection error (TOWERFLOW_DB_RETRY_S, default 120)."""
+    override = _retry_budget.get()
+    return override if override is not None else float(os.environ.get(DB_RETRY_ENV, DEFAULT_DB_RETRY_S))
+
+
+@contextmanager
+def retrying_for(seconds: float) -> Iterator[None]:
+    """Use another retry budget inside the block (0: fail on the first connection error)."""
+    token = _retry_budget.set(seconds)
+    try:
+        yield
+    finally:
+        _retry_budget.reset(token)
+
+
+def _retrying(function: Callable) -> Callable:
+    """Retry `function` on connection errors with backoff (0.5 s doubling to 10 s) within the budget."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + retry_budget_s()
+        delay = 0.5
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except DBAPIError as error:
+                if not _is_connection_error(error):
+                    raise
+                left = deadline - time.monotonic()
+                reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+                if left <= 0:
+                    raise DatabaseUnavailable(
+                        f"database {masked_url()} unreachable for {retry_budget_s():.0f}s "
+                        f"({DB_RETRY_ENV}): {reason}"
+                    ) from None
+                log.warning("database %s: %s; retrying %s in %.1fs", masked_url(), reason, function.__name__, delay)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 10.0)
+
+    return wrapper
+
+
+def check_database() -> None:
+    """Fail fast (one connection, no retries) when the database cannot be reached or created."""
+    with retrying_for(0):
+        _ping()
+
+
+@_retrying
+def _ping() -> None:
+    with _session() as session:
+        session.exec(select(Experiment.id).limit(1)).first()
+
+
 # --- repository --------------------------------------------------------------------------------
 
 Row = TypeVar("Row", bound=SQLModel)
 _NEWEST_FIRST = (col(Experiment.created_at).desc(), col(Experiment.id).desc())
 
 
+@_retrying
 def get_or_create_experiment(config_hash: str, name: str, spec_json: str) -> tuple[Experiment, bool]:
     """The experiment keyed by `config_hash`, created if new; `created` says which.
 
@@ -309,10 +414,12 @@ def get_or_create_experiment(config_hash: str, name: str, spec_json: str) -> tup
         return experiment, True
 
 
+@_retrying
 def set_experiment_status(
     experiment_id: int, status: str, message: str | None = None, flow_run_id: str | None = None
 ) -> Experiment:
-    """Set the status and message; `flow_run_id` is kept unless a new one is given."""
+    """Set the status and message; `flow_run_id` is kept unless a new one is given; an ended status
+    releases the lease."""
     _check_choice("experiment status", status, EXPERIMENT_STATUSES)
     with _session() as session:
         experiment = _get(session, Experiment, experiment_id)
@@ -320,11 +427,14 @@ def set_experiment_status(
         experiment.message = message
         if flow_run_id is not None:
             experiment.flow_run_id = flow_run_id
+        if status not in ACTIVE_STATUSES:  # it ended: nobody holds it any more
+            experiment.lease_expires_at = None
         experiment.updated_at = _utcnow()
         session.commit()
         return experiment
 
 
+@_retrying
 def replace_findings(experiment_id: int, findings: Iterable[Mapping[str, Any] | BaseModel]) -> None:
     """Replace the experiment's findings with `findings` (Finding-like models or dicts)."""
     rows = [_row(Finding, finding, experiment_id=experiment_id) for finding in findings]
@@ -337,6 +447,7 @@ def replace_findings(experiment_id: int, findings: Iterable[Mapping[str, Any] | 
         session.commit()
 
 
+@_retrying
 def record_attempt(
     experiment_id: int,
     number: int,
@@ -388,6 +499,7 @@ def record_attempt(
         return attempt.id
 
 
+@_retrying
 def record_recall(
     experiment_id: int,
     attempt_id: int,
@@ -429,40 +541,134 @@ def record_recall(
         session.commit()
 
 
-def claim_experiment(experiment_id: int, flow_run_id: str, force: bool = False) -> bool:
-    """Atomically mark a pending experiment as run by `flow_run_id`; False when another run has it.
+@dataclass(frozen=True)
+class Claim:
+    """What `claim_experiment` found and did.
 
-    This is what makes a re-delivered `config.submitted` event harmless: only one flow run wins the
-    pending -> running transition. The same flow run may claim again (a retried flow). `force` forgets
-    the earlier run first (`towerflow run --force`).
+    outcome: `claimed` (it was pending, or this flow run had it already), `taken_over` (its owner's
+    lease had expired or the owner is gone: `previous` says who it was), `finished` (it already
+    ended: the stored result stands) or `live` (another run holds a live lease: `previous`).
     """
-    if force:
-        reset_experiment(experiment_id)
+
+    outcome: str
+    experiment: Experiment
+    previous: Experiment | None = None
+
+    @property
+    def won(self) -> bool:
+        return self.outcome in ("claimed", "taken_over")
+
+
+def _lease_values(flow_run_id: str, owner: str, lease_s: float) -> dict[str, Any]:
+    now = _utcnow()
+    return {"flow_run_id": flow_run_id, "owner": owner, "lease_expires_at": now + timedelta(seconds=lease_s),
+            "updated_at": now}
+
+
+@_retrying
+def claim_experiment(
+    experiment_id: int,
+    flow_run_id: str,
+    owner: str = "",
+    lease_s: float = 120.0,
+    *,
+    force: bool = False,
+    owner_gone: Callable[[Experiment], bool] = lambda experiment: False,
+) -> Claim:
+    """Make `flow_run_id` (running in process `owner`) the experiment's owner for `lease_s` seconds.
+
+    One run wins: a re-delivered `config.submitted` event finds the experiment claimed. A pending
+    experiment, or one whose owner's lease expired or whose owner `owner_gone` says is dead (a
+    killed process, a Crashed flow run), is taken. A live owner is never doubled, not even with
+    `force`; `force` reruns a finished experiment from scratch (its stored attempts are deleted).
+    The change is a compare-and-set on (status, flow run id), so two takers cannot both win.
+    """
     with _session() as session:
-        claimed = session.exec(
+        current = _get(session, Experiment, experiment_id)
+    status, holder = current.status, current.flow_run_id
+    outcome = "claimed"
+    if holder == flow_run_id:
+        pass  # the same flow run again (a retried flow)
+    elif status in ACTIVE_STATUSES and holder is not None:
+        if current.lease_live() and not owner_gone(current):
+            return Claim("live", current, current)
+        outcome = "taken_over"
+    elif status not in ACTIVE_STATUSES:
+        if not force:
+            return Claim("finished", current)
+        _delete_results(experiment_id)
+    with _session() as session:
+        won = session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id)
-            .where(or_(col(Experiment.status) == "pending", col(Experiment.flow_run_id) == flow_run_id))
-            .values(status="running", flow_run_id=flow_run_id, message=None, updated_at=_utcnow())
-        )
+            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == status)
+            .where(col(Experiment.flow_run_id) == holder if holder else col(Experiment.flow_run_id).is_(None))
+            .values(status="running", message=None, **_lease_values(flow_run_id, owner, lease_s))
+        ).rowcount == 1
         session.commit()
-        return claimed.rowcount == 1
+        claimed = _get(session, Experiment, experiment_id)
+    if not won:  # another run changed it between the read and the update
+        return Claim("live" if claimed.status in ACTIVE_STATUSES else "finished", claimed, claimed)
+    return Claim(outcome, claimed, current if outcome == "taken_over" else None)
 
 
-def reset_experiment(experiment_id: int) -> Experiment:
-    """Forget a run (for --force): delete findings, attempts, epochs and recall; keep the row, pending."""
+@_retrying
+def renew_lease(experiment_id: int, flow_run_id: str, owner: str, lease_s: float) -> bool:
+    """Extend the lease of the owning run; False when another run has taken the experiment over."""
     with _session() as session:
-        experiment = _get(session, Experiment, experiment_id)
+        renewed = session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == experiment_id, col(Experiment.flow_run_id) == flow_run_id)
+            .where(col(Experiment.status).in_(ACTIVE_STATUSES))
+            .values(**_lease_values(flow_run_id, owner, lease_s))
+        ).rowcount == 1
+        session.commit()
+        return renewed
+
+
+@_retrying
+def unfinished_experiments() -> list[Experiment]:
+    """Experiments someone should be working on (pending, running, awaiting approval), oldest first."""
+    with _session() as session:
+        query = select(Experiment).where(col(Experiment.status).in_(ACTIVE_STATUSES)).order_by(Experiment.id)
+        return list(session.exec(query).all())
+
+
+@_retrying
+def delete_if_pending(experiment_id: int) -> bool:
+    """Delete an experiment nobody has started (a submission whose event was never delivered)."""
+    with _session() as session:
+        deleted = session.exec(
+            delete(Experiment).where(col(Experiment.id) == experiment_id, col(Experiment.status) == "pending",
+                                     col(Experiment.flow_run_id).is_(None))
+        ).rowcount == 1
+        session.commit()
+        return deleted
+
+
+def _delete_results(experiment_id: int) -> None:
+    with _session() as session:
         for table in (RecallResult, Finding, Attempt):  # epoch rows go with their attempt (cascade)
             session.exec(delete(table).where(table.experiment_id == experiment_id))
+        session.commit()
+
+
+@_retrying
+def reset_experiment(experiment_id: int) -> Experiment:
+    """Forget a run: delete findings, attempts, epochs and recall; keep the row, pending and unowned."""
+    _delete_results(experiment_id)
+    with _session() as session:
+        experiment = _get(session, Experiment, experiment_id)
         experiment.status = "pending"
         experiment.message = None
         experiment.flow_run_id = None
+        experiment.owner = None
+        experiment.lease_expires_at = None
         experiment.updated_at = _utcnow()
         session.commit()
         return experiment
 
 
+@_retrying
 def find_experiment(name_or_id: str | int) -> Experiment | None:
     """Look up by id (all digits), else the latest experiment with that name, else a hash prefix.
 
@@ -484,12 +690,14 @@ def find_experiment(name_or_id: str | int) -> Experiment | None:
     return matches[0] if matches else None
 
 
+@_retrying
 def list_experiments() -> list[Experiment]:
     """Every experiment, newest first."""
     with _session() as session:
         return list(session.exec(select(Experiment).order_by(*_NEWEST_FIRST)).all())
 
 
+@_retrying
 def experiment_detail(experiment_id: int) -> dict[str, Any]:
     """Everything stored about one experiment as plain JSON-ready values.
 

@@ -218,8 +218,8 @@ def test_the_flow_links_the_report_and_a_failure_to_write_it_only_warns(stored_e
     monkeypatch.setenv("TOWERFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
     links = []
     monkeypatch.setattr(flow_module, "create_link_artifact", lambda link, **kwargs: links.append((link, kwargs)))
-    flow_module._link_report(spec, stored_experiment.id, "run-1")
-    path = tmp_path / "artifacts" / spec.content_hash() / "run-1" / f"my-demo-exp-{stored_experiment.id}.html"
+    flow_module._link_report(spec, stored_experiment.id)
+    path = tmp_path / "artifacts" / spec.content_hash() / f"my-demo-exp-{stored_experiment.id}.html"
     assert [link for link, _ in links] == [path.as_uri()]
     assert links[0][1]["key"] == "collapse-demo-report"
     assert "attempt-chart" in path.read_text(encoding="utf-8")
@@ -231,5 +231,5 @@ def test_the_flow_links_the_report_and_a_failure_to_write_it_only_warns(stored_e
     warnings: list[str] = []
     logger = type("Logger", (), {"warning": lambda self, message, *args: warnings.append(message % args)})()
     monkeypatch.setattr(flow_module, "get_run_logger", lambda: logger)
-    flow_module._link_report(spec, stored_experiment.id, "run-2")  # does not raise
+    flow_module._link_report(spec, stored_experiment.id)  # does not raise
     assert len(links) == 1 and len(warnings) == 1 and "OSError: disk full" in warnings[0]

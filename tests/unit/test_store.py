@@ -118,13 +118,40 @@ def test_get_or_create_recovers_when_another_caller_inserts_first(database_url, 
     assert count("experiment") == 1
 
 
+def outcome(experiment_id: int, run: str, **options) -> str:
+    return store.claim_experiment(experiment_id, run, f"host:{run}", 60, **options).outcome
+
+
 def test_only_one_flow_run_claims_a_pending_experiment(database_url):
     experiment_id = new_experiment("feedc0de00000010")
-    assert store.claim_experiment(experiment_id, "run-a") is True
-    assert store.claim_experiment(experiment_id, "run-b") is False  # a re-delivered event
-    assert store.claim_experiment(experiment_id, "run-a") is True  # the same run, retried
+    assert outcome(experiment_id, "run-a") == "claimed"
+    assert outcome(experiment_id, "run-b") == "live"  # a re-delivered event
+    assert outcome(experiment_id, "run-b", force=True) == "live"  # --force never doubles a live owner
+    assert outcome(experiment_id, "run-a") == "claimed"  # the same run, retried
     store.set_experiment_status(experiment_id, "succeeded")
-    assert store.claim_experiment(experiment_id, "run-c") is False
+    assert outcome(experiment_id, "run-c") == "finished"
+    assert store.experiment_detail(experiment_id)["experiment"]["lease_expires_at"] is None  # ended: released
+
+
+def test_a_run_takes_over_when_the_lease_expired_or_the_owner_is_gone(database_url):
+    experiment_id = new_experiment("feedc0de00000012")
+    store.claim_experiment(experiment_id, "run-a", "host:1", lease_s=-1)  # a lease that has already lapsed
+    claim = store.claim_experiment(experiment_id, "run-b", "host:2", 60)
+    assert (claim.outcome, claim.previous.flow_run_id, claim.experiment.owner) == ("taken_over", "run-a", "host:2")
+    assert outcome(experiment_id, "run-c") == "live"
+    asked = []
+    gone = store.claim_experiment(experiment_id, "run-c", "host:3", 60,
+                                  owner_gone=lambda e: asked.append(e.flow_run_id) or True)
+    assert gone.outcome == "taken_over" and asked == ["run-b"]
+
+
+def test_renewing_keeps_the_lease_and_tells_a_run_it_was_taken_over(database_url):
+    experiment_id = new_experiment("feedc0de00000013")
+    store.claim_experiment(experiment_id, "run-a", "host:1", lease_s=-1)
+    assert store.renew_lease(experiment_id, "run-a", "host:1", 60) is True  # renewed in time: live again
+    assert outcome(experiment_id, "run-b") == "live"
+    store.claim_experiment(experiment_id, "run-b", "host:2", 60, owner_gone=lambda e: True)
+    assert store.renew_lease(experiment_id, "run-a", "host:1", 60) is False
 
 
 def test_a_forced_claim_forgets_the_earlier_run(database_url):
@@ -132,10 +159,51 @@ def test_a_forced_claim_forgets_the_earlier_run(database_url):
     store.claim_experiment(experiment_id, "run-a")
     store.record_attempt(experiment_id, 1, 0.1, "collapsed", "flat loss", [EpochMetrics(epoch=1, loss=6.9)])
     store.set_experiment_status(experiment_id, "failed")
-    assert store.claim_experiment(experiment_id, "run-b", force=True) is True
+    assert outcome(experiment_id, "run-b", force=True) == "claimed"
     detail = store.experiment_detail(experiment_id)
     assert detail["experiment"]["status"] == "running" and detail["experiment"]["flow_run_id"] == "run-b"
     assert detail["attempts"] == [] and count("epoch_metric") == 0
+
+
+def test_unstarted_submissions_can_be_withdrawn_but_claimed_ones_cannot(database_url):
+    pending, claimed = new_experiment("feedc0de00000014"), new_experiment("feedc0de00000015")
+    store.claim_experiment(claimed, "run-a")
+    assert [e.id for e in store.unfinished_experiments()] == [pending, claimed]
+    assert store.delete_if_pending(pending) is True and store.delete_if_pending(claimed) is False
+    assert [e.id for e in store.list_experiments()] == [claimed]
+
+
+def test_connection_errors_are_retried_within_the_budget_then_named_in_one_line(database_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+    real = store._session
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("SELECT 1", {}, Exception('database "test" is not currently accepting connections'))
+        return real()
+
+    monkeypatch.setattr(store, "_session", flaky)
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
+    assert store.list_experiments() == [] and len(calls) == 3
+    calls.clear()
+    monkeypatch.setenv(store.DB_RETRY_ENV, "0")
+    with pytest.raises(store.DatabaseUnavailable) as failure:
+        store.list_experiments()
+    assert "not currently accepting connections" in str(failure.value) and "TOWERFLOW_DB_RETRY_S" in str(failure.value)
+    assert len(calls) == 1
+
+
+def test_a_wrong_query_is_not_retried(database_url, monkeypatch):
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: pytest.fail("a programming error was retried"))
+    with pytest.raises(LookupError):
+        store.set_experiment_status(424242, "running")
+
+
+def test_the_masked_url_hides_the_password():
+    assert store.masked_url("postgresql+psycopg://tf:s3cret@db:5432/x") == "postgresql+psycopg://tf:***@db:5432/x"
 
 
 def test_concurrent_get_or_create_makes_one_experiment(database_url):

@@ -1,0 +1,141 @@
+"""Who owns a running experiment, and whether that owner is still alive.
+
+The experiment row holds a lease (tasks/store.py); this module keeps it fresh from the owning flow
+run and decides, for anyone else, whether the owner is gone: its lease expired, its process on this
+host no longer exists, or Prefect reports its flow run ended (Crashed, Failed, Cancelled, Completed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+
+from tasks import store
+from trainer.errors import ExpectedError
+
+LEASE_ENV = "TOWERFLOW_LEASE_S"
+DEFAULT_LEASE_S = 120.0
+RENEW_EVERY_S = 30.0
+
+log = logging.getLogger("towerflow.lease")
+
+
+class LeaseLost(ExpectedError):
+    """Another run took this experiment over (this run's lease expired while it was cut off)."""
+
+
+def lease_seconds() -> float:
+    """How long a lease lasts without renewal (TOWERFLOW_LEASE_S, default 120 s; renewed every 30 s)."""
+    return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
+
+
+def owner_token() -> str:
+    """This process, as `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(owner: str | None) -> bool:
+    """True when `owner` (host:pid) ran on this host and that process no longer exists."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def flow_run_state(flow_run_id: str | None):
+    """The Prefect state of a flow run, or None when the API does not know it (or cannot be asked)."""
+    if not flow_run_id:
+        return None
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(flow_run_id).state
+    except Exception:  # another API's run, or no API: the lease and the process decide
+        return None
+
+
+def gone_reason(experiment: store.Experiment) -> str | None:
+    """Why the experiment's owner is gone, or None while it may still be working."""
+    now = datetime.now(timezone.utc)
+    if experiment.lease_expires_at is not None and not experiment.lease_live(now):
+        return f"its lease expired at {experiment.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    if _process_gone(experiment.owner):
+        return f"its process {experiment.owner} is gone"
+    state = flow_run_state(experiment.flow_run_id)
+    if state is not None and state.is_final():
+        return f"Prefect reports its flow run {experiment.flow_run_id} {state.name}"
+    return None
+
+
+def mark_crashed(flow_run_id: str | None, reason: str) -> None:
+    """Tell Prefect a flow run that still looks alive is dead, so the UI agrees with the store."""
+    state = flow_run_state(flow_run_id)
+    if state is None or state.is_final():
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Crashed(message=f"towerflow: {reason}"), force=True)
+
+
+class LeaseKeeper:
+    """Renews the owning run's lease every 30 s in a background thread (and on `renew()` each epoch).
+
+    When the renewal finds another owner, `lost` is set and `check()` raises LeaseLost, so a run
+    that was cut off stops instead of training beside its successor.
+    """
+
+    def __init__(self, experiment_id: int, flow_run_id: str, owner: str | None = None):
+        self.experiment_id = experiment_id
+        self.flow_run_id = flow_run_id
+        self.owner = owner or owner_token()
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="towerflow-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def renew(self) -> None:
+        try:
+            with store.retrying_for(0):
+                if not store.renew_lease(self.experiment_id, self.flow_run_id, self.owner, lease_seconds()):
+                    self.lost = True
+        except store.DatabaseUnavailable as error:  # a blip: the next renewal tries again
+            log.warning("lease of experiment %s not renewed: %s", self.experiment_id, error)
+
+    def check(self) -> None:
+        self.renew()
+        if self.lost:
+            raise LeaseLost(f"experiment {self.experiment_id} was taken over by another run; this run stops")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(RENEW_EVERY_S):
+            try:
+                self.renew()
+            except Exception:  # never let the thread die silently mid-run; the next tick retries
+                continue

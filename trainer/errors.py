@@ -1,0 +1,10 @@
+"""The failures towerflow expects and reports in one line (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+
+class ExpectedError(Exception):
+    """A failure whose message says everything a user needs: what is wrong and where.
+
+    The CLI prints it as one line and exits 1; towerflow's Prefect log handlers drop its traceback.
+    """
