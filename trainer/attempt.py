@@ -285,19 +285,23 @@ def load_result(workdir: str) -> AttemptResult | None:
 
 
 def run_attempt(
-    spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None
+    spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> AttemptResult:
     """Train `spec` at `learning_rate` in `workdir` until success, collapse or divergence.
 
     Stops early on collapse/divergence (CollapseDetector) and, with a validation split and
     `training.early_stopping_patience`, when validation loss stops improving (exporting the best
-    epoch). `on_epoch(metrics)` is called after each epoch, once its checkpoint is written.
+    epoch). `on_epoch(metrics)` is called after each epoch, once its checkpoint is written; `say(line)`
+    hears that a finished attempt's result is reused or an unfinished one resumes.
     Data or configuration errors propagate as exceptions.
     """
     workdir = str(workdir)
+    say = say or (lambda line: None)
     claim_workdir(workdir, spec, learning_rate)
     stored = load_result(workdir)
     if stored is not None:
+        say(f"attempt in {workdir} already ended {stored.status}: reusing its result (no retraining)")
         return stored
     data = load_experiment_data(spec)
     if data.train.empty:
@@ -321,6 +325,9 @@ def run_attempt(
     progress = _Progress(spec)
     for metrics in checkpoints.restore():
         progress.record(metrics)
+    if progress.epochs:
+        done = len(progress.epochs)
+        say(f"resuming at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
 
     if not progress.finished:
         writer = tf.summary.create_file_writer(join(workdir, "tb"))
