@@ -104,11 +104,12 @@ class ValidationLoss(tf_keras.metrics.Metric):
 def step_sums(
     loss_sum: tf.Tensor, features: dict[str, tf.Tensor], uniform_sum: tf.Tensor | None = None
 ) -> dict[str, tf.Tensor]:
-    """One step's (one replica's) loss sum, batch size B, |loss - uniform| and the uniform-score loss
-    sum (float32): B log B unless the model gives its own (`uniform_sum`, e.g. with logQ correction)."""
+    """One step's loss sum, batch size B and uniform-score loss sum (float32: B log B unless the model
+    gives its own `uniform_sum`), summed over replicas, and the step's |loss - uniform|."""
     batch = tf.cast(tf.shape(next(iter(features.values())))[0], tf.float32)
     loss_sum = tf.cast(loss_sum, tf.float32)
     uniform = batch * tf.math.log(batch) if uniform_sum is None else tf.cast(uniform_sum, tf.float32)
+    loss_sum, batch, uniform = _cross_replica_sum([loss_sum, batch, uniform])
     return {"loss_sum": loss_sum, "examples": batch, "gap_sum": tf.abs(loss_sum - uniform), "uniform_sum": uniform}
 
 
@@ -156,7 +157,8 @@ class TelemetryModel(tfrs.Model):
         raise NotImplementedError
 
     def uniform_loss_sum(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
-        """The batch's loss sum if every candidate were scored alike; None means B log B."""
+        """This replica's loss sum if every candidate were scored alike; None means B log B (a softmax
+        over this replica's own batch)."""
         return None
 
     def _tower_gradient_norms(self, gradients, variables) -> dict[str, tf.Tensor]:
@@ -183,7 +185,6 @@ class TelemetryModel(tfrs.Model):
         optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
 
         sums = step_sums(loss, features, self.uniform_loss_sum(features))
-        sums = dict(zip(sums, _cross_replica_sum(list(sums.values()))))
         finite = tf.math.is_finite(sums["loss_sum"])
         if not loss_scaled:  # with loss scaling, overflowing gradients are expected and the step is skipped
             for norm in norms.values():
@@ -193,8 +194,7 @@ class TelemetryModel(tfrs.Model):
 
     def test_step(self, features):
         sums = step_sums(self.compute_loss(features, training=False), features)
-        loss_sum, batch = _cross_replica_sum([sums["loss_sum"], sums["examples"]])
-        self.validation_loss.update_state(loss_sum, batch)
+        self.validation_loss.update_state(sums["loss_sum"], sums["examples"])
         return {"loss": self.validation_loss.result()}
 
 

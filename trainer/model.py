@@ -18,6 +18,14 @@ corrected" retrieval); the model then estimates log p(product | buyer) itself. S
 alike no longer give a loss of log(batch), so the model reports its own uniform-score loss to the
 collapse detector (`uniform_loss_sum`).
 
+Under a distribution strategy each replica holds only its share of the global batch, and TFRS's
+Retrieval task computes the softmax over the candidates it is given (tensorflow/recommenders#710):
+fed one replica's candidates, each query would see global_batch/n negatives, and quality would drop
+silently on a multi-GPU box. So the candidate embeddings and their sampling probabilities are
+gathered from every replica (`gather_across_replicas`), with this replica's rows first (where
+Retrieval's labels put each query's positive): the loss at global batch B is the single-device loss
+at batch B, and so are the gradients (all_gather's gradient sums the replicas' contributions).
+
 Gradient clipping, clipnorm vs global_clipnorm (tf-keras): `clipnorm=c` clips *each variable's*
 gradient to norm c, `global_clipnorm=c` rescales *all* gradients together so their joint norm is
 at most c. The Retrieval loss is a sum over the batch, so pre-clip norms grow with the batch
@@ -221,9 +229,30 @@ class SamplingProbability(tf_keras.layers.Layer):
         return self.table.lookup(product_ids)
 
 
+def gather_across_replicas(*local: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Each tensor's rows from every replica (axis 0), this replica's rows first, then the following
+    replicas' in order (wrapping around); the tensors themselves outside a multi-replica strategy.
+    Replicas may hold different numbers of rows (a last partial batch)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local
+    sizes = context.all_gather(tf.shape(local[0])[:1], axis=0)
+    offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+    # one all_gather per tensor: all_gather's gradient cannot take a list of tensors of different ranks
+    return tuple(tf.roll(context.all_gather(rows, axis=0), shift=-offset, axis=0) for rows in local)
+
+
+def log_sampling_probability(probability: tf.Tensor) -> tf.Tensor:
+    """log p as TFRS's logQ correction takes it (p clipped to [1e-6, 1])."""
+    return tf.math.log(tf.clip_by_value(probability, 1e-6, 1.0))
+
+
 class TwoTowerModel(TelemetryModel):
     """Buyer (query) and product (candidate) towers trained with the in-batch softmax; with
-    `sampling_probability` (a SamplingProbability of `product_column`) the logits are logQ-corrected."""
+    `sampling_probability` (a SamplingProbability of `product_column`) the logits are logQ-corrected.
+
+    `cross_replica_negatives` (on unless measuring what it costs): under a distribution strategy,
+    every query is scored against the whole global batch's candidates, not only its replica's."""
 
     def __init__(
         self,
@@ -232,6 +261,7 @@ class TwoTowerModel(TelemetryModel):
         temperature: float = 1.0,
         sampling_probability: SamplingProbability | None = None,
         product_column: str | None = None,
+        cross_replica_negatives: bool = True,
     ):
         super().__init__()
         if sampling_probability is not None and product_column is None:
@@ -241,6 +271,11 @@ class TwoTowerModel(TelemetryModel):
         self.task = float32_retrieval(temperature)
         self.sampling_probability = sampling_probability
         self.product_column = product_column
+        self.cross_replica_negatives = cross_replica_negatives
+
+    def _negatives(self, *local: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The in-batch candidates' rows the softmax runs over: the global batch's, or this replica's."""
+        return gather_across_replicas(*local) if self.cross_replica_negatives else local
 
     def towers(self) -> dict[str, tf_keras.layers.Layer]:
         return {"buyer": self.buyer, "product": self.product}
@@ -251,20 +286,27 @@ class TwoTowerModel(TelemetryModel):
         return self.sampling_probability(features[self.product_column])
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """This replica's queries' loss sum, each query's softmax over the (global) batch's candidates."""
         queries = self.buyer(features, training=training)
         candidates = self.product(features, training=training)
         probability = self._probability(features)
+        if probability is None:
+            (candidates,) = self._negatives(candidates)
+        else:
+            candidates, probability = self._negatives(candidates, probability)
         return self.task(queries, candidates, candidate_sampling_probability=probability, compute_metrics=False)
 
-    def uniform_loss_sum(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
-        """With logQ correction, the batch's loss if every score were alike (logits -log p_j):
-        sum_i [log p_i + logsumexp_j(-log p_j)]. None (B log B) without it."""
+    def uniform_loss_sum(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """This replica's loss sum if every score were alike: logits -log p_j with logQ correction,
+        else equal, over the softmax's candidates j: sum_i [log p_i + logsumexp_j(-log p_j)]; without
+        logQ (log p = 0) that is B_local log(B), B the batch the softmax runs over."""
         probability = self._probability(features)
         if probability is None:
-            return None
-        log_p = tf.math.log(probability)
-        batch = tf.cast(tf.size(log_p), tf.float32)
-        return tf.reduce_sum(log_p) + batch * tf.reduce_logsumexp(-log_p)
+            log_p = tf.zeros(tf.shape(next(iter(features.values())))[:1])
+        else:
+            log_p = log_sampling_probability(probability)
+        (every_log_p,) = self._negatives(log_p)
+        return tf.reduce_sum(log_p) + tf.cast(tf.size(log_p), tf.float32) * tf.reduce_logsumexp(-every_log_p)
 
 
 def output_size(layers: Sequence[LayerSpec], output_dim: int) -> int:
