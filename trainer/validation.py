@@ -1,4 +1,5 @@
-"""Validate a config end to end: parse it, read its data's columns, run the rules.
+"""Validate a config end to end: parse it, read its data's columns, run the rules (and, on
+request, the data check over its rows).
 
 `validate_config` never raises for a bad config: a file that cannot be read or parsed, an
 unknown field or a wrong type becomes an `invalid_config` error finding with its field path.
@@ -43,8 +44,14 @@ class ValidationReport(BaseModel):
         return [finding for finding in self.findings if finding.severity == "warning"]
 
 
-def validate_config(source: str | Path | dict, overrides: list[str] | None = None) -> ValidationReport:
-    """Load `source` (path, URI or mapping) with `--set` style overrides and report every finding."""
+def validate_config(
+    source: str | Path | dict, overrides: list[str] | None = None, *, check_data: bool = False
+) -> ValidationReport:
+    """Load `source` (path, URI or mapping) with `--set` style overrides and report every finding.
+
+    With `check_data`, a config without errors also gets `trainer.datacheck`'s findings: its data
+    is loaded (without TensorFlow) and checked as the flow checks it before the first epoch.
+    """
     name = "<config>" if isinstance(source, dict) else str(source)
     try:
         spec = load_spec(source, overrides)
@@ -56,4 +63,9 @@ def validate_config(source: str | Path | dict, overrides: list[str] | None = Non
         ]
         return ValidationReport(source=name, findings=findings)
     schema, findings = read_schema(spec)
-    return ValidationReport(source=name, spec=spec, findings=findings + check(spec, schema))
+    findings += check(spec, schema)
+    if check_data and not any(finding.severity == "error" for finding in findings):
+        from trainer.datacheck import check_data as check_rows  # pandas: paid only when asked for
+
+        findings += check_rows(spec)[1]
+    return ValidationReport(source=name, spec=spec, findings=findings)

@@ -179,3 +179,45 @@ def test_validate_imports_neither_tensorflow_nor_prefect():
     assert_clean_exit(result, 0)
     assert "heavy: []" in result.stdout.splitlines()
     print(f"towerflow validate examples/movielens.yaml: {elapsed:.2f}s wall, {result.stdout.splitlines()[-1]}")
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("training.epochs=[1", "training.epochs: --set training.epochs=[1: invalid YAML at line 1 column 3"),
+        ("name=!!python/object/apply:os.system [echo]", "name: --set name=!!python/object/apply:os.system [echo]: "),
+        ("training.lr=0.1", "training.lr: unknown field (from --set training.lr=0.1)"),
+        ("training.epochs=many", "training.epochs: Input should be a valid integer"),
+    ],
+    ids=["malformed value", "yaml tag", "unknown key", "wrong type"],
+)
+def test_a_bad_override_exits_2_with_one_line(tmp_path, override, reason):
+    config = write_config(tmp_path)
+    result = towerflow("validate", str(config), "--set", override)
+    assert_clean_exit(result, 2)
+    assert result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"{config}: {reason}"), result.stderr
+
+
+def test_a_yaml_tag_in_the_config_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "tagged.yaml"
+    path.write_text("name: !!python/object/apply:os.system [echo hi]\n")
+    result = towerflow("validate", str(path))
+    assert_clean_exit(result, 2)
+    assert result.stderr.count("\n") == 1 and "could not determine a constructor" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "override", "expected"),
+    [
+        ({}, "artifacts=../../../../tmp/elsewhere", "artifacts: artifacts '../../../../tmp/elsewhere' is a relative path"),
+        ({"transactions": "http://127.0.0.1:9/t.csv"}, None, "data.transactions: http://127.0.0.1:9/t.csv: data is not read over http://"),
+        ({"transactions": "'synthetic-retail://transactions?customers=abc&bogus=1'"}, None, "data.transactions: synthetic-retail://transactions?customers=abc&bogus=1: unknown parameter(s) bogus"),
+    ],
+    ids=["artifacts outside", "http data", "bad built-in parameters"],
+)  # fmt: skip
+def test_untrusted_paths_exit_2_naming_the_field(tmp_path, values, override, expected):
+    args = ["validate", str(write_config(tmp_path, **values)), *(["--set", override] if override else [])]
+    result = towerflow(*args)
+    assert_clean_exit(result, 2)
+    assert any(line.strip().startswith(expected) for line in result.stdout.splitlines()), result.stdout

@@ -234,3 +234,23 @@ def test_a_refused_data_uri_is_reported_and_never_opened(monkeypatch, transactio
     monkeypatch.setattr(fsspec, "open", no_reading)
     report = validate_config(raw_for(transactions))
     assert [(f.code, f.field) for f in report.errors] == [(code, "data.transactions")]
+
+
+def test_check_data_adds_the_data_checks_findings(tmp_path):
+    rows = [("c1", "north", "p1", "shoes")] * 3  # 3 rows: far too little to train on
+    raw = raw_for(write_csv(tmp_path / "t.csv", rows=rows))
+    assert validate_config(raw).ok  # the header alone looks fine
+    report = validate_config(raw, check_data=True)
+    assert not report.ok
+    assert [(f.code, f.field) for f in report.errors] == [
+        ("too_few_train_rows", "data.transactions"),
+        ("too_few_test_pairs", "data.transactions"),
+    ]
+
+
+def test_check_data_waits_for_a_valid_config(tmp_path, monkeypatch):
+    import trainer.datacheck
+
+    monkeypatch.setattr(trainer.datacheck, "check_data", None)  # calling it would fail
+    report = validate_config(raw_for(str(tmp_path / "absent.csv")), check_data=True)
+    assert [f.code for f in report.errors] == ["data_unreadable"]
