@@ -31,6 +31,7 @@ import tf_keras
 from tensorflow.core.framework import summary_pb2
 
 from trainer.data import ExperimentData, load_experiment_data
+from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
 from trainer.results import AttemptResult  # noqa: F401  (lives in trainer.results, no TensorFlow; importable from here)
@@ -304,8 +305,7 @@ def run_attempt(
         say(f"attempt in {workdir} already ended {stored.status}: reusing its result (no retraining)")
         return stored
     data = load_experiment_data(spec)
-    if data.train.empty:
-        raise ValueError(f"{spec.data.transactions}: the training split is empty")
+    raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
     training = spec.training
     tf_keras.utils.set_random_seed(training.seed)
     use_mixed_precision_if_gpu()
