@@ -8,8 +8,8 @@ paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Mapping
 import dataclasses
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import fsspec
@@ -105,24 +105,26 @@ def _test_size(n_rows: int, fraction: float, field: str) -> int:
         raise DataError(f"{field}: must be between 0 and 1 (exclusive), got {fraction}", field=field)
     n_test = int(round(n_rows * fraction))
     if n_test < 1 or n_test >= n_rows:
-        raise DataError(f"{field}: {fraction} of {n_rows} rows leaves an empty split", field=field, code="too_little_data")
+        message = f"{field}: {fraction} of {n_rows} rows leaves an empty split"
+        raise DataError(message, field=field, code="too_little_data")
     return n_test
 
 
 def _sort_key(df: pd.DataFrame, column: str) -> pd.Series:
     """The time column as something orderable: numbers and datetimes as they are, text parsed as dates."""
-    with _blame("data.split.column"):
-        if column not in df.columns:
-            raise DataError(f"time column {column!r} is not in the data (columns: {', '.join(map(str, df.columns))})")
-        values = df[column]
-        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
-            try:
-                values = pd.to_datetime(values)
-            except (ValueError, TypeError) as exc:
-                raise DataError(f"time column {column!r}: not numbers or dates ({exc})") from None
-        missing = int(values.isna().sum())
-        if missing:
-            raise DataError(f"time column {column!r}: {missing} row(s) have no value")
+    field = "data.split.column"
+    if column not in df.columns:
+        columns = ", ".join(map(str, df.columns))
+        raise DataError(f"time column {column!r} is not in the data (columns: {columns})", field=field)
+    values = df[column]
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        try:
+            values = pd.to_datetime(values)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"time column {column!r}: not numbers or dates ({exc})", field=field) from None
+    missing = int(values.isna().sum())
+    if missing:
+        raise DataError(f"time column {column!r}: {missing} row(s) have no value", field=field)
     return values
 
 

@@ -192,7 +192,8 @@ def test_cold_start_warns_with_counts_and_shares(tmp_path):
     assert findings["cold_start_products"].field == "product_features[0].column"
     n_buyers, n_products = data.test["buyer"].nunique(), data.test["product"].nunique()
     assert findings["cold_start_buyers"].message.startswith(
-        f"3 of {n_buyers} test buyers ({3 / n_buyers:.1%}) never occur in training; they are in 6 of 25 test rows (24.0%)"
+        f"3 of {n_buyers} test buyers ({3 / n_buyers:.1%}) never occur in training; "
+        "they are in 6 of 25 test rows (24.0%)"
     )
     assert findings["cold_start_products"].message.startswith(
         f"2 of {n_products} test products ({2 / n_products:.1%}) never occur in training; they are in 3 of 25"
