@@ -43,8 +43,7 @@ def check_data(spec: ExperimentSpec) -> tuple[ExperimentData | None, list[Findin
     try:
         data = load_experiment_data(spec)
     except DataError as exc:
-        field = exc.field or "data.transactions"
-        return None, [Finding(code=exc.code, severity="error", field=field, message=str(exc))]
+        return None, [error(exc.code, exc.field or "data.transactions", str(exc))]
     return data, check_loaded(spec, data)
 
 
