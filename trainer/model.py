@@ -242,11 +242,6 @@ def gather_across_replicas(*local: tf.Tensor) -> tuple[tf.Tensor, ...]:
     return tuple(tf.roll(context.all_gather(rows, axis=0), shift=-offset, axis=0) for rows in local)
 
 
-def log_sampling_probability(probability: tf.Tensor) -> tf.Tensor:
-    """log p as TFRS's logQ correction takes it (p clipped to [1e-6, 1])."""
-    return tf.math.log(tf.clip_by_value(probability, 1e-6, 1.0))
-
-
 class TwoTowerModel(TelemetryModel):
     """Buyer (query) and product (candidate) towers trained with the in-batch softmax; with
     `sampling_probability` (a SamplingProbability of `product_column`) the logits are logQ-corrected.
@@ -304,7 +299,7 @@ class TwoTowerModel(TelemetryModel):
         if probability is None:
             log_p = tf.zeros(tf.shape(next(iter(features.values())))[:1])
         else:
-            log_p = log_sampling_probability(probability)
+            log_p = tf.math.log(tf.clip_by_value(probability, 1e-6, 1.0))  # clipped as TFRS's logQ correction does
         (every_log_p,) = self._negatives(log_p)
         return tf.reduce_sum(log_p) + tf.cast(tf.size(log_p), tf.float32) * tf.reduce_logsumexp(-every_log_p)
 
