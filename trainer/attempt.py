@@ -34,7 +34,7 @@ from trainer.data import ExperimentData, load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
-from trainer.results import AttemptResult  # noqa: F401  (lives in trainer.results, no TensorFlow; importable from here)
+from trainer.results import AttemptResult  # defined without TensorFlow; still importable from here
 from trainer.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"
