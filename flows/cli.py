@@ -78,17 +78,22 @@ def run_command(args: argparse.Namespace) -> int:
 
         state = run_experiment(_config_source(args.config), args.overrides, args.force, return_state=True)
         failure = None if state.is_completed() else state.result(raise_on_failure=False)
-        if isinstance(failure, ExpectedError):
-            raise failure
-        experiment = store.find_experiment(report.config_hash)
-        if experiment is not None:
-            print()
-            print(render_experiment(store.experiment_detail(experiment.id)))
+        with store.retrying_for(0):  # show what is stored, if the database answers now
+            try:
+                experiment = store.find_experiment(report.config_hash)
+                if experiment is not None:
+                    print()
+                    print(render_experiment(store.experiment_detail(experiment.id)))
+            except store.DatabaseUnavailable:
+                pass
         if failure is not None:
-            print(f"\nexperiment failed: {state.message}", file=sys.stderr)
+            reason = failure if isinstance(failure, ExpectedError) else state.message
+            print(f"\nexperiment failed: {reason}", file=sys.stderr)
             return EXIT_FAILED
         summary = state.result()
-        if summary["reused"]:
+        if summary.get("live_run"):
+            print(f"\n(flow run {summary['live_run']} is running this exact config now; not started twice)")
+        elif summary["reused"]:
             print("\n(stored result of an earlier run of this exact config; --force runs it again)")
         return EXIT_OK if summary["experiment"]["status"] == "succeeded" else EXIT_FAILED
 

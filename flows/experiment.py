@@ -35,8 +35,9 @@ from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
 
 
-class ExperimentStopped(RuntimeError):
-    """The experiment ended without a model: invalid config, halted, stopped, or every attempt failed."""
+class ExperimentStopped(ExpectedError):
+    """The experiment ended without a model: invalid config, halted, stopped, every attempt failed, or a
+    live run already has it."""
 
 
 class ApprovalDecision(RunInput):
@@ -195,7 +196,7 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         if force:
             raise ExperimentStopped(f"{message}: --force never doubles a live run")
         logger.info("%s; not starting a second run", message)
-        return store.experiment_detail(experiment.id) | {"reused": True}
+        return store.experiment_detail(experiment.id) | {"reused": True, "live_run": holder.flow_run_id}
     if claim.outcome == "finished":
         logger.info("experiment %s (%s) was already run; returning the stored result (use --force to run again)",
                     experiment.id, config_hash)

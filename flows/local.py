@@ -33,9 +33,12 @@ class _ExpectedErrorsInOneLine(logging.Filter):
 
 
 def quiet_expected_errors() -> None:
-    """Install the one-line filter on Prefect's handlers (unless debugging); call after importing prefect."""
+    """Install the one-line filter on Prefect's log handlers (unless debugging)."""
     if debugging():
         return
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # the handlers exist from here on
     one_line = _ExpectedErrorsInOneLine()
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:

@@ -1,0 +1,152 @@
+"""No experiment is lost: `towerflow run` and `towerflow serve` killed with SIGKILL mid-attempt, an
+orchestrator killed under --dispatch; every time a later run continues the attempt from its last
+checkpoint, stores epochs 1..E once each, and nobody has to step in."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from faults import last_epoch, log_text, resumed_at, slow_config, start_towerflow, towerflow, towerflow_env, wait_for
+
+from flows.prefect_api import API_URL_FILE, api_answers, read_flow_runs, stop_process
+from tasks import store
+
+pytestmark = pytest.mark.slow
+EPOCHS = 60
+
+
+def only_detail() -> dict:
+    [experiment] = store.list_experiments()
+    return store.experiment_detail(experiment.id)
+
+
+def assert_trained_once(detail: dict) -> None:
+    """Succeeded with one attempt whose stored epochs are exactly 1..EPOCHS."""
+    assert detail["experiment"]["status"] == "succeeded", detail["experiment"]["message"]
+    [attempt] = detail["attempts"]
+    assert [e["epoch"] for e in attempt["epochs"]] == list(range(1, EPOCHS + 1))
+    assert detail["recall"], "no recall stored"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    env = towerflow_env(tmp_path)
+    monkeypatch.setenv("TOWERFLOW_DATABASE_URL", env["TOWERFLOW_DATABASE_URL"])
+    yield env
+    store.dispose_engines()
+
+
+def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_doubles_it(env, tmp_path):
+    config = slow_config(tmp_path, "killed-run", EPOCHS)
+    log = tmp_path / "first.log"
+    first = start_towerflow(env, log, "run", config)
+    try:
+        wait_for("epoch 3", lambda: last_epoch(log_text(log)) >= 3)
+        forced = towerflow(env, "run", "--force", config)
+        assert forced.returncode == 1 and "Traceback" not in forced.stderr
+        assert "is being run by flow run" in forced.stderr and "--force never doubles a live run" in forced.stderr
+        os.killpg(first.pid, signal.SIGKILL)  # a preempted VM: no handler runs
+        first.wait(timeout=30)
+    finally:
+        stop_process(first)
+    killed_at = last_epoch(log_text(log))
+    assert killed_at < EPOCHS, "the first run finished before it was killed"
+
+    again = towerflow(env, "run", config)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert "taking over experiment" in output and "is gone" in output
+    assert resumed_at(output) >= killed_at  # at most the epoch in progress was lost
+    assert_trained_once(only_detail())
+
+
+def _serve(env, log, *options):
+    """`towerflow serve OPTIONS`, once its API answers and its three deployments are registered."""
+    serve = start_towerflow(env, log, "serve", *options)
+    url_file = tmp_api_file(env)
+    api_url = wait_for("serve's API", lambda: url_file.exists() and api_answers(url_file.read_text().strip())
+                       and url_file.read_text().strip(), timeout_s=180)
+    wait_for("the served deployments", lambda: len(_deployments(api_url)) >= 3, timeout_s=180)
+    return serve, api_url
+
+
+def tmp_api_file(env) -> Path:
+    return Path(env["TOWERFLOW_HOME"]) / "prefect" / API_URL_FILE
+
+
+def _deployments(api_url):
+    from flows.prefect_api import post_json
+
+    try:
+        return post_json(api_url, "/deployments/filter", {})
+    except OSError:
+        return []
+
+
+def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(env, tmp_path):
+    config = slow_config(tmp_path, "killed-serve", EPOCHS)
+    first_log, second_log = tmp_path / "serve-1.log", tmp_path / "serve-2.log"
+    serve, api_url = _serve(env, first_log)
+    server_pid = None
+    try:
+        submitted = towerflow(env, "submit", config)
+        assert submitted.returncode == 0, submitted.stderr
+        wait_for("epoch 3 under serve", lambda: last_epoch(log_text(first_log)) >= 3)
+        os.killpg(serve.pid, signal.SIGKILL)  # serve and the flow run it started; its API server lives on
+        serve.wait(timeout=30)
+        killed_at = last_epoch(log_text(first_log))
+        assert killed_at < EPOCHS and store.list_experiments()[0].status == "running"
+
+        serve, again_url = _serve(env, second_log)
+        assert again_url == api_url  # the surviving API is reused
+        wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
+                 timeout_s=300)
+        states = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
+    finally:
+        stop_process(serve)
+        _stop_recorded_server(env)
+    text = log_text(second_log)
+    assert "continuing it in flow run" in text and "taking over experiment" in text
+    assert resumed_at(text) >= killed_at
+    assert_trained_once(only_detail())
+    assert states == ["Crashed", "Completed"]  # Prefect agrees with the store: the killed run is Crashed
+
+
+def _stop_recorded_server(env) -> None:
+    """Stop the `prefect server` that a killed serve left behind (found by its port)."""
+    import subprocess
+
+    url_file = tmp_api_file(env)
+    if not url_file.exists():
+        return
+    port = url_file.read_text().strip().rsplit(":", 1)[1].split("/")[0]
+    found = subprocess.run(["pgrep", "-f", f"prefect server start --host 127.0.0.1 --port {port}"],
+                           capture_output=True, text=True).stdout.split()
+    for pid in found:
+        os.killpg(int(pid), signal.SIGKILL)
+
+
+def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_live_trainer(env, tmp_path):
+    config = slow_config(tmp_path, "killed-orchestrator", EPOCHS)
+    log = tmp_path / "serve.log"
+    serve, api_url = _serve(env, log, "--dispatch")
+    try:
+        assert towerflow(env, "submit", config).returncode == 0
+        wait_for("epoch 3 on the trainer", lambda: last_epoch(log_text(log)) >= 3)
+        owner = store.list_experiments()[0].owner
+        os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # only the orchestrator's flow run process
+        wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
+                 timeout_s=300)
+        orchestrators = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
+        trainers = read_flow_runs(api_url, "train-attempt")
+    finally:
+        stop_process(serve)
+    text = log_text(log)
+    assert "taking over experiment" in text and "is still training in flow run" in text
+    assert "resuming at epoch" not in text  # the trainer was never interrupted, so nothing was retrained
+    assert_trained_once(only_detail())
+    assert orchestrators == ["Crashed", "Completed"]
+    assert [run["state_name"] for run in trainers] == ["Completed"]  # one trainer run: never doubled
