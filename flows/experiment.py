@@ -22,6 +22,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.local import quiet_expected_errors
 from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashed, owner_token
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
@@ -33,6 +34,9 @@ from trainer.errors import ExpectedError
 from tasks.validate import validate
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
+
+
+quiet_expected_errors()  # also in the flow-run processes that a runner or worker starts from this entrypoint
 
 
 class ExperimentStopped(ExpectedError):

@@ -44,7 +44,7 @@ def training_slot(number: int) -> Iterator[None]:
     logger = get_run_logger()
     logger.info("attempt %d: waiting for a training slot (concurrency limit %r)", number, TRAINING_LIMIT)
     waited = time.monotonic()
-    with concurrency(TRAINING_LIMIT, occupy=1, lease_duration=30, raise_on_lease_renewal_failure=False):
+    with concurrency(TRAINING_LIMIT, occupy=1, lease_duration=60, raise_on_lease_renewal_failure=False):
         logger.info("attempt %d: training slot acquired after %.0fs", number, time.monotonic() - waited)
         yield
 

@@ -18,6 +18,17 @@ pytestmark = pytest.mark.slow
 EPOCHS = 60
 
 
+def trained_to(log, epoch: int):
+    """A wait condition: the log shows `epoch`; fails at once when the experiment already ended."""
+
+    def check():
+        ended = [e for e in store.list_experiments() if e.status not in store.ACTIVE_STATUSES]
+        assert not ended, f"the experiment ended {ended[0].status}: {ended[0].message}"
+        return last_epoch(log_text(log)) >= epoch
+
+    return check
+
+
 def only_detail() -> dict:
     [experiment] = store.list_experiments()
     return store.experiment_detail(experiment.id)
@@ -44,7 +55,7 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
     log = tmp_path / "first.log"
     first = start_towerflow(env, log, "run", config)
     try:
-        wait_for("epoch 3", lambda: last_epoch(log_text(log)) >= 3)
+        wait_for("epoch 3", trained_to(log, 3))
         forced = towerflow(env, "run", "--force", config)
         assert forced.returncode == 1 and "Traceback" not in forced.stderr
         assert "is being run by flow run" in forced.stderr and "--force never doubles a live run" in forced.stderr
@@ -94,7 +105,7 @@ def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(e
     try:
         submitted = towerflow(env, "submit", config)
         assert submitted.returncode == 0, submitted.stderr
-        wait_for("epoch 3 under serve", lambda: last_epoch(log_text(first_log)) >= 3)
+        wait_for("epoch 3 under serve", trained_to(first_log, 3))
         os.killpg(serve.pid, signal.SIGKILL)  # serve and the flow run it started; its API server lives on
         serve.wait(timeout=30)
         killed_at = last_epoch(log_text(first_log))
@@ -135,7 +146,7 @@ def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_li
     serve, api_url = _serve(env, log, "--dispatch")
     try:
         assert towerflow(env, "submit", config).returncode == 0
-        wait_for("epoch 3 on the trainer", lambda: last_epoch(log_text(log)) >= 3)
+        wait_for("epoch 3 on the trainer", trained_to(log, 3))
         owner = store.list_experiments()[0].owner
         os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # only the orchestrator's flow run process
         wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
