@@ -88,6 +88,8 @@ def run_command(args: argparse.Namespace) -> int:
                 pass
         if failure is not None:
             reason = failure if isinstance(failure, ExpectedError) else state.message
+            if isinstance(failure, store.DatabaseUnavailable):
+                reason = f"{reason} (what was trained is kept on disk: run again once it answers, nothing retrains)"
             print(f"\nexperiment failed: {reason}", file=sys.stderr)
             return EXIT_FAILED
         summary = state.result()

@@ -33,12 +33,14 @@ class _ExpectedErrorsInOneLine(logging.Filter):
 
 
 def quiet_expected_errors() -> None:
-    """Install the one-line filter on Prefect's log handlers (unless debugging)."""
-    if debugging():
-        return
+    """Install the one-line filter on Prefect's log handlers (unless debugging), and let towerflow's own
+    loggers (PREFECT_LOGGING_EXTRA_LOGGERS=towerflow: the run's logs in the UI) reach the console too."""
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()  # the handlers exist from here on
+    logging.getLogger("towerflow").propagate = True
+    if debugging():
+        return
     one_line = _ExpectedErrorsInOneLine()
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:

@@ -109,6 +109,7 @@ class LeaseKeeper:
         self.flow_run_id = flow_run_id
         self.owner = owner or owner_token()
         self.lost = False
+        self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="towerflow-lease", daemon=True)
 
@@ -126,7 +127,14 @@ class LeaseKeeper:
                 if not store.renew_lease(self.experiment_id, self.flow_run_id, self.owner, lease_seconds()):
                     self.lost = True
         except store.DatabaseUnavailable as error:  # a blip: the next renewal tries again
-            log.warning("lease of experiment %s not renewed: %s", self.experiment_id, error)
+            if not self._failing:
+                log.warning("lease of experiment %s not renewed (retried every epoch and every %.0fs): %s",
+                            self.experiment_id, RENEW_EVERY_S, error)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("lease of experiment %s renewed again", self.experiment_id)
+        self._failing = False
 
     def check(self) -> None:
         self.renew()

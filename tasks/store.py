@@ -362,10 +362,9 @@ def _retrying(function: Callable) -> Callable:
                 left = deadline - time.monotonic()
                 reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
                 if left <= 0:
-                    raise DatabaseUnavailable(
-                        f"database {masked_url()} unreachable for {retry_budget_s():.0f}s "
-                        f"({DB_RETRY_ENV}): {reason}"
-                    ) from None
+                    budget = retry_budget_s()
+                    waited = f"unreachable for {budget:.0f}s ({DB_RETRY_ENV})" if budget else "unreachable"
+                    raise DatabaseUnavailable(f"database {masked_url()} {waited}: {reason}") from None
                 log.warning("database %s: %s; retrying %s in %.1fs", masked_url(), reason, function.__name__, delay)
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 10.0)
