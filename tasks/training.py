@@ -46,7 +46,10 @@ def training_slot(number: int) -> Iterator[None]:
     waited = time.monotonic()
     with concurrency(TRAINING_LIMIT, occupy=1, lease_duration=60, raise_on_lease_renewal_failure=False):
         logger.info("attempt %d: training slot acquired after %.0fs", number, time.monotonic() - waited)
-        yield
+        try:
+            yield
+        finally:
+            logger.info("attempt %d: releasing the training slot", number)
 
 
 def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
@@ -81,7 +84,12 @@ def attempt_tag(spec: ExperimentSpec, number: int) -> str:
 def _live_trainer_run(tag: str):
     """A trainer flow run of this attempt that has not ended (its orchestrator died; it did not)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
     from prefect.client.schemas.objects import StateType
 
     unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]

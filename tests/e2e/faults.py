@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import yaml
 from tiny_configs import tiny_config
 
-from flows.prefect_api import start_process
+from flows.prefect_api import API_URL_FILE, api_answers, post_json, start_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -80,3 +81,37 @@ def resumed_at(text: str) -> int:
     assert found, "no 'resuming at epoch K' line in the log"
     assert int(found.group(2)) == int(found.group(1)) - 1
     return int(found.group(1))
+
+
+def serve_until_ready(env, log, *options):
+    """`towerflow serve OPTIONS`, once its API answers and its three deployments are registered."""
+    serve = start_towerflow(env, log, "serve", *options)
+    url_file = api_url_file(env)
+    api_url = wait_for("serve's API", lambda: url_file.exists() and api_answers(url_file.read_text().strip())
+                       and url_file.read_text().strip(), timeout_s=180)
+    wait_for("the served deployments", lambda: len(deployments(api_url)) >= 3, timeout_s=180)
+    return serve, api_url
+
+
+def api_url_file(env) -> Path:
+    """Where `towerflow serve` records its API URL."""
+    return Path(env["TOWERFLOW_HOME"]) / "prefect" / API_URL_FILE
+
+
+def deployments(api_url):
+    try:
+        return post_json(api_url, "/deployments/filter", {})
+    except OSError:
+        return []
+
+
+def stop_left_server(env) -> None:
+    """Stop the `prefect server` that a killed serve left behind (found by its port)."""
+    url_file = api_url_file(env)
+    if not url_file.exists():
+        return
+    port = url_file.read_text().strip().rsplit(":", 1)[1].split("/")[0]
+    found = subprocess.run(["pgrep", "-f", f"prefect server start --host 127.0.0.1 --port {port}"],
+                           capture_output=True, text=True).stdout.split()
+    for pid in found:
+        os.killpg(int(pid), signal.SIGKILL)

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from faults import last_epoch, log_text, resumed_at, slow_config, start_towerflow, towerflow, towerflow_env, wait_for
+from faults import (
+    last_epoch,
+    log_text,
+    resumed_at,
+    serve_until_ready,
+    slow_config,
+    start_towerflow,
+    stop_left_server,
+    towerflow,
+    towerflow_env,
+    wait_for,
+)
 
-from flows.prefect_api import API_URL_FILE, api_answers, read_flow_runs, stop_process
+from flows.prefect_api import read_flow_runs, stop_process
 from tasks import store
 
 pytestmark = pytest.mark.slow
@@ -74,34 +84,10 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
     assert_trained_once(only_detail())
 
 
-def _serve(env, log, *options):
-    """`towerflow serve OPTIONS`, once its API answers and its three deployments are registered."""
-    serve = start_towerflow(env, log, "serve", *options)
-    url_file = tmp_api_file(env)
-    api_url = wait_for("serve's API", lambda: url_file.exists() and api_answers(url_file.read_text().strip())
-                       and url_file.read_text().strip(), timeout_s=180)
-    wait_for("the served deployments", lambda: len(_deployments(api_url)) >= 3, timeout_s=180)
-    return serve, api_url
-
-
-def tmp_api_file(env) -> Path:
-    return Path(env["TOWERFLOW_HOME"]) / "prefect" / API_URL_FILE
-
-
-def _deployments(api_url):
-    from flows.prefect_api import post_json
-
-    try:
-        return post_json(api_url, "/deployments/filter", {})
-    except OSError:
-        return []
-
-
 def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(env, tmp_path):
     config = slow_config(tmp_path, "killed-serve", EPOCHS)
     first_log, second_log = tmp_path / "serve-1.log", tmp_path / "serve-2.log"
-    serve, api_url = _serve(env, first_log)
-    server_pid = None
+    serve, api_url = serve_until_ready(env, first_log)
     try:
         submitted = towerflow(env, "submit", config)
         assert submitted.returncode == 0, submitted.stderr
@@ -111,14 +97,14 @@ def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(e
         killed_at = last_epoch(log_text(first_log))
         assert killed_at < EPOCHS and store.list_experiments()[0].status == "running"
 
-        serve, again_url = _serve(env, second_log)
+        serve, again_url = serve_until_ready(env, second_log)
         assert again_url == api_url  # the surviving API is reused
         wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
                  timeout_s=300)
         states = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
     finally:
         stop_process(serve)
-        _stop_recorded_server(env)
+        stop_left_server(env)
     text = log_text(second_log)
     assert "continuing it in flow run" in text and "taking over experiment" in text
     assert resumed_at(text) >= killed_at
@@ -126,24 +112,10 @@ def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(e
     assert states == ["Crashed", "Completed"]  # Prefect agrees with the store: the killed run is Crashed
 
 
-def _stop_recorded_server(env) -> None:
-    """Stop the `prefect server` that a killed serve left behind (found by its port)."""
-    import subprocess
-
-    url_file = tmp_api_file(env)
-    if not url_file.exists():
-        return
-    port = url_file.read_text().strip().rsplit(":", 1)[1].split("/")[0]
-    found = subprocess.run(["pgrep", "-f", f"prefect server start --host 127.0.0.1 --port {port}"],
-                           capture_output=True, text=True).stdout.split()
-    for pid in found:
-        os.killpg(int(pid), signal.SIGKILL)
-
-
 def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_live_trainer(env, tmp_path):
     config = slow_config(tmp_path, "killed-orchestrator", EPOCHS)
     log = tmp_path / "serve.log"
-    serve, api_url = _serve(env, log, "--dispatch")
+    serve, api_url = serve_until_ready(env, log, "--dispatch")
     try:
         assert towerflow(env, "submit", config).returncode == 0
         wait_for("epoch 3 on the trainer", trained_to(log, 3))
