@@ -28,8 +28,8 @@ EXIT_INVALID = 2
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    """`towerflow validate CONFIG`: report findings; exit 0 when valid (warnings allowed), 2 otherwise."""
-    report = validate_config(args.config, args.overrides)
+    """`towerflow validate CONFIG [--data]`: report findings; exit 0 when valid (warnings allowed), 2 otherwise."""
+    report = validate_config(args.config, args.overrides, check_data=args.data)
     if args.json:
         print(report.model_dump_json(indent=2))
     elif report.spec is None:
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arguments(validate)
     validate.add_argument("--json", action="store_true", help="print a machine-readable report")
+    validate.add_argument("--data", action="store_true",
+                          help="also load the data and run the flow's data check (non-finite numbers, blank ids, "
+                               "too little data, cold start), still without TensorFlow or Prefect")
     validate.set_defaults(handler=validate_command)
 
     run = commands.add_parser(

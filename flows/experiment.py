@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Literal
 
 import fsspec
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 from prefect.context import get_run_context
@@ -30,11 +29,11 @@ from tasks.persist import persist_attempt, persist_recall
 from tasks.report import artifact_key, publish_epochs, publish_lineage, publish_recall
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import evaluate, train_attempt
+from tasks.validate import check_data, validate
 from trainer.errors import ExpectedError
-from tasks.validate import validate
+from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
-
 
 quiet_expected_errors()  # also in the flow-run processes that a runner or worker starts from this entrypoint
 
@@ -139,30 +138,20 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
 
 
 def _failed_attempt(learning_rate: float, workdir: str, state):
-    from trainer.attempt import AttemptResult
+    from trainer.datacheck import BadDataError
+    from trainer.results import AttemptResult
 
     try:
         state.result()
         reason = f"attempt ended {state.name}"
     except ExpectedError:
         raise  # a lost lease or a database down for the whole budget ends this run, not the attempt
+    except BadDataError as exc:
+        reason = str(exc)  # "bad data: <column>: ..." says it all
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
     return AttemptResult(status="failed", reason=reason, learning_rate=learning_rate, epochs=[], epochs_run=0,
                          model_uri=None, workdir=workdir)
-
-
-def _below_baseline(evaluation) -> Finding | None:
-    k = max(evaluation.model)
-    if evaluation.model[k] > evaluation.popularity[k]:
-        return None
-    return Finding(
-        code="below_popularity_baseline",
-        severity="warning",
-        field="evaluation",
-        message=f"recall@{k} {evaluation.model[k]:.4f} does not beat popularity {evaluation.popularity[k]:.4f}",
-        suggestion="check features and learning rate; a model that cannot beat popularity is not worth serving",
-    )
 
 
 @flow(name="run-experiment", flow_run_name=_run_name)
@@ -256,42 +245,57 @@ def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
 
 def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], experiment_id: int) -> float:
     """The first attempt's rate: the stored one when an earlier run already began (its warning policy,
-    approval included, was decided then), else the warning policy's answer."""
+    approval included, was decided then), else the warning policy's answer on the config's warnings."""
     first = next(iter(store.experiment_detail(experiment_id)["attempts"]), None)
     if first is not None:
         get_run_logger().info("continuing the lineage begun by an earlier run: attempt 1 at lr=%g",
                               first["learning_rate"])
         return first["learning_rate"]
-    store.replace_findings(experiment_id, findings)
     warnings = [f for f in findings if f.severity == "warning"]
     return _apply_warning_policy(spec, warnings, experiment_id)
+
+
+def _fail(spec: ExperimentSpec, experiment_id: int, message: str, **payload) -> None:
+    """End the experiment as failed, say so as an event, and stop the flow run."""
+    store.set_experiment_status(experiment_id, "failed", message=message)
+    events.emit(events.EXPERIMENT_FAILED, spec.content_hash(), spec.name, reason=message, **payload)
+    raise ExperimentStopped(message)
 
 
 def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, run_id: str,
              lease: LeaseKeeper) -> None:
     logger = get_run_logger()
     config_hash = spec.content_hash()
+    data_findings = check_data(spec)
+    store.replace_findings(experiment_id, [*findings, *data_findings])
+    data_errors = [f for f in data_findings if f.severity == "error"]
+    if data_errors:
+        _fail(spec, experiment_id, "bad data: " + "; ".join(_warning_lines(data_errors)), attempts=0)
     learning_rate = _starting_learning_rate(spec, findings, experiment_id)
     results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id, lease)
     final = results[-1]
     if final.status != "succeeded":
-        message = (f"no attempt succeeded after {len(results)}: last {final.status} "
+        message = (final.reason if final.reason.startswith("bad data:") else
+                   f"no attempt succeeded after {len(results)}: last {final.status} "
                    f"at lr={final.learning_rate:g}: {final.reason}")
-        store.set_experiment_status(experiment_id, "failed", message=message)
-        events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, attempts=len(results),
-                    lr=final.learning_rate, reason=message)
-        raise ExperimentStopped(message)
+        _fail(spec, experiment_id, message, attempts=len(results), lr=final.learning_rate)
 
     evaluation = evaluate(spec, len(results), final.model_uri)
-    persist_recall(experiment_id, attempt_ids[-1], evaluation)
+    persist_recall(experiment_id, attempt_ids[-1], evaluation, len(results))
     publish_recall(spec.name, evaluation)
-    below = _below_baseline(evaluation)
+    below = baseline_finding(evaluation.model, evaluation.popularity)
     if below:
         logger.warning("%s", below.message)
-        store.replace_findings(experiment_id, [*findings, below])
-        events.emit(events.EVALUATION_BELOW_BASELINE, config_hash, spec.name, recall=evaluation.model,
-                    baseline=evaluation.popularity)
-    store.set_experiment_status(experiment_id, "succeeded",
-                                message=f"succeeded on attempt {len(results)} at lr={final.learning_rate:g}")
+        store.replace_findings(experiment_id, [*findings, *data_findings, below])
+        events.emit(events.EVALUATION_BELOW_BASELINE, config_hash, spec.name, ks=below_popularity_ks(
+            evaluation.model, evaluation.popularity), recall=evaluation.model, baseline=evaluation.popularity)
+        if spec.evaluation.on_below_baseline == "fail":
+            _fail(spec, experiment_id, f"refused (evaluation.on_below_baseline: fail): {below.message}",
+                  attempts=len(results), lr=final.learning_rate, recall=evaluation.model)
+    summary = f"succeeded on attempt {len(results)} at lr={final.learning_rate:g}"
+    store.set_experiment_status(experiment_id, "succeeded", message=summary)
     events.emit(events.EXPERIMENT_COMPLETED, config_hash, spec.name, attempts=len(results),
                 lr=final.learning_rate, recall=evaluation.model, baseline=evaluation.popularity)
+    k = 10 if 10 in evaluation.model else min(evaluation.model)
+    logger.info("%s; recall@%d %.4f vs popularity %.4f%s", summary, k, evaluation.model[k],
+                evaluation.popularity[k], f"; {below.message.split(' (')[0]}" if below else "")

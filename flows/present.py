@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainer.quality import below_baseline_words, below_popularity_ks
+
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [header, *[[str(value) for value in row] for row in rows]]
@@ -49,6 +51,10 @@ def render_experiment(detail: dict[str, Any]) -> str:
         rows = [[f"@{r['k']}", _number(r["value"]), _number(r["baseline"]), _lift(r["value"], r["baseline"])]
                 for r in detail["recall"]]
         lines += ["  " + line for line in _table(["k", "model", "popularity", "lift"], rows)]
+        below = below_popularity_ks({r["k"]: float(r["value"]) for r in detail["recall"]},
+                                    {r["k"]: float(r["baseline"]) for r in detail["recall"]})
+        if below:
+            lines.append(f"  {below_baseline_words(below)}: not worth serving there")
     return "\n".join(lines)
 
 

@@ -23,8 +23,9 @@ def persist_attempt(experiment_id: int, number: int, result, flow_run_id: str | 
     )
 
 
-@task(name="persist-recall", task_run_name="persist recall of attempt {attempt_id}", cache_policy=NO_CACHE)
-def persist_recall(experiment_id: int, attempt_id: int, evaluation) -> None:
+@task(name="persist-recall", task_run_name="persist recall of attempt {number}", cache_policy=NO_CACHE)
+def persist_recall(experiment_id: int, attempt_id: int, evaluation, number: int) -> None:
+    """Store recall@k of attempt `number` (row `attempt_id`) beside popularity."""
     store.record_recall(
         experiment_id,
         attempt_id,

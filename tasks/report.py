@@ -26,13 +26,13 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def publish_findings(name: str, findings: Iterable) -> None:
+def publish_findings(name: str, findings: Iterable, what: str = "findings") -> None:
     rows = [
         {"severity": f.severity, "code": f.code, "field": f.field, "message": f.message, "suggestion": f.suggestion or ""}
         for f in findings
     ]
     if rows:
-        create_table_artifact(rows, key=artifact_key(name, "findings"), description=f"Validation findings for {name}")
+        create_table_artifact(rows, key=artifact_key(name, what), description=f"{name}: {what.replace('-', ' ')}")
 
 
 def publish_epochs(name: str, number: int, learning_rate: float, epochs: Iterable) -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from trainer.errors import ExpectedError
+from trainer.rules import artifacts_problem
 
 
 class UnusableDirectory(ExpectedError):
@@ -29,9 +30,19 @@ def towerflow_home() -> Path:
     return usable_directory(home, "TOWERFLOW_HOME")
 
 
+class UntrustedArtifactsRoot(ExpectedError):
+    """TOWERFLOW_ARTIFACTS names a place towerflow will not write to."""
+
+
 def artifacts_root(spec_artifacts: str | None = None) -> str:
-    """The spec's `artifacts` root (local or gs://), else TOWERFLOW_ARTIFACTS, else $TOWERFLOW_HOME/artifacts."""
-    root = spec_artifacts or os.environ.get("TOWERFLOW_ARTIFACTS") or str(towerflow_home() / "artifacts")
+    """The spec's `artifacts` root (local or gs://; validated with the spec), else TOWERFLOW_ARTIFACTS
+    (checked here by the same rule), else $TOWERFLOW_HOME/artifacts."""
+    configured = os.environ.get("TOWERFLOW_ARTIFACTS")
+    if not spec_artifacts and configured:
+        problem = artifacts_problem(configured)
+        if problem:
+            raise UntrustedArtifactsRoot(f"TOWERFLOW_ARTIFACTS={configured} {problem}")
+    root = spec_artifacts or configured or str(towerflow_home() / "artifacts")
     return root.rstrip("/")
 
 

@@ -43,7 +43,8 @@ def check_data(spec: ExperimentSpec) -> tuple[ExperimentData | None, list[Findin
     try:
         data = load_experiment_data(spec)
     except DataError as exc:
-        return None, [error(exc.code, exc.field or "data.transactions", str(exc))]
+        field = exc.field or "data.transactions"
+        return None, [error(exc.code, field, str(exc).removeprefix(f"{field}: "))]
     return data, check_loaded(spec, data)
 
 

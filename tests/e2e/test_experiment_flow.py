@@ -197,3 +197,47 @@ def test_collapse_demo_recovers_by_backing_off_the_learning_rate(towerflow_env):
     assert events.ATTEMPT_COLLAPSED in names and events.ATTEMPT_RETRYING in names
     retry = next(payload for name, payload in towerflow_env if name == events.ATTEMPT_RETRYING)
     assert retry["attempt"] == 2 and retry["lr"] == pytest.approx(attempts[1]["learning_rate"])
+
+
+def test_bad_data_fails_the_experiment_before_any_attempt_naming_the_column(towerflow_env, tmp_path):
+    from flows.experiment import run_experiment
+
+    rows = ["customer_id,product_id,age", *(f"c{i % 40},p{i % 25},{'inf' if i == 17 else i % 50}" for i in range(400))]
+    (tmp_path / "tx.csv").write_text("\n".join(rows) + "\n")
+    config = tiny_config(data={"transactions": str(tmp_path / "tx.csv")},
+                         buyer_features=[{"column": "customer_id", "type": "id"}, {"column": "age", "type": "numeric"}],
+                         product_features=[{"column": "product_id", "type": "id", "is_primary_id": True}])
+    state = run_experiment(config, return_state=True)
+    assert state.is_failed() and "bad data: buyer_features[1].column" in state.message
+    detail = only_experiment()
+    assert detail["experiment"]["status"] == "failed" and detail["experiment"]["message"].startswith("bad data:")
+    assert detail["attempts"] == []  # never trained, so never backed off either
+    assert any(f["code"] == "non_finite_values" and "'age'" in f["message"] for f in detail["findings"])
+    failed = [payload for name, payload in towerflow_env if name == events.VALIDATION_FAILED]
+    assert failed and failed[0]["reason"] == "bad data"
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_a_model_below_popularity_at_any_k_is_named_and_refused_on_request(towerflow_env, monkeypatch, policy):
+    import flows.experiment
+    from prefect import task
+
+    from trainer.evaluation import EvaluationResult
+
+    @task(name="evaluate")
+    def loses_at_5(spec, number, model_uri):  # beats popularity at @10 only: the old largest-k rule saw nothing
+        return EvaluationResult(model={5: 0.10, 10: 0.40}, popularity={5: 0.20, 10: 0.30}, n_candidates=60,
+                                n_candidate_rows_before_dedup=60, n_queries=50, n_pairs=50, exclude_seen=False)
+
+    monkeypatch.setattr(flows.experiment, "evaluate", loses_at_5)
+    state = flows.experiment.run_experiment(tiny_config(evaluation__on_below_baseline=policy), return_state=True)
+    detail = only_experiment()
+    [finding] = [f for f in detail["findings"] if f["code"] == "below_popularity_baseline"]
+    assert "below popularity at @5 " in finding["message"] and "@10" not in finding["message"]
+    below = [payload for name, payload in towerflow_env if name == events.EVALUATION_BELOW_BASELINE]
+    assert below and below[0]["ks"] == [5]
+    if policy == "warn":
+        assert state.is_completed() and detail["experiment"]["status"] == "succeeded"
+    else:
+        assert state.is_failed() and detail["experiment"]["status"] == "failed"
+        assert "evaluation.on_below_baseline: fail" in detail["experiment"]["message"]
