@@ -5,8 +5,12 @@ Templates (JSON files beside this module):
   vertex-ai-gpu   pool type `vertex-ai`: machine type, accelerator type and count, maximum run time
 A `process` pool (local workers, the end-to-end test) uses Prefect's own process template.
 
-    python -m deployments.pools gpu --template kubernetes-gpu
+    python -m deployments.pools gpu --template kubernetes-gpu --concurrency 4
     python -m deployments.pools cpu gpu            # process pools, for local workers
+
+`--concurrency N` caps how many flow runs the pool runs at once (for `gpu`: how many attempts train at
+once; extra runs wait as AwaitingConcurrencySlot). Without it a process pool gets one per visible GPU
+(at least 1) and a template pool keeps what it had.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import WorkPool
 from prefect.exceptions import ObjectNotFound
 
@@ -53,8 +59,18 @@ def process_template() -> dict[str, Any]:
     return ProcessWorker.get_default_base_job_template()
 
 
-async def apply_pool(client: PrefectClient, pool: str, kind: str, base_job_template: dict[str, Any]) -> WorkPool:
-    """Create work pool `pool` of type `kind` with the template, or replace the template of an existing one.
+def visible_gpus() -> int:
+    """How many GPUs `nvidia-smi -L` lists here (0 without a driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+    return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+
+
+async def apply_pool(client: PrefectClient, pool: str, kind: str, base_job_template: dict[str, Any],
+                     concurrency_limit: int | None = None) -> WorkPool:
+    """Create work pool `pool` of type `kind` with the template, or replace the template of an existing one;
+    `concurrency_limit` caps its concurrent flow runs (None leaves the pool's limit as it is).
 
     The server validates the template (every placeholder declared, defaults valid against the schema).
     """
@@ -64,20 +80,28 @@ async def apply_pool(client: PrefectClient, pool: str, kind: str, base_job_templ
         existing = None
     if existing is not None and existing.type != kind:
         raise ValueError(f"work pool {pool!r} exists with type {existing.type!r}, not {kind!r}")
-    return await client.create_work_pool(
+    applied = await client.create_work_pool(
         WorkPoolCreate(name=pool, type=kind, base_job_template=base_job_template), overwrite=True
     )
+    if concurrency_limit is None and existing is not None:
+        concurrency_limit = existing.concurrency_limit  # replacing the template must not lift the limit
+    if concurrency_limit is None:
+        return applied
+    await client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+    return await client.read_work_pool(pool)
 
 
-async def apply_pools(pools: dict[str, str]) -> list[WorkPool]:
+async def apply_pools(pools: dict[str, str], concurrency_limit: int | None = None) -> list[WorkPool]:
     """Apply several pools at once: pool name -> template name, or "process"."""
     async with get_client() as client:
         applied = []
         for pool, template in pools.items():
             if template == "process":
-                applied.append(await apply_pool(client, pool, "process", process_template()))
+                limit = concurrency_limit or max(visible_gpus(), 1)
+                applied.append(await apply_pool(client, pool, "process", process_template(), limit))
             else:
-                applied.append(await apply_pool(client, pool, pool_type(template), load_template(template)))
+                applied.append(await apply_pool(client, pool, pool_type(template), load_template(template),
+                                                concurrency_limit))
         return applied
 
 
@@ -86,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("pools", nargs="+", metavar="POOL", help="work pool names, e.g. gpu")
     parser.add_argument("--template", default="process", choices=["process", *TEMPLATES],
                         help="base job template (default: process, for local workers)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="at most N flow runs at once in each pool (default for process pools: the visible GPUs, "
+                             "at least 1)")
     args = parser.parse_args(argv)
-    for pool in asyncio.run(apply_pools(dict.fromkeys(args.pools, args.template))):
-        print(f"work pool {pool.name!r} (type {pool.type}) ready")
+    for pool in asyncio.run(apply_pools(dict.fromkeys(args.pools, args.template), args.concurrency)):
+        print(f"work pool {pool.name!r} (type {pool.type}, concurrency limit {pool.concurrency_limit}) ready")
     return 0
 
 

@@ -148,7 +148,7 @@ def test_a_prefect_api_creates_the_pool_and_enforces_its_variables(api, name, va
     template = load_template(name)
 
     async def work(client: PrefectClient):
-        pool = await apply_pool(client, f"gpu-{name}", pool_type(name), template)
+        pool = await apply_pool(client, f"gpu-{name}", pool_type(name), template, concurrency_limit=3)
         again = await apply_pool(client, f"gpu-{name}", pool_type(name), template)  # an update, not an error
         flow_id = await client.create_flow_from_name("template-check")
         accepted = await client.create_deployment(flow_id, f"ok-{name}", work_pool_name=pool.name,
@@ -163,6 +163,7 @@ def test_a_prefect_api_creates_the_pool_and_enforces_its_variables(api, name, va
     pool, again, accepted, rejected = on_api(api, work)
     assert (pool.type, pool.base_job_template) == (pool_type(name), template)
     assert again.id == pool.id
+    assert pool.concurrency_limit == 3 and again.concurrency_limit == 3  # an update without a limit keeps it
     assert accepted is not None
     assert rejected.response.status_code == 422
     assert next(iter(invalid)) in rejected.response.text
@@ -195,3 +196,19 @@ def test_the_trigger_passes_the_config_uri_or_a_message_naming_what_is_missing(p
     RunDeployment._upgrade_v1_templates(parameters)  # what the server does with a trigger's parameters
     context = HydrationContext(render_jinja=True, raise_on_error=True, jinja_context={"event": {"payload": payload}})
     assert hydrate(parameters, context) == {"config": config}
+
+
+def test_prefect_yaml_reconciles_on_a_schedule_and_on_a_crashed_orchestrator_as_serve_does():
+    from flows.reconcile import RECONCILE_DEPLOYMENT
+    from flows.serve import RECONCILE_EVERY_S, crashed_trigger
+
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    reconcile = {d["name"]: d for d in project["deployments"]}["reconcile-experiments"]
+    assert RECONCILE_DEPLOYMENT == "reconcile-experiments/" + reconcile["name"]
+    assert reconcile["entrypoint"] == "flows/reconcile.py:reconcile_experiments"
+    assert reconcile["schedules"] == [{"interval": RECONCILE_EVERY_S}]
+    (trigger,) = reconcile["triggers"]
+    served = crashed_trigger()
+    assert set(trigger["expect"]) == served.expect
+    assert trigger["match"] == served.match.model_dump()
+    assert trigger["match_related"] == served.match_related.model_dump()
