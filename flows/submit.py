@@ -26,7 +26,6 @@ from trainer.rules import Finding
 from trainer.spec import ExperimentSpec
 from trainer.validation import ValidationReport, validate_config
 
-
 NO_API = "no Prefect API: start `towerflow serve` or set PREFECT_API_URL"
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, or_, update
+from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
