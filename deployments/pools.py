@@ -10,7 +10,9 @@ A `process` pool (local workers, the end-to-end test) uses Prefect's own process
 
 `--concurrency N` caps how many flow runs the pool runs at once (for `gpu`: how many attempts train at
 once; extra runs wait as AwaitingConcurrencySlot). Without it a process pool gets one per visible GPU
-(at least 1) and a template pool keeps what it had.
+(at least 1) and a template pool keeps what it had. `--training-limit N` also prepares the API as
+`towerflow serve` does: the `towerflow-training` concurrency limit (N attempts at once, wherever they
+run) and the automation that marks flow runs Crashed when their heartbeats stop.
 """
 
 from __future__ import annotations
@@ -113,9 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="at most N flow runs at once in each pool (default for process pools: the visible GPUs, "
                              "at least 1)")
+    parser.add_argument("--training-limit", type=int, metavar="N",
+                        help="create or update the towerflow-training concurrency limit (N attempts at once) and the "
+                             "zombie-run automation, as towerflow serve does")
     args = parser.parse_args(argv)
     for pool in asyncio.run(apply_pools(dict.fromkeys(args.pools, args.template), args.concurrency)):
         print(f"work pool {pool.name!r} (type {pool.type}, concurrency limit {pool.concurrency_limit}) ready")
+    if args.training_limit is not None:
+        from flows.serve import prepare_api
+
+        prepare_api(args.training_limit)
+        print(f"concurrency limit 'towerflow-training' = {args.training_limit}; zombie-run automation ready")
     return 0
 
 

@@ -72,8 +72,7 @@ def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir:
                 on_epoch_done()
 
         logger.info("attempt %d @ lr=%g in %s", number, learning_rate, workdir)
-        return run_attempt(spec, learning_rate, workdir, on_epoch=on_epoch,
-                           say=lambda line: logger.info("attempt %d: %s", number, line))
+        return run_attempt(spec, learning_rate, workdir, on_epoch=on_epoch, say=logger.info, name=f"attempt {number}")
 
 
 def attempt_tag(spec: ExperimentSpec, number: int) -> str:

@@ -287,14 +287,14 @@ def load_result(workdir: str) -> AttemptResult | None:
 
 def run_attempt(
     spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None,
-    say: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None, name: str = "attempt",
 ) -> AttemptResult:
     """Train `spec` at `learning_rate` in `workdir` until success, collapse or divergence.
 
     Stops early on collapse/divergence (CollapseDetector) and, with a validation split and
     `training.early_stopping_patience`, when validation loss stops improving (exporting the best
     epoch). `on_epoch(metrics)` is called after each epoch, once its checkpoint is written; `say(line)`
-    hears that a finished attempt's result is reused or an unfinished one resumes.
+    hears that a finished attempt's result is reused or an unfinished one resumes (`name` says which).
     Data or configuration errors propagate as exceptions.
     """
     workdir = str(workdir)
@@ -302,7 +302,7 @@ def run_attempt(
     claim_workdir(workdir, spec, learning_rate)
     stored = load_result(workdir)
     if stored is not None:
-        say(f"attempt in {workdir} already ended {stored.status}: reusing its result (no retraining)")
+        say(f"{name} already ended {stored.status}: reusing its result from {workdir} (no retraining)")
         return stored
     data = load_experiment_data(spec)
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
@@ -327,7 +327,7 @@ def run_attempt(
         progress.record(metrics)
     if progress.epochs:
         done = len(progress.epochs)
-        say(f"resuming at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
+        say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
 
     if not progress.finished:
         writer = tf.summary.create_file_writer(join(workdir, "tb"))

@@ -76,9 +76,9 @@ def last_epoch(text: str) -> int:
 
 
 def resumed_at(text: str) -> int:
-    """K of the log line "resuming at epoch K (epochs 1..K-1 restored from checkpoint)"."""
-    found = re.search(r"resuming at epoch (\d+) \(epochs 1\.\.(\d+) restored from checkpoint\)", text)
-    assert found, "no 'resuming at epoch K' line in the log"
+    """K of the log line "resuming attempt N at epoch K (epochs 1..K-1 restored from checkpoint)"."""
+    found = re.search(r"resuming attempt \d+ at epoch (\d+) \(epochs 1\.\.(\d+) restored from checkpoint\)", text)
+    assert found, "no 'resuming attempt N at epoch K' line in the log"
     assert int(found.group(2)) == int(found.group(1)) - 1
     return int(found.group(1))
 

@@ -129,7 +129,7 @@ def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_li
         stop_process(serve)
     text = log_text(log)
     assert "taking over experiment" in text and "is still training in flow run" in text
-    assert "resuming at epoch" not in text  # the trainer was never interrupted, so nothing was retrained
+    assert "resuming attempt" not in text  # the trainer was never interrupted, so nothing was retrained
     assert_trained_once(only_detail())
     assert orchestrators == ["Crashed", "Completed"]
     assert [run["state_name"] for run in trainers] == ["Completed"]  # one trainer run: never doubled

@@ -83,6 +83,6 @@ def test_an_outage_past_the_budget_fails_in_one_line_and_the_next_run_stores_wit
     again = towerflow(env, "run", config)
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
-    assert "already ended succeeded: reusing its result (no retraining)" in output
+    assert "attempt 1 already ended succeeded: reusing its result from" in output
     assert "epoch 1/" not in output  # not one epoch trained again
     assert "[succeeded]" in again.stdout

@@ -221,3 +221,21 @@ def test_untrusted_paths_exit_2_naming_the_field(tmp_path, values, override, exp
     result = towerflow(*args)
     assert_clean_exit(result, 2)
     assert any(line.strip().startswith(expected) for line in result.stdout.splitlines()), result.stdout
+
+
+def test_validate_data_loads_the_rows_and_names_the_bad_column_without_tensorflow_or_prefect(tmp_path):
+    rows = ["customer_id,region,product_id", *(f"c{i % 40},r{i % 3},p{i % 25}" for i in range(300))]
+    rows[18] = "c17,r2,   "  # a product id that is only whitespace
+    path = write_config(tmp_path)
+    (tmp_path / "transactions.csv").write_text("\n".join(rows) + "\n")
+    assert_clean_exit(towerflow("validate", str(path)), 0)  # the header is fine: only --data reads the rows
+    script = (
+        "import sys\nfrom flows.cli import main\n"
+        f"code = main(['validate', '--data', {str(path)!r}])\n"
+        "print('heavy:', sorted(m for m in ('tensorflow', 'prefect', 'tf_keras') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert_clean_exit(result, 2)
+    assert "product_features[0].column" in result.stdout + result.stderr and "[blank_ids]" in result.stdout
+    assert "heavy: []" in result.stdout.splitlines()
