@@ -15,6 +15,7 @@ from typing import Literal
 
 import fsspec
 from prefect import flow, get_run_logger
+from pydantic import Field
 from prefect.artifacts import create_link_artifact
 from prefect.context import get_run_context
 from prefect.flow_runs import pause_flow_run
@@ -26,9 +27,9 @@ from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashe
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
 from tasks.persist import persist_attempt, persist_recall
-from tasks.report import artifact_key, publish_epochs, publish_lineage, publish_recall
+from tasks.report import ProgressArtifact, artifact_key, experiment_slug, publish_epochs, publish_lineage, publish_recall
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
-from tasks.training import evaluate, train_attempt
+from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, validate
 from trainer.errors import ExpectedError
 from trainer.quality import baseline_finding, below_popularity_ks
@@ -43,10 +44,17 @@ class ExperimentStopped(ExpectedError):
     live run already has it."""
 
 
-class ApprovalDecision(RunInput):
-    """The form a person fills in the Prefect UI when `validation.on_warning: approve` pauses a run."""
+SUGGESTED, CONFIGURED, STOP = ("Train at the suggested learning rate", "Train at the configured learning rate",
+                               "Stop: do not train")
 
-    decision: Literal["proceed", "proceed_with_suggested_lr", "stop"] = "proceed"
+
+class ApprovalDecision(RunInput):
+    """The form a person fills in the Prefect UI when `validation.on_warning: approve` pauses a run.
+
+    Nothing is preselected: training at a flagged rate takes a deliberate choice.
+    """
+
+    decision: Literal[SUGGESTED, CONFIGURED, STOP] = Field(title="Your decision")
 
 
 def _run_name() -> str:
@@ -75,28 +83,41 @@ def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experim
         raise ExperimentStopped(message)
 
     suggested = suggested_learning_rate(spec)
+    timeout = spec.validation.approval_timeout_s
     description = "\n".join(
-        [f"## {spec.name}: validation warnings", "", *[f"- {line}" for line in lines], "",
-         f"Learning rate {learning_rate:g}; suggested {suggested:g}.",
-         "Choose **proceed**, **proceed_with_suggested_lr** or **stop**."]
+        [f"## {spec.name}: {len(warnings)} validation warning(s)", "",
+         *[f"- **{f.field}**: {f.message}" + (f"  \n  *suggestion:* {f.suggestion}" if f.suggestion else "")
+           for f in warnings], "",
+         f"Configured learning rate **{learning_rate:g}**; suggested **{suggested:g}**.",
+         f"This run waits **{timeout:g} s** (`validation.approval_timeout_s`) for a decision, then fails."]
     )
+    config_hash = spec.content_hash()
     store.set_experiment_status(experiment_id, "awaiting_approval", message="; ".join(lines))
+    events.emit(events.VALIDATION_AWAITING_APPROVAL, config_hash, spec.name, warnings=lines, lr=learning_rate,
+                suggested_lr=suggested, timeout_s=timeout)
+    logger = get_run_logger()
+    logger.warning("waiting up to %gs for a person to approve training (%d warning(s)); answer the form on this "
+                   "flow run's page", timeout, len(warnings))
     try:
         answer = pause_flow_run(
             wait_for_input=ApprovalDecision.with_initial_data(description=description),
-            timeout=spec.validation.approval_timeout_s,
+            timeout=timeout,
             poll_interval=2,
         )
     except Exception as exc:  # Prefect raises on a pause that times out
-        message = f"no approval within {spec.validation.approval_timeout_s}s: {exc}"
+        message = f"no approval within {timeout:g}s: {exc}"
         store.set_experiment_status(experiment_id, "failed", message=message)
         raise ExperimentStopped(message) from exc
-    if answer.decision == "stop":
+    chosen = suggested if answer.decision == SUGGESTED else learning_rate
+    events.emit(events.VALIDATION_APPROVED, config_hash, spec.name, decision=answer.decision,
+                lr=None if answer.decision == STOP else chosen)
+    if answer.decision == STOP:
         message = "stopped by a person at the approval step"
         store.set_experiment_status(experiment_id, "stopped", message=message)
         raise ExperimentStopped(message)
-    store.set_experiment_status(experiment_id, "running", message=f"approved: {answer.decision}")
-    return suggested if answer.decision == "proceed_with_suggested_lr" else learning_rate
+    logger.info("approved by the form: training at lr=%g (was %g)", chosen, learning_rate)
+    store.set_experiment_status(experiment_id, "running", message=f"approved: {answer.decision.lower()} ({chosen:g})")
+    return chosen
 
 
 def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate: float, run_id: str,
@@ -111,18 +132,19 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     config_hash = spec.content_hash()
     root = artifacts_root(spec.artifacts)
     results, attempt_ids = [], []
+    progress_id = str(ProgressArtifact.create(spec))
     for number in range(1, backoff.max_retries + 2):
         workdir = attempt_workdir(root, config_hash, number)
         store.record_attempt(experiment_id, number, learning_rate, "running", "", [], flow_run_id=run_id)
-        state = train_attempt(spec, number, learning_rate, workdir, on_epoch_done=lease.check, return_state=True)
-        if state.is_completed():
-            result = state.result()
+        state = train_attempt(spec, number, learning_rate, workdir, on_epoch_done=lease.check, progress_id=progress_id,
+                              return_state=True)
+        if state.is_completed() or state.name in VERDICT_STATES:
+            result = state.result(raise_on_failure=False)
         else:
             result = _failed_attempt(learning_rate, workdir, state)
         results.append(result)
         attempt_ids.append(persist_attempt(experiment_id, number, result, run_id))
-        publish_epochs(spec.name, number, learning_rate, result.epochs)
-        publish_lineage(spec.name, results)
+        publish_epochs(spec, number, result)
         if result.status in ("succeeded", "failed"):
             break
         event = events.ATTEMPT_COLLAPSED if result.status == "collapsed" else events.ATTEMPT_DIVERGED
@@ -134,6 +156,7 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
         events.emit(events.ATTEMPT_RETRYING, config_hash, spec.name, attempt=number + 1, lr=next_rate,
                     previous_lr=learning_rate, previous_status=result.status)
         learning_rate = next_rate
+    publish_lineage(spec, results)
     return results, attempt_ids
 
 
@@ -235,7 +258,7 @@ def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
             detail = store.experiment_detail(experiment_id)
         path = f"{experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())}/{report_filename(detail)}"
         create_link_artifact(write_report(detail, path), link_text=f"{spec.name} report",
-                             key=artifact_key(spec.name, "report"),
+                             key=artifact_key(experiment_slug(spec), "report"),
                              description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "
                                          "recall@k against popularity, validation findings")
     except Exception as exc:  # a report is a view: failing to draw it must not fail the experiment
@@ -282,7 +305,7 @@ def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, 
 
     evaluation = evaluate(spec, len(results), final.model_uri)
     persist_recall(experiment_id, attempt_ids[-1], evaluation, len(results))
-    publish_recall(spec.name, evaluation)
+    publish_recall(spec, evaluation)
     below = baseline_finding(evaluation.model, evaluation.popularity)
     if below:
         logger.warning("%s", below.message)

@@ -57,7 +57,10 @@ def save_results_block(location: str | None = None) -> str | None:
     persist_result=True,
     result_storage=result_storage(),
 )
-def train_attempt_flow(spec: dict, number: int, learning_rate: float, workdir: str) -> dict:
-    """Train attempt `number` of `spec` at `learning_rate` in `workdir`; returns the AttemptResult as JSON."""
-    result = train_here(spec_from_dict(spec, source="train-attempt parameter 'spec'"), number, learning_rate, workdir)
+def train_attempt_flow(spec: dict, number: int, learning_rate: float, workdir: str,
+                       progress_id: str | None = None) -> dict:
+    """Train attempt `number` of `spec` at `learning_rate` in `workdir`; returns the AttemptResult as JSON.
+    `progress_id` is the orchestrator's progress artifact, which the epochs advance."""
+    result = train_here(spec_from_dict(spec, source="train-attempt parameter 'spec'"), number, learning_rate, workdir,
+                        progress_id=progress_id)
     return result.model_dump(mode="json")

@@ -16,6 +16,7 @@ from trainer.spec import ExperimentSpec
 
 TRAINER_DEPLOYMENT_ENV = "TOWERFLOW_TRAINER_DEPLOYMENT"
 TRAINING_LIMIT = "towerflow-training"  # the global concurrency limit every training attempt takes a slot of
+VERDICT_STATES = ("Collapsed", "Diverged")  # attempt task runs that ended with a verdict, not an error
 
 
 def describe_epoch(number: int, total_epochs: int, metrics) -> str:
@@ -53,8 +54,9 @@ def training_slot(number: int) -> Iterator[None]:
 
 
 def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
-               on_epoch_done: Callable[[], None] | None = None):
-    """Run one attempt in this process with live progress (logs and a progress artifact).
+               on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None):
+    """Run one attempt in this process with live progress (logs, and the run's progress artifact
+    `progress_id`, a new one if None).
 
     `on_epoch_done()` runs after each epoch's checkpoint (the orchestrator renews its lease there).
     """
@@ -62,7 +64,7 @@ def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir:
 
     logger = get_run_logger()
     with training_slot(number):
-        progress = ProgressArtifact(spec.name, spec.training.epochs)
+        progress = ProgressArtifact(progress_id or ProgressArtifact.create(spec), spec.training.epochs)
 
         def on_epoch(metrics) -> None:
             line = describe_epoch(number, spec.training.epochs, metrics)
@@ -110,7 +112,8 @@ def _wait_until_final(flow_run_id, poll_s: float = 2.0):
             time.sleep(poll_s)
 
 
-def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, learning_rate: float, workdir: str):
+def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
+                        progress_id: str | None = None):
     """Run one attempt as a flow run of the trainer deployment and wait for its persisted result.
 
     A trainer run of the same attempt that is still going (its orchestrator was killed, it was not)
@@ -133,6 +136,7 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
                 "number": number,
                 "learning_rate": learning_rate,
                 "workdir": workdir,
+                "progress_id": progress_id,
             },
             tags=[tag],
             poll_interval=1,
@@ -145,7 +149,9 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
 
 def is_infrastructure_fault(task, task_run, state) -> bool:
     """Retry condition: anything but a ValueError (bad data or spec: the same on every try) or an
-    expected error (a lost lease, a database down for the whole retry budget)."""
+    expected error (a lost lease, a database down for the whole retry budget), nor a verdict (collapse)."""
+    if state.name in VERDICT_STATES:
+        return False
     try:
         state.result()
     except (ValueError, ExpectedError):
@@ -164,14 +170,26 @@ def is_infrastructure_fault(task, task_run, state) -> bool:
     cache_policy=NO_CACHE,
 )
 def train_attempt(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
-                  on_epoch_done: Callable[[], None] | None = None):
+                  on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None):
     """One training attempt. An infrastructure fault (a killed worker, a lost GPU) is retried at the same
     learning rate and resumes from the attempt's last checkpoint; bad data (a ValueError) is not retried;
-    collapse and divergence are results, not exceptions."""
+    collapse and divergence are results, not exceptions: the task run ends in a Failed state named
+    Collapsed or Diverged (red in the UI, never retried) that carries the AttemptResult."""
     deployment = os.environ.get(TRAINER_DEPLOYMENT_ENV)
     if deployment:
-        return train_on_deployment(deployment, spec, number, learning_rate, workdir)
-    return train_here(spec, number, learning_rate, workdir, on_epoch_done)
+        result = train_on_deployment(deployment, spec, number, learning_rate, workdir, progress_id)
+    else:
+        result = train_here(spec, number, learning_rate, workdir, on_epoch_done, progress_id)
+    return verdict_state(result)
+
+
+def verdict_state(result):
+    """The AttemptResult itself (Completed) when it succeeded, else a Failed state named by its verdict."""
+    from prefect.states import Failed
+
+    if result.status in ("collapsed", "diverged"):
+        return Failed(name=result.status.capitalize(), message=result.reason, data=result)
+    return result
 
 
 @task(name="evaluate", task_run_name="{spec.name} / evaluate attempt {number}", cache_policy=NO_CACHE)

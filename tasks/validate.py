@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import events
-from tasks.report import publish_findings
+from tasks.report import experiment_slug, publish_findings
 from trainer.rules import Finding
 from trainer.spec import ExperimentSpec
 from trainer.validation import ValidationReport, validate_config
@@ -19,7 +19,7 @@ def validate(config: str | dict, overrides: list[str] | None = None, source_labe
     report = validate_config(config, overrides)
     name = report.spec.name if report.spec else source_label
     config_hash = report.spec.content_hash() if report.spec else "invalid"
-    publish_findings(name, report.findings)
+    publish_findings(experiment_slug(report.spec) if report.spec else "invalid-config", report.findings)
     for finding in report.findings:
         log = logger.error if finding.severity == "error" else logger.warning
         log("%s %s at %s: %s", finding.severity, finding.code, finding.field or "<config>", finding.message)
@@ -40,7 +40,7 @@ def check_data(spec: ExperimentSpec) -> list[Finding]:
     logger = get_run_logger()
     _, findings = check(spec)
     config_hash = spec.content_hash()
-    publish_findings(spec.name, findings, what="data-findings")
+    publish_findings(experiment_slug(spec), findings, what="data-findings")
     for finding in findings:
         log = logger.error if finding.severity == "error" else logger.warning
         log("data %s %s at %s: %s", finding.severity, finding.code, finding.field, finding.message)

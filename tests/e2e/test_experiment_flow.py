@@ -34,7 +34,7 @@ def towerflow_env(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("TOWERFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'towerflow.db'}")
     monkeypatch.delenv("TOWERFLOW_TRAINER_DEPLOYMENT", raising=False)
     emitted: list[tuple[str, dict]] = []
-    monkeypatch.setattr(events, "emit_event", lambda event, resource, payload: emitted.append((event, payload)))
+    monkeypatch.setattr(events, "emit_event", lambda event, resource, payload, related: emitted.append((event, payload)))
     yield emitted
     store.dispose_engines()
 
@@ -163,15 +163,24 @@ def test_approve_policy_pauses_and_resumes_with_the_suggested_learning_rate(towe
     from trainer.spec import load_spec
 
     config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
-    state, status_while_paused = approve_in_the_ui(config, "proceed_with_suggested_lr")
+    from flows.experiment import SUGGESTED
+
+    state, status_while_paused = approve_in_the_ui(config, SUGGESTED)
     assert status_while_paused == "awaiting_approval" and state.is_completed()
     [attempt] = only_experiment()["attempts"]
-    assert attempt["learning_rate"] == pytest.approx(suggested_learning_rate(load_spec(config)))
+    suggested = suggested_learning_rate(load_spec(config))
+    assert attempt["learning_rate"] == pytest.approx(suggested)
+    names = [name for name, _ in towerflow_env]
+    assert names.index(events.VALIDATION_AWAITING_APPROVAL) < names.index(events.VALIDATION_APPROVED)
+    approved = dict(towerflow_env)[events.VALIDATION_APPROVED]
+    assert approved["lr"] == pytest.approx(suggested) and approved["decision"] == SUGGESTED
 
 
 def test_approve_policy_stop_ends_the_experiment_without_training(towerflow_env):
     config = deep_high_lr(validation={"on_warning": "approve", "approval_timeout_s": 120})
-    state, _ = approve_in_the_ui(config, "stop")
+    from flows.experiment import STOP
+
+    state, _ = approve_in_the_ui(config, STOP)
     assert state.is_failed() and "stopped by a person" in state.message
     detail = only_experiment()
     assert detail["experiment"]["status"] == "stopped" and detail["attempts"] == []

@@ -221,7 +221,7 @@ def test_the_flow_links_the_report_and_a_failure_to_write_it_only_warns(stored_e
     flow_module._link_report(spec, stored_experiment.id)
     path = tmp_path / "artifacts" / spec.content_hash() / f"my-demo-exp-{stored_experiment.id}.html"
     assert [link for link, _ in links] == [path.as_uri()]
-    assert links[0][1]["key"] == "collapse-demo-report"
+    assert links[0][1]["key"] == f"collapse-demo-{spec.content_hash()[:8]}-report"  # the hash keeps configs apart
     assert "attempt-chart" in path.read_text(encoding="utf-8")
 
     def broken(detail, path):

@@ -1,0 +1,32 @@
+"""The UI's artifact content: keys that keep configs apart, epoch tables a person can read."""
+
+from __future__ import annotations
+
+import math
+
+from tasks.report import artifact_key, epoch_rows, experiment_slug
+from trainer.results import EpochMetrics
+from trainer.spec import spec_from_dict
+from tests.e2e.tiny_configs import tiny_config
+
+
+def test_two_configs_with_one_name_get_different_keys():
+    first = spec_from_dict(tiny_config(name="movielens"))
+    second = spec_from_dict(tiny_config(name="movielens", training__learning_rate=0.01))
+    keys = {artifact_key(experiment_slug(spec), "recall") for spec in (first, second)}
+    assert len(keys) == 2 and all(key.startswith("movielens-") and key.endswith("-recall") for key in keys)
+
+
+def test_epoch_rows_are_rounded_named_and_say_what_each_epoch_means():
+    def epoch(number, loss, gap, nonfinite=0):
+        return EpochMetrics(epoch=number, loss=loss, uniform_loss=5.545177, uniform_gap=gap, nonfinite_steps=nonfinite,
+                            steps=10, examples=2560, buyer_grad_norm_mean=15606400000.0, buyer_grad_norm_max=2e10,
+                            product_grad_norm_mean=4.73022e-7, product_grad_norm_max=1e-6, seconds=1.23456,
+                            learning_rate=0.1)
+
+    rows = epoch_rows([epoch(1, 4.912345678, 0.63), epoch(2, 5.5451, 0.00008), epoch(3, math.nan, math.nan, 4)], 1e-3)
+    assert list(rows[0]) == ["epoch", "loss/example", "uniform loss", "gap", "grad norm buyer", "grad norm product",
+                             "non-finite steps", "seconds", "verdict"]
+    assert rows[0]["loss/example"] == 4.912 and rows[0]["grad norm buyer"] == 1.56e10 and rows[0]["seconds"] == 1.2
+    assert [row["verdict"] for row in rows] == ["learning", "at uniform loss", "non-finite"]
+    assert rows[2]["loss/example"] == "NaN"
