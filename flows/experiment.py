@@ -15,19 +15,26 @@ from typing import Literal
 
 import fsspec
 from prefect import flow, get_run_logger
-from pydantic import Field
 from prefect.artifacts import create_link_artifact
 from prefect.context import get_run_context
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
+from pydantic import Field
 
 from flows.local import quiet_expected_errors
 from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashed, owner_token
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
 from tasks.persist import persist_attempt, persist_recall
-from tasks.report import ProgressArtifact, artifact_key, experiment_slug, publish_epochs, publish_lineage, publish_recall
+from tasks.report import (
+    ProgressArtifact,
+    artifact_key,
+    experiment_slug,
+    publish_epochs,
+    publish_lineage,
+    publish_recall,
+)
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, validate

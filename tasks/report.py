@@ -9,14 +9,14 @@ import math
 import re
 from typing import Any, Iterable
 
-from trainer.spec import ExperimentSpec
-
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+
+from trainer.spec import ExperimentSpec
 
 
 def artifact_key(name: str, what: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from tasks.report import artifact_key, epoch_rows, experiment_slug
+from tests.e2e.tiny_configs import tiny_config
 from trainer.results import EpochMetrics
 from trainer.spec import spec_from_dict
-from tests.e2e.tiny_configs import tiny_config
 
 
 def test_two_configs_with_one_name_get_different_keys():

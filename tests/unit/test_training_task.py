@@ -32,7 +32,7 @@ def test_a_collapsed_or_diverged_attempt_ends_in_a_named_failed_state_that_is_ne
 def test_the_approval_form_preselects_nothing_and_speaks_in_words():
     from pydantic import ValidationError
 
-    from flows.experiment import SUGGESTED, STOP, ApprovalDecision
+    from flows.experiment import STOP, SUGGESTED, ApprovalDecision
 
     schema = ApprovalDecision.model_json_schema()
     assert schema["required"] == ["decision"] and "default" not in schema["properties"]["decision"]
