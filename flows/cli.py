@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,7 +129,8 @@ def results_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    """`towerflow report NAME|ID [--out PATH]`: write the experiment's HTML report; print its file:// URI."""
+    """`towerflow report NAME|ID [--out PATH] [--serve]`: write the experiment's HTML report and print its URI;
+    with --serve, serve it on 127.0.0.1 and print its http:// URL until Ctrl-C."""
     from tasks import store
     from tasks.html_report import report_filename, write_report
     from tasks.settings import towerflow_home
@@ -138,7 +140,19 @@ def report_command(args: argparse.Namespace) -> int:
     if experiment is None:
         return EXIT_INVALID
     detail = store.experiment_detail(experiment.id)
-    print(write_report(detail, args.out or towerflow_home() / "reports" / report_filename(detail)))
+    path = Path(args.out) if args.out else towerflow_home() / "reports" / report_filename(detail)
+    written = write_report(detail, path)
+    if not args.serve:
+        print(written)
+        return EXIT_OK
+    from flows.report_server import ReportServer
+
+    with ReportServer(Path(path).resolve().parent, port=args.port) as server:
+        print(f"serving {server.url_of(path.resolve())} (Ctrl-C stops)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
 
 
@@ -268,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("experiment", metavar="NAME|ID", help="an experiment's name, id or hash prefix")
     report.add_argument("--out", metavar="PATH", help="where to write (default $TOWERFLOW_HOME/reports/NAME-ID.html)")
+    report.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1 and print its http:// URL")
+    report.add_argument("--port", type=int, default=0, help="port for --serve (default: a free one)")
     report.set_defaults(handler=report_command)
 
     submit = commands.add_parser(

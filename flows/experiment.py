@@ -15,7 +15,7 @@ from typing import Literal
 
 import fsspec
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.context import get_run_context
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -24,6 +24,7 @@ from pydantic import Field
 
 from flows.local import quiet_expected_errors
 from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashed, owner_token
+from flows.report_server import served_report_url
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
 from tasks.persist import persist_attempt, persist_recall
@@ -259,13 +260,20 @@ def _forget_attempts(spec: ExperimentSpec) -> None:
 
 
 def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
-    """Write the HTML report beside the experiment's attempts and link it from a Prefect artifact; never raises."""
+    """Write the HTML report beside the experiment's attempts and link it over http(s) from a Prefect artifact
+    (never file://: a browser refuses it); without a report server, say how to open it. Never raises."""
     try:
         with store.retrying_for(0):
             detail = store.experiment_detail(experiment_id)
-        path = f"{experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())}/{report_filename(detail)}"
-        create_link_artifact(write_report(detail, path), link_text=f"{spec.name} report",
-                             key=artifact_key(experiment_slug(spec), "report"),
+        root = artifacts_root(spec.artifacts)
+        written = write_report(detail, f"{experiment_dir(root, spec.content_hash())}/{report_filename(detail)}")
+        key = artifact_key(experiment_slug(spec), "report")
+        url = served_report_url(written, root)
+        if url is None:
+            create_markdown_artifact(f"The HTML report of {spec.name} is at `{written}`; open it in a browser with "
+                                     f"`towerflow report {experiment_id} --serve`.", key=key)
+            return
+        create_link_artifact(url, link_text=f"{spec.name} report", key=key,
                              description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "
                                          "recall@k against popularity, validation findings")
     except Exception as exc:  # a report is a view: failing to draw it must not fail the experiment

@@ -23,6 +23,8 @@ import time
 from datetime import timedelta
 
 from flows.prefect_api import LocalServer, api_answers, recorded_api_url, start_server
+from flows.report_server import REPORT_URL_ENV, ReportServer
+from tasks.settings import artifacts_root
 
 TRAINER_DEPLOYMENT = "train-attempt/train-attempt"
 RESOURCE_PATTERN = "towerflow.experiment.*"
@@ -173,6 +175,8 @@ def serve_command(dispatch: bool = False, max_training: int = 1) -> int:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "towerflow")
     if dispatch:
         os.environ.setdefault("TOWERFLOW_TRAINER_DEPLOYMENT", TRAINER_DEPLOYMENT)  # flow runs inherit it
+    reports = ReportServer(artifacts_root())
+    os.environ[REPORT_URL_ENV] = reports.url  # the flow runs link their reports here
     try:
         import prefect
 
@@ -183,10 +187,11 @@ def serve_command(dispatch: bool = False, max_training: int = 1) -> int:
         save_results_block()
         prepare_api(max_training)
         ui = api_url.removesuffix("/api")
-        print(f"Prefect API {api_url}; open the UI at {ui}; at most {max_training} attempt(s) train at once; "
-              "submit with: towerflow submit CONFIG", flush=True)
+        print(f"Prefect API {api_url}; open the UI at {ui}; reports at {reports.url}; at most {max_training} "
+              "attempt(s) train at once; submit with: towerflow submit CONFIG", flush=True)
         reconcile_when_served()
-        prefect.serve(*runner_deployments())
+        with reports:
+            prefect.serve(*runner_deployments())
     except KeyboardInterrupt:
         pass
     finally:
