@@ -44,6 +44,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from tasks.settings import towerflow_home
+from tasks.views import ExperimentView
 from trainer.errors import ExpectedError
 
 EXPERIMENT_STATUSES = (
@@ -742,6 +743,11 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
 def as_dict(row: SQLModel) -> dict[str, Any]:
     """A row's columns as JSON-ready values (see `experiment_detail`)."""
     return {name: _json_value(getattr(row, name)) for name in type(row).model_fields}
+
+
+def experiment_view(experiment_id: int) -> ExperimentView:
+    """`experiment_detail(experiment_id)` as the typed view every renderer reads (`tasks.views`)."""
+    return ExperimentView.of(experiment_detail(experiment_id))
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""The words and numbers every renderer shares: the terminal, the Prefect artifacts and the HTML report.
+
+One place says how a number is rounded, what a lift is, how recall's candidates are described, what an
+epoch's verdict is and how a status reads, so the three views never disagree. Pure: no Prefect, no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from trainer.quality import below_baseline_words
+
+MISSING = "–"
+NONFINITE_WORDS = ("NaN", "Infinity", "-Infinity")  # as the store's JSON writes them
+
+
+class RecallScope(Protocol):
+    """What recall was measured over (a stored recall row, or an evaluation result)."""
+
+    n_candidates: int
+    n_candidate_rows_before_dedup: int
+    n_queries: int
+    exclude_seen: bool
+
+
+def nonfinite_word(value: float) -> str | None:
+    """'NaN', 'Infinity' or '-Infinity' for a non-finite float; None for a finite one."""
+    if math.isfinite(value):
+        return None
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A value to `digits` significant digits; non-finite ones as words, a missing one as a dash."""
+    if value is None:
+        return MISSING
+    return nonfinite_word(value) or f"{value:.{digits}g}"
+
+
+def cell(value: Any, digits: int = 4) -> Any:
+    """A table cell: a float rounded to `digits` significant digits (non-finite as a word), '' for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return nonfinite_word(value) or float(f"{value:.{digits}g}")
+    return value
+
+
+def rate(learning_rate: float) -> str:
+    """A learning rate as people write it: 0.1, 1e-05."""
+    return f"{learning_rate:g}"
+
+
+def rate_change(previous: float | None, learning_rate: float) -> str | None:
+    """'× 0.1' from the previous attempt's rate to this one; None for the first or an unusable rate."""
+    if not previous or not math.isfinite(previous) or not math.isfinite(learning_rate):
+        return None
+    return f"× {learning_rate / previous:.3g}"
+
+
+def lift(model: float, baseline: float) -> float | None:
+    """model / baseline, rounded to 2 decimals; None when the baseline is 0 or either is not finite."""
+    if not baseline or not math.isfinite(model) or not math.isfinite(baseline):
+        return None
+    return round(model / baseline, 2)
+
+
+def lift_text(model: float, baseline: float) -> str:
+    """'2.89×', or a dash when there is no lift."""
+    ratio = lift(model, baseline)
+    return MISSING if ratio is None else f"{ratio:.2f}×"
+
+
+def recall_scope(scope: RecallScope, n_pairs: int | None = None) -> str:
+    """'over 400 unique products (8000 rows before de-duplication), 1900 buyers, exclude_seen=False'."""
+    pairs = "" if n_pairs is None else f", {n_pairs} test pairs"
+    return (
+        f"over {scope.n_candidates} unique products ({scope.n_candidate_rows_before_dedup} rows before "
+        f"de-duplication), {scope.n_queries} buyers{pairs}, exclude_seen={scope.exclude_seen}"
+    )
+
+
+def below_popularity(ks: Sequence[int]) -> str | None:
+    """'below popularity at @5, @10: not worth serving there', or None when the model beats it at every k."""
+    return f"{below_baseline_words(ks)}: not worth serving there" if ks else None
+
+
+def status_word(status: str) -> str:
+    """A status as the Prefect UI names states: 'Collapsed', 'Awaiting approval'."""
+    return status.replace("_", " ").capitalize()
+
+
+class EpochLike(Protocol):
+    epoch: int
+    loss: float
+    uniform_loss: float | None
+    uniform_gap: float | None
+    buyer_grad_norm_mean: float
+    product_grad_norm_mean: float
+    nonfinite_steps: int
+    seconds: float
+
+
+def epoch_verdict(epoch: EpochLike, loss_tolerance: float) -> str:
+    """What one epoch says: non-finite, at the uniform-score loss (collapsing), or learning."""
+    if epoch.nonfinite_steps or not math.isfinite(epoch.loss):
+        return "non-finite"
+    if epoch.uniform_gap is not None and epoch.uniform_gap < loss_tolerance:
+        return "at uniform loss"
+    return "learning"
+
+
+def epoch_rows(epochs: Iterable[EpochLike], loss_tolerance: float) -> list[dict[str, Any]]:
+    """The columns that explain an attempt, rounded and named for people."""
+    return [
+        {
+            "epoch": e.epoch,
+            "loss/example": cell(e.loss),
+            "uniform loss": cell(e.uniform_loss),
+            "gap": cell(e.uniform_gap, 3),
+            "grad norm buyer": cell(e.buyer_grad_norm_mean, 3),
+            "grad norm product": cell(e.product_grad_norm_mean, 3),
+            "non-finite steps": e.nonfinite_steps,
+            "seconds": round(e.seconds, 1),
+            "verdict": epoch_verdict(e, loss_tolerance),
+        }
+        for e in epochs
+    ]
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table's lines; a '|' or a line break inside a cell cannot break the table."""
+
+    def line(cells: Sequence[Any]) -> str:
+        text = (" ".join(str(c).split()).replace("|", "\\|") for c in cells)
+        return "| " + " | ".join(text) + " |"
+
+    return [line(headers), "|" + "---|" * len(headers), *(line(row) for row in rows)]
