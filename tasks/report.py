@@ -1,11 +1,11 @@
-"""What a person sees in the Prefect UI: artifacts for findings, epochs, recall, lineage, progress.
+"""What a person sees in the Prefect UI: artifacts for findings, epochs, recall, lineage, progress, summary.
 
 Keys carry the config hash (`movielens-2e60cb58-recall`), so two configs with one name never share a history.
+Words and numbers come from `tasks.wording`, like the terminal's and the HTML report's.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable
 
@@ -16,7 +16,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from tasks import wording
+from tasks.views import ExperimentView
+from tasks.wording import epoch_rows, epoch_verdict
 from trainer.spec import ExperimentSpec
+
+__all__ = [
+    "artifact_key", "experiment_slug", "epoch_rows", "epoch_verdict", "publish_findings", "publish_epochs",
+    "publish_recall", "publish_lineage", "lineage_markdown", "summary_markdown", "publish_summary",
+    "ProgressArtifact",
+]
 
 
 def artifact_key(name: str, what: str) -> str:
@@ -30,17 +39,6 @@ def experiment_slug(spec: ExperimentSpec) -> str:
     return f"{spec.name}-{spec.content_hash()[:8]}"
 
 
-def _fmt(value: Any, digits: int = 4) -> Any:
-    """A rounded number for a table cell; non-finite values as words (a table cell cannot say NaN)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        return float(f"{value:.{digits}g}")
-    return value
-
-
 def publish_findings(slug: str, findings: Iterable, what: str = "findings") -> None:
     rows = [
         {"severity": f.severity, "code": f.code, "field": f.field, "message": f.message, "suggestion": f.suggestion or ""}
@@ -50,40 +48,14 @@ def publish_findings(slug: str, findings: Iterable, what: str = "findings") -> N
         create_table_artifact(rows, key=artifact_key(slug, what), description=f"{slug}: {what.replace('-', ' ')}")
 
 
-def epoch_verdict(epoch, loss_tolerance: float) -> str:
-    """What one epoch says: non-finite, at the uniform-score loss (collapsing), or learning."""
-    if epoch.nonfinite_steps or not math.isfinite(epoch.loss):
-        return "non-finite"
-    if epoch.uniform_gap is not None and epoch.uniform_gap < loss_tolerance:
-        return "at uniform loss"
-    return "learning"
-
-
-def epoch_rows(epochs: Iterable, loss_tolerance: float) -> list[dict[str, Any]]:
-    """The columns that explain an attempt, rounded and named for people."""
-    return [
-        {
-            "epoch": e.epoch,
-            "loss/example": _fmt(e.loss),
-            "uniform loss": _fmt(e.uniform_loss),
-            "gap": _fmt(e.uniform_gap, 3),
-            "grad norm buyer": _fmt(e.buyer_grad_norm_mean, 3),
-            "grad norm product": _fmt(e.product_grad_norm_mean, 3),
-            "non-finite steps": e.nonfinite_steps,
-            "seconds": round(e.seconds, 1),
-            "verdict": epoch_verdict(e, loss_tolerance),
-        }
-        for e in epochs
-    ]
-
-
 def publish_epochs(spec: ExperimentSpec, number: int, result) -> None:
     rows = epoch_rows(result.epochs, spec.training.collapse.loss_tolerance)
     if rows:
         create_table_artifact(
             rows,
             key=artifact_key(experiment_slug(spec), f"attempt-{number}-epochs"),
-            description=f"{spec.name}: attempt {number} @ lr={result.learning_rate:g}, {result.status}: {result.reason}",
+            description=(f"{spec.name}: attempt {number} @ lr={wording.rate(result.learning_rate)}, "
+                         f"{result.status}: {result.reason}"),
         )
 
 
@@ -91,31 +63,67 @@ def publish_recall(spec: ExperimentSpec, evaluation) -> None:
     rows = [
         {
             "k": k,
-            "recall": round(evaluation.model[k], 4),
-            "popularity": round(evaluation.popularity[k], 4),
-            "lift": round(evaluation.model[k] / evaluation.popularity[k], 2) if evaluation.popularity[k] else None,
+            "recall": wording.cell(evaluation.model[k]),
+            "popularity": wording.cell(evaluation.popularity[k]),
+            "lift": wording.lift(evaluation.model[k], evaluation.popularity[k]),
         }
         for k in sorted(evaluation.model)
     ]
-    description = (
-        f"{spec.name}: recall@k over {evaluation.n_candidates} unique products "
-        f"({evaluation.n_candidate_rows_before_dedup} rows before de-duplication), "
-        f"{evaluation.n_queries} buyers, {evaluation.n_pairs} test pairs, exclude_seen={evaluation.exclude_seen}"
-    )
+    description = f"{spec.name}: recall@k {wording.recall_scope(evaluation, evaluation.n_pairs)}"
     create_table_artifact(rows, key=artifact_key(experiment_slug(spec), "recall"), description=description)
 
 
+def _lineage_table(numbered: Iterable[tuple[int, Any]]) -> list[str]:
+    """(number, attempt) pairs as a markdown table; statuses read as the attempts' task-run states."""
+    rows = [[number, wording.rate(a.learning_rate), wording.status_word(a.status), a.epochs_run, a.reason]
+            for number, a in numbered]
+    return wording.markdown_table(["attempt", "learning rate", "status", "epochs", "reason"], rows)
+
+
 def lineage_markdown(name: str, attempts: Iterable) -> str:
-    lines = [f"# {name}: attempt lineage", "", "| attempt | learning rate | status | epochs | reason |", "|---|---|---|---|---|"]
-    for number, result in enumerate(attempts, start=1):
-        lines.append(f"| {number} | {result.learning_rate:g} | {result.status.capitalize()} | {result.epochs_run} | "
-                     f"{result.reason} |")
-    return "\n".join(lines)
+    """The lineage card: attempts (AttemptResult, in order) with their learning rates and statuses."""
+    return "\n".join([f"# {name}: attempt lineage", "", *_lineage_table(enumerate(attempts, start=1))])
 
 
 def publish_lineage(spec: ExperimentSpec, attempts: list) -> None:
     """One lineage card per run, once its attempts are decided."""
     create_markdown_artifact(lineage_markdown(spec.name, attempts), key=artifact_key(experiment_slug(spec), "lineage"))
+
+
+def summary_markdown(view: ExperimentView) -> str:
+    """The key figures of a stored experiment, for a markdown artifact: recall@k against popularity with the
+    lift (and every k where the model does not beat it), the attempts' lineage, the findings."""
+    experiment = view.experiment
+    lines = [f"# {experiment.name}: {wording.status_word(experiment.status)}"]
+    if experiment.message:
+        lines += ["", experiment.message]
+    lines += ["", "## Recall@k against popularity", ""]
+    if view.recall:
+        lines += [f"recall {wording.recall_scope(view.recall[0])}", ""]
+        lines += wording.markdown_table(["k", "model", "popularity", "lift"], [
+            [f"@{r.k}", wording.number(r.value), wording.number(r.baseline), wording.lift_text(r.value, r.baseline)]
+            for r in view.recall
+        ])
+        below = wording.below_popularity(view.below_popularity_ks)
+        if below:
+            lines += ["", f"**{below}**"]
+    else:
+        lines.append("No recall: no attempt produced a model to evaluate.")
+    lines += ["", "## Attempts", ""]
+    lines += _lineage_table((a.number, a) for a in view.attempts) if view.attempts else ["No attempt was made."]
+    lines += ["", "## Findings", ""]
+    if view.findings:
+        lines += wording.markdown_table(["severity", "field", "message", "suggestion"],
+                                        [[f.severity, f.field, f.message, f.suggestion or ""] for f in view.findings])
+    else:
+        lines.append("No findings: the config passed every rule.")
+    return "\n".join(lines)
+
+
+def publish_summary(spec: ExperimentSpec, view: ExperimentView) -> None:
+    """The summary card of a run (`summary_markdown`), so the UI shows the outcome without leaving it."""
+    create_markdown_artifact(summary_markdown(view), key=artifact_key(experiment_slug(spec), "summary"),
+                             description=f"{spec.name}: recall@k against popularity, attempts, findings")
 
 
 class ProgressArtifact:
