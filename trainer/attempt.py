@@ -1,7 +1,10 @@
 """One training attempt, end to end: data -> model -> epochs with telemetry -> verdict -> export.
 
-Everything an attempt writes lives under its `workdir` (a local path or gs://, written through
-tf.io.gfile):
+Everything an attempt writes lives under its `workdir`, a local path or a URI (gs://), through
+trainer.storage. TensorFlow writes checkpoints, scalars and the SavedModel to a local directory: the
+workdir itself when local, else a staging directory pushed to the workdir after each epoch and at
+export (each checkpoint's files before the `checkpoint` index, so a kill mid-push leaves the previous
+checkpoint the latest one); a resumed attempt first pulls the checkpoints. The workdir holds:
   checkpoints/   one checkpoint per epoch: model, optimizer, epoch counter and the EpochMetrics so
                  far (inside the checkpoint, so they can never disagree); epochs.json beside it
   tb/            TensorBoard scalars per epoch (loss, per-tower gradient norms, learning rate)
@@ -17,11 +20,10 @@ epoch (and reports every epoch); run again after it finished, it returns the sto
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
-import posixpath
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -36,6 +38,7 @@ from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
 from trainer.results import AttemptResult  # defined without TensorFlow; still importable from here
 from trainer.spec import ExperimentSpec
+from trainer.storage import Mirror, exists, join, makedirs, mirrored, read_bytes, write_bytes
 
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
@@ -43,33 +46,11 @@ EXPORT_DIR = "model"
 SAVED_MODEL_DIR = "saved_model"
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
 CANDIDATE_IDS = "candidate_ids.npy"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_INDEX = f"{CHECKPOINTS_DIR}/checkpoint"  # tf.train.CheckpointManager's index of the kept checkpoints
+EPOCHS_FILE = f"{CHECKPOINTS_DIR}/epochs.json"
 
 EpochCallback = Callable[[EpochMetrics], None]
-
-
-def join(*parts: str) -> str:
-    """Join path parts; works for local paths and URIs (gs://bucket/a/b)."""
-    return posixpath.join(*parts)
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    with tf.io.gfile.GFile(path, "wb") as handle:
-        handle.write(data)
-
-
-def read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return handle.read()
-
-
-def save_array(path: str, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    write_bytes(path, buffer.getvalue())
-
-
-def load_array(path: str) -> np.ndarray:
-    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -120,15 +101,16 @@ class _Progress:
 
 
 def _epoch_handler(
-    progress: _Progress, checkpoints: _Checkpoints, writer, on_epoch: EpochCallback | None
+    progress: _Progress, checkpoints: _Checkpoints, writer, mirror: Mirror, on_epoch: EpochCallback | None
 ) -> Callable[[EpochMetrics], bool]:
-    """After each epoch, in this order: verdict, checkpoint (+ epochs.json), TensorBoard, `on_epoch`;
-    returns whether the attempt is finished (so training stops)."""
+    """After each epoch, in this order: verdict, checkpoint (+ epochs.json), TensorBoard, push to the
+    workdir (the index last), `on_epoch`; returns whether the attempt is finished (so training stops)."""
 
     def handle(metrics: EpochMetrics) -> bool:
         progress.record(metrics)
         checkpoints.save(progress.epochs)
         _write_scalars(writer, metrics)
+        mirror.push(last=(CHECKPOINT_INDEX, EPOCHS_FILE))
         if on_epoch is not None:
             on_epoch(metrics)
         return progress.finished
@@ -160,7 +142,7 @@ def _write_scalars(writer, metrics: EpochMetrics) -> None:
 
 
 class _Checkpoints:
-    """Per-epoch checkpoints of model + optimizer + epoch counter + EpochMetrics (JSON) in workdir."""
+    """Per-epoch checkpoints of model + optimizer + epoch counter + EpochMetrics (JSON) in a local `directory`."""
 
     def __init__(self, model: TwoTowerModel, directory: str, max_to_keep: int):
         self.model = model
@@ -185,11 +167,12 @@ class _Checkpoints:
         self.epoch.assign(len(epochs))
         self.history.assign(text)
         self.manager.save(checkpoint_number=epochs[-1].epoch)
-        write_bytes(join(self.directory, "epochs.json"), text.encode())
+        with open(os.path.join(self.directory, os.path.basename(EPOCHS_FILE)), "w") as handle:
+            handle.write(text)
 
     def restore_weights(self, epoch: int) -> None:
         """Load the model weights of `epoch` (its checkpoint must still be kept)."""
-        path = join(self.directory, f"ckpt-{epoch}")
+        path = os.path.join(self.directory, f"ckpt-{epoch}")
         tf.train.Checkpoint(model=self.model).restore(path).expect_partial()
 
 
@@ -229,7 +212,8 @@ def _quiet_get_config_warning():
 
 
 def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentData, export_dir: str) -> str:
-    """Write the SavedModel (query tower + BruteForce index) and candidate embeddings + ids; return the dir."""
+    """Write the SavedModel (query tower + BruteForce index) and candidate embeddings + ids to the local
+    directory `export_dir`; return it."""
     product_column = spec.product_id_column
     candidate_ids = data.candidates[product_column].astype(str).to_numpy()
     embeddings = embed(model.product, data.candidates)
@@ -239,9 +223,9 @@ def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentDat
     module = ServingModule(model.buyer, index)
     signatures = {"serving_default": module.recommend, "embed_buyers": module.embed_buyers}
     with _quiet_get_config_warning():
-        tf.saved_model.save(module, join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
-    save_array(join(export_dir, CANDIDATE_EMBEDDINGS), embeddings)
-    save_array(join(export_dir, CANDIDATE_IDS), candidate_ids.astype(str))
+        tf.saved_model.save(module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
+    np.save(os.path.join(export_dir, CANDIDATE_EMBEDDINGS), embeddings, allow_pickle=False)
+    np.save(os.path.join(export_dir, CANDIDATE_IDS), candidate_ids.astype(str), allow_pickle=False)
     return export_dir
 
 
@@ -265,7 +249,7 @@ def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float) -> N
     so an attempt never resumes (or returns) someone else's checkpoints or result."""
     identity = {"spec_hash": spec.content_hash(), "learning_rate": learning_rate}
     path = join(workdir, ATTEMPT_FILE)
-    if tf.io.gfile.exists(path):
+    if exists(path):
         found = json.loads(read_bytes(path))
         if found != identity:
             raise ValueError(
@@ -273,14 +257,14 @@ def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float) -> N
                 f"{found.get('learning_rate')}, not spec {identity['spec_hash']} at {learning_rate}: use another workdir"
             )
         return
-    tf.io.gfile.makedirs(workdir)
+    makedirs(workdir)
     write_bytes(path, json.dumps(identity).encode())
 
 
 def load_result(workdir: str) -> AttemptResult | None:
     """The stored result of a finished attempt in `workdir`, if any."""
     path = join(workdir, RESULT_FILE)
-    if not tf.io.gfile.exists(path):
+    if not exists(path):
         return None
     return AttemptResult.model_validate_json(read_bytes(path))
 
@@ -321,33 +305,37 @@ def run_attempt(
         optimizer = model.optimizer
         getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
     keep = (training.early_stopping_patience or 0) + 1
-    checkpoints = _Checkpoints(model, join(workdir, "checkpoints"), max_to_keep=keep)
-    progress = _Progress(spec)
-    for metrics in checkpoints.restore():
-        progress.record(metrics)
-    if progress.epochs:
-        done = len(progress.epochs)
-        say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
+    with mirrored(workdir) as mirror:
+        mirror.pull(CHECKPOINTS_DIR)
+        checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
+        progress = _Progress(spec)
+        for metrics in checkpoints.restore():
+            progress.record(metrics)
+        if progress.epochs:
+            done = len(progress.epochs)
+            say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
 
-    if not progress.finished:
-        writer = tf.summary.create_file_writer(join(workdir, "tb"))
-        monitor = EpochMonitor(_epoch_handler(progress, checkpoints, writer, on_epoch))
-        model.fit(
-            train_data,
-            epochs=training.epochs,
-            initial_epoch=len(progress.epochs),
-            validation_data=val_data,
-            callbacks=[monitor],
-            verbose=0,
-        )
-        writer.close()
+        if not progress.finished:
+            writer = tf.summary.create_file_writer(os.path.join(mirror.path, "tb"))
+            monitor = EpochMonitor(_epoch_handler(progress, checkpoints, writer, mirror, on_epoch))
+            model.fit(
+                train_data,
+                epochs=training.epochs,
+                initial_epoch=len(progress.epochs),
+                validation_data=val_data,
+                callbacks=[monitor],
+                verbose=0,
+            )
+            writer.close()
 
-    verdict = progress.detector.conclude()
-    model_uri = None
-    if verdict is None:
-        if progress.early_stopped:
-            checkpoints.restore_weights(progress.best.epoch)
-        model_uri = export_model(model, spec, data, join(workdir, EXPORT_DIR))
+        verdict = progress.detector.conclude()
+        model_uri = None
+        if verdict is None:
+            if progress.early_stopped:
+                checkpoints.restore_weights(progress.best.epoch)
+            export_model(model, spec, data, os.path.join(mirror.path, EXPORT_DIR))
+            model_uri = join(workdir, EXPORT_DIR)
+        mirror.push()
     result = AttemptResult(
         status=verdict.status if verdict else "succeeded",
         reason=verdict.reason if verdict else _success_reason(progress),

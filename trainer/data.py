@@ -1,8 +1,8 @@
 """Experiment data: load tables, split them, derive the unique candidates, cast by feature type.
 
 Tables come from built-in dataset URIs (`movielens100k://ratings`) or from CSV (`.csv`,
-`.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files through fsspec: local
-paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
+`.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files through trainer.storage:
+local paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import dataclasses
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 
 from trainer.datasets import is_builtin, load_builtin
 from trainer.rules import data_uri_problem
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
+from trainer.storage import StorageError, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
 _FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -79,12 +79,14 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
             raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}", code="data_unreadable") from None
     kind = table_format(uri)
     try:
-        with fsspec.open(uri, "rb", compression="infer") as handle:
+        with open_uri(uri, "rb", compression="infer") as handle:
             if kind == "parquet":
                 return pd.read_parquet(handle)
             return pd.read_csv(handle, dtype={column: str for column in text_columns})
     except FileNotFoundError:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
+    except StorageError as exc:
+        raise DataError(str(exc), code="data_unreadable") from None
     except (ValueError, OSError, ImportError) as exc:
         raise DataError(f"{uri}: cannot be read as {kind}: {exc}", code="data_unreadable") from None
 

@@ -8,16 +8,19 @@ by training purchase counts, on the same queries.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from pydantic import BaseModel
 
-from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR, join, load_array
+from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.model import frame_tensors, input_dtype
 from trainer.recall import build_queries, popularity_recall, popularity_scores, recall_at_k
 from trainer.spec import ExperimentSpec
+from trainer.storage import join, local_copy, read_bytes
 
 EMBED_BATCH = 4096
 
@@ -39,6 +42,17 @@ def latest_rows(test: pd.DataFrame, buyer_column: str, buyer_ids: np.ndarray, ti
     rows = test.sort_values(time_column, kind="stable") if time_column else test
     latest = rows.drop_duplicates(buyer_column, keep="last").set_index(buyer_column)
     return latest.loc[buyer_ids].reset_index()
+
+
+def load_array(uri: str) -> np.ndarray:
+    """A .npy array from a local path or URI."""
+    return np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False)
+
+
+def load_saved_model(uri: str):
+    """The SavedModel at `uri` (downloaded first when remote: TensorFlow loads local paths only)."""
+    with local_copy(uri) as path:
+        return tf.saved_model.load(path)
 
 
 def embed_buyers(saved_model, spec: ExperimentSpec, rows: pd.DataFrame) -> np.ndarray:
@@ -64,7 +78,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
         data.test, buyer_column, product_column, candidate_ids, train=data.train if exclude_seen else None
     )
     ks = spec.evaluation.ks
-    saved_model = tf.saved_model.load(join(model_uri, SAVED_MODEL_DIR))
+    saved_model = load_saved_model(join(model_uri, SAVED_MODEL_DIR))
     rows = latest_rows(data.test, buyer_column, queries.buyer_ids, spec.data.split.column)
     query_embeddings = embed_buyers(saved_model, spec, rows)
     popularity = popularity_scores(data.train[product_column].to_numpy(), candidate_ids)

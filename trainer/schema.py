@@ -1,7 +1,7 @@
 """Read the column names of a spec's data cheaply: a Parquet footer or a CSV header, never the rows.
 
 Built-in datasets (`movielens100k://`, `synthetic-retail://`) declare their columns, so they are
-neither downloaded nor generated. Files are opened through fsspec: local paths, `file://`,
+neither downloaded nor generated. Files are opened through trainer.storage: local paths, `file://`,
 `memory://`, `gs://`.
 """
 
@@ -48,17 +48,18 @@ def read_columns(uri: str) -> list[str]:
 
 
 def _parquet_columns(uri: str) -> list[str]:
-    import fsspec
     import pyarrow.parquet as pq
 
-    with fsspec.open(uri, "rb") as handle:
+    from trainer.storage import open_uri
+
+    with open_uri(uri, "rb") as handle:
         return list(pq.read_schema(handle).names)
 
 
 def _csv_columns(uri: str) -> list[str]:
-    import fsspec
+    from trainer.storage import open_uri
 
-    with fsspec.open(uri, "rb", compression="infer") as handle:
+    with open_uri(uri, "rb", compression="infer") as handle:
         header = handle.readline().decode("utf-8-sig")  # decode the header only: the rows stay unread
     columns = next(csv.reader(io.StringIO(header)), [])
     if columns in ([], [""]):

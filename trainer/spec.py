@@ -234,11 +234,11 @@ def normalize_legacy(raw: dict) -> dict:
 
 def read_config_text(source: str | Path) -> str:
     """Read a config from a local path or any fsspec URI (gs://, memory://)."""
-    import fsspec
+    from trainer.storage import open_uri
 
     source = str(source)
     try:
-        with fsspec.open(source, "r", encoding="utf-8") as handle:
+        with open_uri(source, "r", encoding="utf-8") as handle:
             return handle.read()
     except FileNotFoundError:
         raise SpecError(source, [("", "file not found")]) from None
