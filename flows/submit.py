@@ -9,18 +9,17 @@ confirmed: the event is POSTed to the API, and a submission the API did not acce
 from __future__ import annotations
 
 import json
-import posixpath
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import fsspec
 import yaml
 
 from flows.prefect_api import api_answers, use_found_api
 from tasks import store
 from tasks.settings import artifacts_root
+from trainer import storage
 from trainer.errors import ExpectedError
 from trainer.rules import Finding
 from trainer.spec import ExperimentSpec
@@ -62,10 +61,7 @@ def config_uri(spec: ExperimentSpec) -> str:
 def store_config(spec: ExperimentSpec) -> str:
     """Write the normalized spec (overrides applied) to `config_uri(spec)`; loading it gives the same hash."""
     uri = config_uri(spec)
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "w") as handle:
-        yaml.safe_dump(spec.model_dump(mode="json"), handle, sort_keys=False)
+    storage.write_bytes(uri, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode())
     return uri
 
 

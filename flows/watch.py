@@ -24,6 +24,7 @@ import fsspec
 from flows.prefect_api import use_found_api
 from flows.submit import NO_API, InvalidConfig, Submission, submit_config
 from tasks.settings import towerflow_home
+from trainer import storage
 from trainer.spec import SpecError, load_spec
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -50,13 +51,14 @@ class WatchState:
 
     @classmethod
     def load(cls, path: Path) -> WatchState:
-        if not path.exists():
+        if not storage.exists(str(path)):
             return cls()
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(str(path)))
         return cls(submitted=data.get("submitted", {}), broken=data.get("broken", {}))
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"submitted": self.submitted, "broken": self.broken}, indent=1, sort_keys=True))
+        text = json.dumps({"submitted": self.submitted, "broken": self.broken}, indent=1, sort_keys=True)
+        storage.write_bytes(str(path), text.encode())
 
 
 def state_path() -> Path:

@@ -64,7 +64,7 @@ def write_report(detail: Detail, path: str | Path) -> str:
     uri = str(path)
     storage.write_bytes(uri, render_report(detail).encode())
     local = storage.local_path(uri)
-    return Path(local).as_uri() if local is not None else uri
+    return Path(local).resolve().as_uri() if local is not None else uri
 
 
 def report_filename(detail: Detail) -> str:
