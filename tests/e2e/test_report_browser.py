@@ -8,25 +8,15 @@ driver are Debian packages; when they are missing the test fails with the instal
 
 from __future__ import annotations
 
-import base64
 import math
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
+from browser import MEASURE_CHARTS, full_page_screenshot, headless_chromium
 
 from flows.cli import main
 from tasks import store
 
-INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-)
 BATCH = 1024
 # (learning rate, status, reason, [(loss, gradient norm)] per epoch)
 ATTEMPTS = [
@@ -35,31 +25,6 @@ ATTEMPTS = [
     (1.0, "diverged", "non-finite loss at epoch 3", [(6.1, 2.0), (6.3, 8.0), (math.nan, math.inf)]),
     (0.1, "succeeded", "", [(6.5, 0.9), (5.9, 0.7), (5.6, 0.5), (5.45, 0.42)]),
 ]
-
-# For every chart: its on-screen box, and each polyline's and path's geometric box.
-MEASURE_CHARTS = """
-return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
-  const box = svg.getBoundingClientRect();
-  const shapes = Array.from(svg.querySelectorAll('polyline, path, rect.bar')).map(shape => {
-    const b = shape.getBBox();
-    return {tag: shape.tagName, cls: shape.getAttribute('class') || '', width: b.width, height: b.height};
-  });
-  return {cls: svg.getAttribute('class'), attempt: svg.dataset.attempt || null,
-          width: box.width, height: box.height, shapes: shapes};
-});
-"""
-
-
-def browser_binaries() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    if os.environ.get("TOWERFLOW_SKIP_BROWSER") == "1":
-        pytest.skip("TOWERFLOW_SKIP_BROWSER=1: browser test skipped on request")
-    pytest.fail(f"headless Chromium is missing (chromium={chromium}, chromedriver={driver}); install it with: "
-                f"{INSTALL}  (or set TOWERFLOW_SKIP_BROWSER=1 to skip on purpose)", pytrace=False)
-
 
 @pytest.fixture
 def report_file(tmp_path, monkeypatch) -> Path:
@@ -90,36 +55,13 @@ def report_file(tmp_path, monkeypatch) -> Path:
     store.dispose_engines()
 
 
-@contextmanager
-def headless_chromium(profile: Path) -> Iterator[Any]:
-    """A Selenium driver on a fresh headless Chromium profile; fails (in the test) when Chromium is missing."""
-    chromium, driver_path = browser_binaries()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.add_argument("--window-size=1100,900")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def test_report_charts_are_drawn_in_headless_chromium(report_file, tmp_path):
     with headless_chromium(tmp_path / "chromium-profile") as browser:
         browser.get(report_file.as_uri())
         charts = browser.execute_script(MEASURE_CHARTS)
         fits = browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-        page = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-    screenshot = tmp_path / "report.png"
-    screenshot.write_bytes(base64.b64decode(page["data"]))  # the whole page, not just the window
+        screenshot = full_page_screenshot(browser, tmp_path / "report.png")
     print(f"screenshot: {screenshot}")
 
     attempt_charts = [c for c in charts if "attempt-chart" in c["cls"]]
