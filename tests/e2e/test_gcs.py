@@ -1,0 +1,190 @@
+"""gs:// for real: data, configs, checkpoints, the export and the report in a bucket of a GCS JSON API
+emulator on loopback (gcp-storage-emulator, started here and stopped by PID), reached the way a gcsfs
+user reaches one: STORAGE_EMULATOR_HOST. No GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is set: towerflow's
+own default must keep gcsfs off the Storage Control API (else every operation would hang ~60 s)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from faults import last_epoch, log_text, resumed_at, slow_config, start_towerflow, towerflow, towerflow_env, wait_for
+from tiny_configs import TINY_DATA, tiny_config
+
+from flows.prefect_api import stop_process
+from trainer import storage
+from trainer.datasets import load_builtin
+
+BUCKET = "towerflow-test"
+BIN = os.path.dirname(sys.executable)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """The emulator's endpoint, with the bucket created; STORAGE_EMULATOR_HOST set for this process."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [os.path.join(BIN, "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
+             "--in-memory", "--default-bucket", BUCKET, "--quiet"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    try:
+        wait_for("the GCS emulator", lambda: _answers(port), timeout_s=30, every_s=0.2)
+        yield endpoint
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def env(emulator, tmp_path):
+    env = towerflow_env(tmp_path, STORAGE_EMULATOR_HOST=emulator)
+    env.pop("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", None)
+    return env
+
+
+def gs(path: str) -> str:
+    return f"gs://{BUCKET}/{path}"
+
+
+def upload_tables(prefix: str) -> dict[str, str]:
+    """The tiny synthetic tables in the bucket: transactions as CSV and CSV.gz, products as Parquet."""
+    transactions = load_builtin(TINY_DATA.format(table="transactions"))
+    products = load_builtin(TINY_DATA.format(table="products"))
+    csv = transactions.to_csv(index=False).encode()
+    uris = {"csv": gs(f"{prefix}/tx.csv"), "csv.gz": gs(f"{prefix}/tx.csv.gz"), "parquet": gs(f"{prefix}/products.parquet")}
+    storage.write_bytes(uris["csv"], csv)
+    storage.write_bytes(uris["csv.gz"], gzip.compress(csv))
+    buffer = io.BytesIO()
+    products.to_parquet(buffer, index=False)
+    storage.write_bytes(uris["parquet"], buffer.getvalue())
+    return uris
+
+
+def upload_config(path: str, config: dict) -> str:
+    storage.write_bytes(gs(path), yaml.safe_dump(config).encode())
+    return gs(path)
+
+
+def bucket_files(prefix: str) -> list[str]:
+    fs, root = storage.filesystem(gs(prefix))
+    return [path[len(root) + 1:] for path in fs.find(root)]
+
+
+def test_csv_csv_gz_and_parquet_in_the_bucket_validate_with_their_data(env):
+    tables = upload_tables("formats")
+    for transactions in (tables["csv"], tables["csv.gz"]):
+        config = tiny_config(name="formats")
+        config["data"] = {"transactions": transactions, "products": tables["parquet"]}
+        uri = upload_config(f"configs/formats-{transactions.rsplit('.', 1)[-1]}.yaml", config)
+        started = time.monotonic()
+        done = towerflow(env, "validate", "--data", uri)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert time.monotonic() - started < 30  # no Storage Control retries
+
+
+def test_a_missing_object_fails_in_one_line_naming_its_uri(env):
+    missing = gs("configs/nobody-wrote-this.yaml")
+    done = towerflow(env, "run", missing)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert missing in done.stderr and "file not found" in done.stderr  # the invalid-config report
+
+    config = tiny_config(name="missing-data")
+    config["data"] = {"transactions": gs("data/absent.csv.gz"), "products": None}
+    done = towerflow(env, "validate", "--data", upload_config("configs/missing-data.yaml", config))
+    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr
+    assert gs("data/absent.csv.gz") in done.stdout + done.stderr
+
+
+def test_an_unreachable_endpoint_fails_at_once_in_one_line(env):
+    env = env | {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_free_port()}"}
+    started = time.monotonic()
+    done = towerflow(env, "run", gs("configs/x.yaml"))
+    assert time.monotonic() - started < 30
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert gs("configs/x.yaml") in done.stderr and "cannot be reached" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_experiment_on_gcs_leaves_checkpoints_export_and_report_in_the_bucket(env, tmp_path):
+    tables = upload_tables("run")
+    config = tiny_config(name="on-gcs", training__epochs=3, artifacts=gs("artifacts"))
+    config["data"] = {"transactions": tables["csv.gz"], "products": tables["parquet"]}
+    done = towerflow(env, "run", upload_config("configs/on-gcs.yaml", config))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    files = bucket_files("artifacts")
+    [attempt] = {path.split("/attempt-1/")[0] + "/attempt-1" for path in files if "/attempt-1/" in path}
+    inside = {path[len(attempt) + 1:] for path in files if path.startswith(attempt + "/")}
+    assert {"attempt.json", "result.json", "checkpoints/checkpoint", "checkpoints/epochs.json",
+            "checkpoints/ckpt-3.index", "model/saved_model/saved_model.pb",
+            "model/candidate_embeddings.npy", "model/candidate_ids.npy"} <= inside
+    assert any(path.startswith("tb/events.out.tfevents") for path in inside)
+    assert any(path.endswith(".html") and "attempt-" not in path for path in files), files
+
+    local = tmp_path / "saved_model"
+    storage.download(gs(f"artifacts/{attempt}/model/saved_model"), local)
+    load = (
+        "import trainer, tensorflow as tf, sys; m = tf.saved_model.load(sys.argv[1]); "
+        "out = m.signatures['serving_default'](customer_id=tf.constant(['c0', 'c1'])); "
+        "print(tuple(out['product_ids'].shape))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", load, str(local)], capture_output=True, text=True, timeout=120,
+                            env={k: v for k, v in env.items() if k != "STORAGE_EMULATOR_HOST"})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "(2, 10)"
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_attempt_resumes_from_the_checkpoint_in_the_bucket(env, tmp_path):
+    epochs = 12
+    config = yaml.safe_load(open(slow_config(tmp_path, "killed-on-gcs", epochs)))
+    uri = upload_config("configs/killed-on-gcs.yaml", config | {"artifacts": gs("killed")})
+    log = tmp_path / "first.log"
+    first = start_towerflow(env, log, "run", uri)
+    try:
+        wait_for("epoch 3", lambda: last_epoch(log_text(log)) >= 3 or first.poll() is not None)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        stop_process(first)
+    killed_at = last_epoch(log_text(log))
+    assert 3 <= killed_at < epochs, log_text(log)[-2000:]
+
+    again = towerflow(env, "run", uri)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert resumed_at(output) >= killed_at  # at most the epoch in progress was lost, and it came from the bucket
+    assert any(path.endswith(f"checkpoints/ckpt-{epochs}.index") for path in bucket_files("killed"))
