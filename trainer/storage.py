@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import posixpath
 import shutil
@@ -24,7 +25,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import fsspec
+from fsspec.compression import compr
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import infer_compression
 
 from trainer.errors import ExpectedError
 
@@ -35,6 +38,7 @@ from trainer.errors import ExpectedError
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 PROBE_TIMEOUT_S = 5.0
+READ_BUFFER = 8 * 2**20
 
 
 class StorageError(ExpectedError, OSError):
@@ -125,14 +129,27 @@ def failing_as_storage_error(uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_uri(uri: str, mode: str = "rb", **options) -> Iterator:
-    """`fsspec.open(uri, mode, **options)` (e.g. compression="infer"), failing as a StorageError."""
+def open_uri(uri: str, mode: str = "rb", *, compression: str | None = None, encoding: str | None = None) -> Iterator:
+    """`uri` opened like `fsspec.open(uri, mode, compression=..., encoding=...)`, failing as a StorageError.
+
+    A remote file read is buffered READ_BUFFER at a time: a decompressor's or parser's small reads
+    would otherwise cost one request each."""
     with failing_as_storage_error(uri):
         fs, path = filesystem(uri)
-        if "w" in mode and isinstance(fs, LocalFileSystem):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with fsspec.open(str(uri), mode, **options) as handle:
-            yield handle
+        local = isinstance(fs, LocalFileSystem)
+        if local or "r" not in mode:
+            if local and "w" in mode:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with fsspec.open(str(uri), mode, compression=compression, encoding=encoding) as handle:
+                yield handle
+            return
+        with fs.open(path, "rb") as raw:
+            stream = io.BufferedReader(raw, READ_BUFFER)
+            if compression == "infer":
+                compression = infer_compression(path)
+            if compression:
+                stream = compr[compression](stream, mode="rb")
+            yield stream if "b" in mode else io.TextIOWrapper(stream, encoding=encoding)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -187,3 +187,28 @@ def test_local_copy_of_a_remote_tree_is_removed_afterwards(memory_root, tmp_path
     with pytest.raises(storage.NotFound, match="nothing-here: not found"):
         with storage.local_copy(f"{memory_root}/nothing-here"):
             pass
+
+
+def test_a_remote_compressed_file_reads_through_a_large_buffer_in_few_requests(memory_root, monkeypatch):
+    import gzip
+
+    rows = "".join(f"{i},product-{i % 7}\n" for i in range(50_000)).encode()
+    uri = f"{memory_root}/data/tx.csv.gz"
+    storage.write_bytes(uri, gzip.compress(rows))
+    fetched = []  # bytes each read of the remote file returned (a request each on GCS)
+    memory_file = fsspec.implementations.memory.MemoryFile
+
+    def counting(original):
+        def read(self, *args):
+            out = original(self, *args)
+            fetched.append(out if isinstance(out, int) else len(out))
+            return out
+        return read
+
+    for method in ("read", "readinto"):
+        monkeypatch.setattr(memory_file, method, counting(getattr(memory_file, method)))
+    with storage.open_uri(uri, "rb", compression="infer") as handle:
+        assert b"".join(iter(lambda: handle.read(8192), b"")) == rows
+    assert [size for size in fetched if size] == [len(gzip.compress(rows))]  # one read, not one per 8 KiB
+    with storage.open_uri(uri, "r", compression="infer", encoding="utf-8") as handle:
+        assert handle.readline() == "0,product-0\n"
