@@ -84,7 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
                 experiment = store.find_experiment(report.config_hash)
                 if experiment is not None:
                     print()
-                    print(render_experiment(store.experiment_detail(experiment.id)))
+                    print(render_experiment(store.experiment_view(experiment.id)))
             except store.DatabaseUnavailable:
                 pass
         if failure is not None:
@@ -123,8 +123,8 @@ def results_command(args: argparse.Namespace) -> int:
     experiment = _stored_experiment("results", args.experiment)
     if experiment is None:
         return EXIT_INVALID
-    detail = store.experiment_detail(experiment.id)
-    print(json.dumps(detail, indent=2) if args.json else render_experiment(detail))
+    print(json.dumps(store.experiment_detail(experiment.id), indent=2) if args.json
+          else render_experiment(store.experiment_view(experiment.id)))
     return EXIT_OK
 
 
@@ -139,9 +139,9 @@ def report_command(args: argparse.Namespace) -> int:
     experiment = _stored_experiment("report", args.experiment)
     if experiment is None:
         return EXIT_INVALID
-    detail = store.experiment_detail(experiment.id)
-    path = Path(args.out) if args.out else towerflow_home() / "reports" / report_filename(detail)
-    written = write_report(detail, path)
+    view = store.experiment_view(experiment.id)
+    path = Path(args.out) if args.out else towerflow_home() / "reports" / report_filename(view)
+    written = write_report(view, path)
     if not args.serve:
         print(written)
         return EXIT_OK
@@ -332,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["TOWERFLOW_DEBUG"] = "1"
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `towerflow results | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except ExpectedError as error:
         if debugging():
             raise

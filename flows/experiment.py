@@ -35,6 +35,7 @@ from tasks.report import (
     publish_epochs,
     publish_lineage,
     publish_recall,
+    publish_summary,
 )
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
@@ -260,13 +261,15 @@ def _forget_attempts(spec: ExperimentSpec) -> None:
 
 
 def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
-    """Write the HTML report beside the experiment's attempts and link it over http(s) from a Prefect artifact
-    (never file://: a browser refuses it); without a report server, say how to open it. Never raises."""
+    """Publish the run's summary card, write the HTML report beside the experiment's attempts and link it over
+    http(s) from a Prefect artifact (never file://: a browser refuses it); without a report server, say how to
+    open it. Never raises."""
     try:
         with store.retrying_for(0):
-            detail = store.experiment_detail(experiment_id)
+            view = store.experiment_view(experiment_id)
+        publish_summary(spec, view)
         root = artifacts_root(spec.artifacts)
-        written = write_report(detail, f"{experiment_dir(root, spec.content_hash())}/{report_filename(detail)}")
+        written = write_report(view, f"{experiment_dir(root, spec.content_hash())}/{report_filename(view)}")
         key = artifact_key(experiment_slug(spec), "report")
         url = served_report_url(written, root)
         if url is None:
@@ -284,11 +287,11 @@ def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
 def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], experiment_id: int) -> float:
     """The first attempt's rate: the stored one when an earlier run already began (its warning policy,
     approval included, was decided then), else the warning policy's answer on the config's warnings."""
-    first = next(iter(store.experiment_detail(experiment_id)["attempts"]), None)
+    first = next(iter(store.experiment_view(experiment_id).attempts), None)
     if first is not None:
         get_run_logger().info("continuing the lineage begun by an earlier run: attempt 1 at lr=%g",
-                              first["learning_rate"])
-        return first["learning_rate"]
+                              first.learning_rate)
+        return first.learning_rate
     warnings = [f for f in findings if f.severity == "warning"]
     return _apply_warning_policy(spec, warnings, experiment_id)
 

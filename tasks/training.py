@@ -187,8 +187,10 @@ def verdict_state(result):
     """The AttemptResult itself (Completed) when it succeeded, else a Failed state named by its verdict."""
     from prefect.states import Failed
 
+    from tasks.wording import status_word
+
     if result.status in ("collapsed", "diverged"):
-        return Failed(name=result.status.capitalize(), message=result.reason, data=result)
+        return Failed(name=status_word(result.status), message=result.reason, data=result)
     return result
 
 
