@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.gradients import EpochMetrics
+from trainer.results import EpochMetrics
 from trainer.spec import SpecError, load_spec
 
 

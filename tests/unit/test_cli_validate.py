@@ -239,3 +239,10 @@ def test_validate_data_loads_the_rows_and_names_the_bad_column_without_tensorflo
     assert_clean_exit(result, 2)
     assert "product_features[0].column" in result.stdout + result.stderr and "[blank_ids]" in result.stdout
     assert "heavy: []" in result.stdout.splitlines()
+
+
+def test_the_trainer_help_imports_no_tensorflow():
+    script = "import sys, runpy\nsys.argv = ['trainer', '--help']\ntry:\n    runpy.run_module('trainer', run_name='__main__')\n" \
+             "except SystemExit:\n    pass\nprint('heavy:', 'tensorflow' in sys.modules)\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "--learning-rate" in result.stdout and "heavy: False" in result.stdout, result.stdout + result.stderr
