@@ -23,7 +23,7 @@ from prefect.runtime import flow_run as current_flow_run
 from pydantic import Field
 
 from flows.local import quiet_expected_errors
-from flows.ownership import LeaseKeeper, gone_reason, lease_seconds, mark_crashed, owner_token
+from flows.ownership import LeaseKeeper, LeaseLost, gone_reason, lease_seconds, mark_crashed, owner_token
 from flows.report_server import served_report_url
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
@@ -241,6 +241,8 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
             _execute(spec, report.findings, experiment.id, run_id, lease)
     except store.DatabaseUnavailable:
         raise  # the experiment stays claimed; its lease lapses and the next run persists what is on disk
+    except LeaseLost:
+        raise  # another run owns the experiment now: it, not this run, says how it ends
     except ExperimentStopped:
         raise
     except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever

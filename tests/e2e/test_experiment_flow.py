@@ -250,3 +250,23 @@ def test_a_model_below_popularity_at_any_k_is_named_and_refused_on_request(tower
     else:
         assert state.is_failed() and detail["experiment"]["status"] == "failed"
         assert "evaluation.on_below_baseline: fail" in detail["experiment"]["message"]
+
+
+def test_a_run_whose_experiment_was_taken_over_stops_and_leaves_it_to_the_new_owner(towerflow_env, monkeypatch):
+    import flows.experiment
+    from tasks import training
+
+    reported = []
+
+    def taken_over_after_epoch_1(self, description):  # meanwhile another run decided this one was dead
+        reported.append(description)
+        if "epoch 1/" in description:
+            [experiment] = store.list_experiments()
+            store.claim_experiment(experiment.id, "the-new-owner", "elsewhere:1", 60, owner_gone=lambda e: True)
+
+    monkeypatch.setattr(training.ProgressArtifact, "advance", taken_over_after_epoch_1)
+    state = flows.experiment.run_experiment(tiny_config(training__epochs=3), return_state=True)
+    assert state.is_failed() and "taken over by another run" in state.message
+    assert len(reported) == 1  # it stopped at the first epoch boundary after losing the lease
+    experiment = only_experiment()["experiment"]
+    assert (experiment["status"], experiment["flow_run_id"]) == ("running", "the-new-owner")  # left as it found it
