@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import fsspec
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.context import get_run_context
@@ -40,6 +39,7 @@ from tasks.report import (
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, validate
+from trainer import storage
 from trainer.errors import ExpectedError
 from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.rules import Finding, suggested_learning_rate
@@ -257,9 +257,11 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
 
 def _forget_attempts(spec: ExperimentSpec) -> None:
     """`--force`: remove the experiment's attempt directories, so every attempt trains from scratch."""
-    fs, path = fsspec.core.url_to_fs(experiment_dir(artifacts_root(spec.artifacts), spec.content_hash()))
-    for attempt in fs.glob(f"{path}/attempt-*"):
-        fs.rm(attempt, recursive=True)
+    uri = experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())
+    fs, path = storage.filesystem(uri)
+    with storage.failing_as_storage_error(uri):
+        for attempt in fs.glob(f"{path}/attempt-*"):
+            fs.rm(attempt, recursive=True)
 
 
 def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:

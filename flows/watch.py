@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import fsspec
-
 from flows.prefect_api import use_found_api
 from flows.submit import NO_API, InvalidConfig, Submission, submit_config
 from tasks.settings import towerflow_home
@@ -67,8 +65,9 @@ def state_path() -> Path:
 
 def list_configs(location: str) -> list[str]:
     """Config files under a folder or URL prefix, as paths or URIs that fsspec opens, sorted."""
-    fs, root = fsspec.core.url_to_fs(location)
-    found = [path for path in fs.find(root) if path.endswith(CONFIG_SUFFIXES)]
+    fs, root = storage.filesystem(location)
+    with storage.failing_as_storage_error(location):
+        found = [path for path in fs.find(root) if path.endswith(CONFIG_SUFFIXES)]
     remote = "://" in location
     return sorted(fs.unstrip_protocol(path) if remote else path for path in found)
 
@@ -86,8 +85,7 @@ def scan(location: str, submit: Callable[[str], Submission] = submit_config,
 
 
 def _visit(uri: str, submit: Callable[[str], Submission], state: WatchState) -> Seen:
-    with fsspec.open(uri, "rb") as handle:
-        fingerprint = hashlib.sha256(handle.read()).hexdigest()
+    fingerprint = hashlib.sha256(storage.read_bytes(uri)).hexdigest()
     if state.broken.get(uri) == fingerprint:
         return Seen(uri, "unchanged", "still broken")
     try:
@@ -117,7 +115,12 @@ def watch(location: str, interval_s: float = 5.0, once: bool = False,
     returns whether the last scan delivered everything it tried (a failed file is retried next scan)."""
     while True:
         delivered = True
-        for item in scan(location, submit):
+        try:
+            seen = scan(location, submit)
+        except storage.StorageError as error:  # the folder or bucket itself: say so, try again next scan
+            seen, delivered = [], False
+            echo(f"failed: {error} (retried on the next scan)")
+        for item in seen:
             if item.outcome == "failed":
                 delivered = False
                 echo(f"failed: {item.uri}: {item.detail} (retried on the next scan)")

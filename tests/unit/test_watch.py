@@ -160,3 +160,18 @@ def test_watch_once_reports_all_but_unchanged_files_with_state_under_towerflow_h
     assert [line.split(":")[0] for line in lines] == ["submitted", "broken"]
     assert (tmp_path / "home" / "watch-state.json").exists()
     assert len(submit.calls) == 1
+
+
+def test_a_location_that_cannot_be_listed_is_reported_and_retried(tmp_path, monkeypatch):
+    from flows import watch as watch_module
+    from trainer import storage
+
+    def unreachable(location):
+        raise storage.Unreachable(f"{location}: the storage endpoint http://127.0.0.1:1 cannot be reached")
+
+    monkeypatch.setattr(watch_module.storage, "filesystem", unreachable)
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path / "home"))
+    said = []
+    assert watch_module.watch("gs://bucket/configs", once=True, echo=said.append) is False
+    assert said == ["failed: gs://bucket/configs: the storage endpoint http://127.0.0.1:1 cannot be reached "
+                    "(retried on the next scan)"]
