@@ -166,10 +166,14 @@ def test_a_location_that_cannot_be_listed_is_reported_and_retried(tmp_path, monk
     from flows import watch as watch_module
     from trainer import storage
 
-    def unreachable(location):
-        raise storage.Unreachable(f"{location}: the storage endpoint http://127.0.0.1:1 cannot be reached")
+    reachable = storage.filesystem
 
-    monkeypatch.setattr(watch_module.storage, "filesystem", unreachable)
+    def bucket_unreachable(location):
+        if location.startswith("gs://"):
+            raise storage.Unreachable(f"{location}: the storage endpoint http://127.0.0.1:1 cannot be reached")
+        return reachable(location)
+
+    monkeypatch.setattr(watch_module.storage, "filesystem", bucket_unreachable)
     monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path / "home"))
     said = []
     assert watch_module.watch("gs://bucket/configs", once=True, echo=said.append) is False
