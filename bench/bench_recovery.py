@@ -120,7 +120,7 @@ def submit(env: dict[str, str], cfg: str) -> None:
 
 def stop_server(url: str) -> None:
     port = url.rsplit(":", 1)[1].split("/")[0]
-    pids = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["pgrep", "-f", "--", f"--port {port}"], capture_output=True, text=True).stdout.split()
     for pid in pids:
         os.killpg(int(pid), signal.SIGKILL)
 
