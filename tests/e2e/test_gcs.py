@@ -188,3 +188,36 @@ def test_a_run_killed_mid_attempt_resumes_from_the_checkpoint_in_the_bucket(env,
     assert again.returncode == 0, output[-3000:]
     assert resumed_at(output) >= killed_at  # at most the epoch in progress was lost, and it came from the bucket
     assert any(path.endswith(f"checkpoints/ckpt-{epochs}.index") for path in bucket_files("killed"))
+
+
+@pytest.mark.slow
+def test_watch_on_a_bucket_prefix_submits_a_config_that_serve_runs_from_the_bucket(env, tmp_path):
+    import json
+
+    from faults import serve_until_ready, stop_left_server
+
+    tables = upload_tables("watched-data")
+    config = tiny_config(name="watched-on-gcs", training__epochs=2, artifacts=gs("watched-artifacts"))
+    config["data"] = {"transactions": tables["csv"], "products": tables["parquet"]}
+    upload_config("watched/new.yaml", config)
+    serve, _ = serve_until_ready(env, tmp_path / "serve.log")
+    try:
+        watched = towerflow(env, "watch", gs("watched"), "--once")
+        assert watched.returncode == 0, watched.stdout + watched.stderr
+        assert f"submitted: {gs('watched/new.yaml')}" in watched.stdout
+
+        def ended():
+            done = towerflow(env, "results", "watched-on-gcs", "--json")
+            detail = json.loads(done.stdout) if done.returncode == 0 else None
+            return detail if detail and detail["experiment"]["status"] not in ("pending", "running") else None
+
+        detail = wait_for("the watched experiment to end", ended, timeout_s=300, every_s=2)
+    finally:
+        stop_process(serve)
+        stop_left_server(env)
+    assert detail["experiment"]["status"] == "succeeded", detail["experiment"]["message"]
+    files = bucket_files("watched-artifacts")
+    assert f"configs/{detail['experiment']['config_hash']}.yaml" in files  # the run read its config from here
+    assert any(path.endswith("/attempt-1/result.json") for path in files)
+    again = towerflow(env, "watch", gs("watched"), "--once")
+    assert "submitted" not in again.stdout  # an unchanged object is not submitted twice
