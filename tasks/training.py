@@ -121,7 +121,7 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
     """
     from prefect.deployments import run_deployment
 
-    from trainer.attempt import AttemptResult
+    from trainer.results import AttemptResult
 
     tag = attempt_tag(spec, number)
     run = _live_trainer_run(tag)
