@@ -101,7 +101,7 @@ def summary_markdown(view: ExperimentView) -> str:
     if view.recall:
         lines += [f"recall {wording.recall_scope(view.recall[0])}", ""]
         lines += wording.markdown_table(["k", "model", "popularity", "lift"], [
-            [f"@{r.k}", wording.number(r.value), wording.number(r.baseline), wording.lift_text(r.value, r.baseline)]
+            [f"@{r.k}", wording.share(r.value), wording.share(r.baseline), wording.lift_text(r.value, r.baseline)]
             for r in view.recall
         ])
         below = wording.below_popularity(view.below_popularity_ks)

@@ -40,6 +40,13 @@ def number(value: float | None, digits: int = 4) -> str:
     return nonfinite_word(value) or f"{value:.{digits}g}"
 
 
+def share(value: float | None) -> str:
+    """A recall (a share of test pairs) to 4 decimals, so a column of them lines up: 0.1484, 0.0920."""
+    if value is None:
+        return MISSING
+    return nonfinite_word(value) or f"{value:.4f}"
+
+
 def cell(value: Any, digits: int = 4) -> Any:
     """A table cell: a float rounded to `digits` significant digits (non-finite as a word), '' for None."""
     if value is None:

@@ -77,7 +77,8 @@ def test_the_terminal_names_every_k_below_popularity_with_the_shared_words():
     assert "recall over 400 unique products (8000 rows before de-duplication), 1900 buyers, exclude_seen=False:" in text
     assert "  below popularity at @5, @10: not worth serving there" in text  # @10 ties: not a win
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip().startswith("@")}
-    assert rows == {"@5": ["0.03", "0.05", "0.60×"], "@10": ["0.06", "0.06", "1.00×"], "@50": ["0.4", "0.2", "2.00×"]}
+    assert rows == {"@5": ["0.0300", "0.0500", "0.60×"], "@10": ["0.0600", "0.0600", "1.00×"],
+                    "@50": ["0.4000", "0.2000", "2.00×"]}  # recall to 4 decimals: a column that lines up
     assert "below popularity" not in render_experiment(view(recall=((10, 0.3, 0.1),)))
 
 
@@ -90,7 +91,7 @@ def test_the_terminal_accepts_the_detail_dict_the_cli_holds():
 def test_summary_markdown_has_recall_with_lift_the_lineage_and_the_findings():
     text = summary_markdown(view())
     assert text.startswith("# demo: Succeeded\n\nsucceeded on attempt 2 at lr=0.1\n")
-    assert "| @50 | 0.4 | 0.2 | 2.00× |" in text and "| @5 | 0.03 | 0.05 | 0.60× |" in text
+    assert "| @50 | 0.4000 | 0.2000 | 2.00× |" in text and "| @5 | 0.0300 | 0.0500 | 0.60× |" in text
     assert "**below popularity at @5, @10: not worth serving there**" in text
     assert "| 1 | 1 | Collapsed | 3 | scores alike |" in text and "| 2 | 0.1 | Succeeded | 5 |  |" in text
     assert "| warning | training.learning_rate | lr 1 \\| deep tower | use 0.1 |" in text
