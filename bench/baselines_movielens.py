@@ -81,6 +81,19 @@ def choose_l2(spec: ExperimentSpec) -> tuple[float, dict[float, Recall]]:
     return best, scores
 
 
+def classical_baselines(spec: ExperimentSpec, data: ExperimentData) -> dict[str, dict[bool, Recall]]:
+    """ItemKNN and EASE (l2 chosen on validation carved from train) on the test split, for
+    exclude_seen False and True: the rows bench/quality_movielens.py prints beside the model."""
+    l2, _ = choose_l2(spec)
+    table: dict[str, dict[bool, Recall]] = {"itemknn": {}, f"ease l2={l2:g}": {}}
+    for flag in (False, True):
+        evaluation = spec.evaluation.model_copy(update={"exclude_seen": flag})
+        test = protocol(spec.model_copy(update={"evaluation": evaluation}), data, data.test)
+        table["itemknn"][flag] = test.recall(item_knn(test.fit))
+        table[f"ease l2={l2:g}"][flag] = test.recall(ease(test.fit, l2))
+    return table
+
+
 def stored_model(name: str) -> tuple[ExperimentSpec, str]:
     """The spec and model URI of stored experiment `name`'s succeeded attempt."""
     shown = subprocess.run([str(TOWERFLOW), "results", name, "--json"], check=True, capture_output=True, text=True)

@@ -8,6 +8,8 @@ changes evaluation, so each trained model is evaluated twice, never trained twic
 
 Methods:
   popularity     training rating counts (trainer.recall.popularity_scores), the same queries.
+  itemknn, ease  the classical item-item baselines of bench/baselines_movielens.py (EASE's l2
+                 chosen on a validation split carved from train), ranked by trainer.recall.
   tfrs-tutorial  the TFRS basic-retrieval tutorial recipe as a towerflow spec, trained by the same
                  trainer (trainer.attempt.run_attempt): user-id and movie-id embeddings of 32,
                  Adagrad 0.1, batch 8192, 3 epochs, no clipping, temperature 1. One difference
@@ -133,12 +135,12 @@ def lift(model: float, baseline: float) -> float:
 
 def render(table: dict[str, ByFlag], ks: list[int]) -> str:
     """The recall table: one row per method and exclude_seen value."""
-    header = f"{'method':<16}{'exclude_seen':<14}" + "".join(f"{'@' + str(k):>9}" for k in ks)
+    header = f"{'method':<18}{'exclude_seen':<14}" + "".join(f"{'@' + str(k):>9}" for k in ks)
     lines = [header, "-" * len(header)]
     for flag in (False, True):
         for method, by_flag in table.items():
             values = "".join(f"{by_flag[flag][k]:>9.4f}" for k in ks)
-            lines.append(f"{method:<16}{str(flag):<14}{values}")
+            lines.append(f"{method:<18}{str(flag):<14}{values}")
     return "\n".join(lines)
 
 
@@ -154,6 +156,16 @@ def render_lifts(table: dict[str, ByFlag], candidate: str, baselines: list[str])
                 f"exclude_seen={flag!s:<5} recall@{k:<3}: {candidate} {table[candidate][flag][k]:.4f} vs "
                 f"{best} {table[best][flag][k]:.4f} = {ratio:.2f}x ({verdict} the {GOAL_LIFT:.2f}x goal)"
             )
+    return "\n".join(lines)
+
+
+def render_versus(table: dict[str, ByFlag], candidate: str, baselines: list[str], ks: list[int]) -> str:
+    """`candidate` as a ratio of each classical baseline at every k, at each exclude_seen value."""
+    lines = []
+    for flag in (False, True):
+        for baseline in baselines:
+            ratios = "  ".join(f"@{k} {lift(table[candidate][flag][k], table[baseline][flag][k]):.2f}x" for k in ks)
+            lines.append(f"exclude_seen={flag!s:<5} {candidate} / {baseline}: {ratios}")
     return "\n".join(lines)
 
 
@@ -175,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         tutorial = spec_from_dict(tutorial_config(spec.data.model_dump(), ks, epochs=1 if args.quick else 3))
         tutorial_model, _, tutorial_seconds = train_and_evaluate(tutorial, str(Path(tmp) / "tutorial"))
 
-    table = {"popularity": popularity, "tfrs-tutorial": tutorial_model, args.config.name: model}
+    from baselines_movielens import classical_baselines  # it imports this module's helpers
+
+    classical = classical_baselines(spec, data)
+    table = {"popularity": popularity, "tfrs-tutorial": tutorial_model, **classical, args.config.name: model}
     print(f"MovieLens 100K, {spec.data.split.strategy} split {1 - spec.data.split.test_fraction:.0%}/"
           f"{spec.data.split.test_fraction:.0%} (seed {spec.data.split.seed}); recall@k over "
           f"{data.candidates.shape[0]} unique movies, {data.test[spec.buyer_id_column].nunique()} test users"
@@ -183,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(render(table, ks))
     print()
     print(render_lifts(table, args.config.name, ["popularity", "tfrs-tutorial"]))
+    print()
+    print(render_versus(table, args.config.name, list(classical), ks))
     print()
     print(f"time: `towerflow run {args.config.name}` {towerflow_seconds:.0f}s end to end (subprocess); "
           f"tfrs-tutorial training {tutorial_seconds:.0f}s")

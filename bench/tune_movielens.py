@@ -58,7 +58,9 @@ import yaml
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from quality_movielens import EXAMPLE, ByFlag, train_and_evaluate, tutorial_config
-from trainer.data import load_table, split_transactions
+from baselines_movielens import L2_CANDIDATES, Protocol
+from trainer.baselines import ease, item_knn
+from trainer.data import load_experiment_data, load_table, split_transactions
 from trainer.spec import SpecError, SplitSpec, spec_from_dict
 
 CATALOGUE = "movielens100k://items"
@@ -76,6 +78,9 @@ MOVIE_FEATURES = [
     {"column": "release_year", "type": "categorical", "embedding_dim": 8},
     {"column": "movie_title", "type": "text", "embedding_dim": 16},
 ]
+
+HISTORY = {"column": "watched", "type": "history", "embedding_dim": 32}
+"""The user's training movies (trainer.data.purchase_histories), each row's own movie left out in training."""
 
 UNSET = object()
 """An override value that removes the key, so the spec's default applies."""
@@ -102,13 +107,53 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "logq-adam-lr0.01-one-layer": {
         **LOGQ, "model.output_dim": 64, "model.buyer_layers": [{"units": 64}], "model.product_layers": [{"units": 64}],
     },
+    "norm-t0.2": {**LOGQ, "model.normalize": True, "model.temperature": 0.2},
+    "norm-t0.1": {**LOGQ, "model.normalize": True, "model.temperature": 0.1},
+    "norm-t0.05": {**LOGQ, "model.normalize": True, "model.temperature": 0.05},
+    "norm-t0.1-e10": {**LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10},
+    "norm-t0.1-e20": {**LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 20},
+    "norm-t0.1-e10-lr0.003": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10, "training.learning_rate": 0.003,
+    },
+    "norm-t0.1-e10-zip-title": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+        "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES,
+    },
+    "norm-t0.1-e15-zip-title": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 15,
+        "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES,
+    },
+    "norm-t0.1-e10-zip-title-history": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+        "buyer_features": [*USER_FEATURES, HISTORY], "product_features": MOVIE_FEATURES,
+    },
+    "norm-t0.1-e10-zip-title-dropout": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+        "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES,
+        "model.buyer_layers": [{"units": 128}, {"type": "dropout", "rate": 0.2}, {"units": 64}, {"units": 32}],
+    },
+    "history": {**LOGQ, "buyer_features[4]": HISTORY},
+    "history-norm-t0.1-e10": {
+        **LOGQ, "buyer_features[4]": HISTORY, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+    },
+    "history-e10": {**LOGQ, "buyer_features[4]": HISTORY, "training.epochs": 10},
+    "norm-t0.05-e10": {**LOGQ, "model.normalize": True, "model.temperature": 0.05, "training.epochs": 10},
+    "norm-t0.1-ids64-e10": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+        "buyer_features[0].embedding_dim": 64, "product_features[0].embedding_dim": 64,
+    },
+    "norm-t0.1-wide-e10": {
+        **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10, "model.output_dim": 64,
+        "model.buyer_layers": [{"units": 256}, {"units": 64}], "model.product_layers": [{"units": 256}, {"units": 64}],
+    },
 }  # fmt: skip
 """Candidate name -> overrides of the example config (dotted path -> value)."""
 
 
 def override(config: dict, changes: dict[str, Any]) -> dict:
     """A copy of `config` with each path set to its value (or removed, for UNSET); a path is dotted
-    keys and list indices, e.g. `model.temperature` or `buyer_features[0].embedding_dim`."""
+    keys and list indices, e.g. `model.temperature` or `buyer_features[0].embedding_dim` (the index
+    one past a list's end appends)."""
     config = copy.deepcopy(config)
     for path, value in changes.items():
         steps: list[str | int] = []
@@ -120,6 +165,8 @@ def override(config: dict, changes: dict[str, Any]) -> dict:
             node = node[step] if isinstance(step, int) else node.setdefault(step, {})
         if value is UNSET:
             node.pop(steps[-1], None)
+        elif isinstance(node, list) and steps[-1] == len(node):
+            node.append(copy.deepcopy(value))  # one index past the end appends
         else:
             node[steps[-1]] = copy.deepcopy(value)
     return config
@@ -136,12 +183,30 @@ def validation_data(train_path: Path, split: SplitSpec) -> dict:
     return {"transactions": str(train_path), "products": CATALOGUE, "split": split.model_dump()}
 
 
-def render(results: dict[str, tuple[ByFlag, ByFlag, float]], ks: list[int]) -> str:
+def classical(config: dict) -> dict[str, ByFlag]:
+    """ItemKNN and EASE (its l2 the best on this very validation split) on the tuning split, both flags."""
+    spec = spec_from_dict(config, "baselines")
+    data = load_experiment_data(spec)
+    candidates = data.candidates[spec.product_id_column].to_numpy()
+    table: dict[str, ByFlag] = {"itemknn": {}, "ease": {}}
+    for flag in (False, True):
+        evaluation = spec.evaluation.model_copy(update={"exclude_seen": flag})
+        split = Protocol(spec.model_copy(update={"evaluation": evaluation}), data.train, data.test, candidates)
+        table["itemknn"][flag] = split.recall(item_knn(split.fit))
+        table["ease"][flag] = max(
+            (split.recall(ease(split.fit, l2)) for l2 in L2_CANDIDATES), key=lambda r: sum(r.values())
+        )
+    return table
+
+
+def render(results: dict[str, tuple[ByFlag, ByFlag, float]], baselines: dict[str, ByFlag], ks: list[int]) -> str:
     header = f"{'candidate':<34}{'excl':<6}" + "".join(f"{'@' + str(k):>8}" for k in ks) + "   train s"
     lines = [header, "-" * len(header)]
     for flag in (False, True):
         popularity = next(iter(results.values()))[1][flag]
         lines.append(f"{'popularity':<34}{str(flag)[0]:<6}" + "".join(f"{popularity[k]:>8.4f}" for k in ks))
+        for name, recall in baselines.items():
+            lines.append(f"{name:<34}{str(flag)[0]:<6}" + "".join(f"{recall[flag][k]:>8.4f}" for k in ks))
         for name, (model, _, seconds) in results.items():
             values = "".join(f"{model[flag][k]:>8.4f}" for k in ks)
             lines.append(f"{name:<34}{str(flag)[0]:<6}{values}{seconds:>9.0f}")
@@ -170,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         train_path = Path(tmp) / "outer_train.parquet"
         write_outer_train(split, train_path)
         data = validation_data(train_path, split)
+        baselines = classical({**example, "data": data})
         for name in chosen:
             if name == "tutorial":
                 config = tutorial_config(data, ks)
@@ -187,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"@10 {model[True][10]:.4f} @100 {model[True][100]:.4f}; {seconds:.0f}s",
                 flush=True,
             )
-    print(render(results, ks))
+    print(render(results, baselines, ks))
     return 0
 
 

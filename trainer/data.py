@@ -21,6 +21,7 @@ from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
 from trainer.storage import StorageError, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
+HISTORY_LIMIT = 100  # a `history` feature holds a buyer's most recent training purchases, at most this many
 _FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -218,6 +219,23 @@ def feature_field(spec: ExperimentSpec, column: str, tower: str = "") -> str:
     return next(path for path, feature in feature_fields(spec) if feature.column == column and path.startswith(tower))
 
 
+def purchase_histories(train: pd.DataFrame, buyer: str, product: str, time_column: str | None) -> pd.Series:
+    """Buyer id -> their most recent HISTORY_LIMIT training purchases, as space-separated product ids
+    (oldest first; by `time_column`, else in file order). A product bought twice appears twice."""
+    rows = train.sort_values(time_column, kind="stable") if time_column else train
+    recent = rows.groupby(buyer, sort=False).tail(HISTORY_LIMIT)
+    return recent.groupby(buyer, sort=False)[product].agg(" ".join)
+
+
+def with_histories(frame: pd.DataFrame, columns: Collection[str], buyer: str, histories: pd.Series) -> pd.DataFrame:
+    """`frame` with each `history` column set to its buyer's purchase history ("" for a buyer who
+    bought nothing in training). Rows of one buyer share one string, so memory grows with buyers."""
+    if not columns:
+        return frame
+    values = frame[buyer].map(histories).fillna("")
+    return frame.assign(**{column: values for column in columns})
+
+
 def feature_types(spec: ExperimentSpec) -> dict[str, str]:
     """Column -> feature type over both towers; DataError if one column has two types."""
     types: dict[str, str] = {}
@@ -294,6 +312,9 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     Columns are cast by feature type: id/categorical/text become strings (missing -> ""),
     numeric become float32 with missing values filled by the mean of the finite training values
     (0 when there is none). Only the spec's feature columns (and the split's time column) are kept.
+    A `history` feature's column is not read but derived from the training rows only (after the
+    split and any validation carve): every row, train, validation or test, gets its buyer's
+    training purchases (`purchase_histories`), so nothing from a held-out row reaches a query.
 
     DataError (with its `field` and `code`) for what leaves no data to check: a table that cannot
     be read or has no rows, a missing column, a blank buyer or product key, a split that would be
@@ -301,6 +322,8 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     check's findings: see `trainer.datacheck`.
     """
     types = feature_types(spec)
+    history = [column for column, kind in types.items() if kind == "history"]
+    types = {column: kind for column, kind in types.items() if kind != "history"}  # derived after the split
     text = [column for column, kind in types.items() if kind in TEXT_TYPES]
     numeric = [column for column, kind in types.items() if kind == "numeric"]
     product_id, buyer_id = spec.product_id_column, spec.buyer_id_column
@@ -352,10 +375,15 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
         message = f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue"
         raise DataError(message, field="data.products")
     means = {column: _finite_mean(train[column]) for column in numeric}
+    histories = purchase_histories(train, buyer_id, product_id, time_column) if history else pd.Series(dtype=object)
+
+    def finish(frame: pd.DataFrame) -> pd.DataFrame:
+        return with_histories(_fill_numeric(frame, means), history, buyer_id, histories)
+
     return ExperimentData(
-        train=_fill_numeric(train, means),
-        validation=None if validation is None else _fill_numeric(validation, means),
-        test=_fill_numeric(test, means),
+        train=finish(train),
+        validation=None if validation is None else finish(validation),
+        test=finish(test),
         candidates=_fill_numeric(candidates, means),
         n_candidate_rows_before_dedup=n_before,
         n_test_rows_without_candidate=n_test - len(test),

@@ -3,9 +3,12 @@
 Preprocessing is fitted on the training frame only: vocabularies (id, categorical, text tokens)
 and numeric mean/variance come from `train`, so nothing leaks from the test split. Each tower
 encodes its features (id/categorical: StringLookup + Embedding; numeric: normalized, missing ->
-mean; text: whitespace tokens -> StringLookup + Embedding, masked mean), concatenates them and
+mean; text: whitespace tokens -> StringLookup + Embedding, masked mean; history: the buyer's past
+purchases as product-id tokens, the same masked mean without the row's own purchase), concatenates them and
 applies the spec's layers (dense layers use relu except the tower's last dense layer, which is
 linear unless an activation is given). A tower without a dense layer ends in Dense(output_dim).
+With `model.normalize` both towers' outputs are L2-normalized, so a score is a cosine divided by
+the temperature (which then sets how sharp the softmax can get: 0.05-0.2 is the usual range).
 The loss is TFRS Retrieval (in-batch softmax, summed over the batch) with no FactorizedTopK
 metric in training: top-k metrics made training 8-45x slower; recall is computed afterwards by
 `trainer.evaluation` over unique candidates.
@@ -67,7 +70,7 @@ OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
 }
 """The optimizer whitelist: spec name -> tf-keras class. Nothing else is ever constructed."""
 
-STRING_TYPES = ("id", "categorical", "text")
+STRING_TYPES = ("id", "categorical", "text", "history")
 
 
 def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.optimizers.Optimizer:
@@ -122,6 +125,30 @@ class TokenBagEmbedding(tf_keras.layers.Layer):
         return total / count
 
 
+class PurchaseHistoryEmbedding(TokenBagEmbedding):
+    """A buyer's past purchases (space-separated product ids): the mean of their embeddings.
+
+    Given the row's own product (`exclude`, in training, where the row's purchase is in its
+    buyer's history), one occurrence of it is left out of the mean: the tower must predict a
+    purchase from the buyer's other purchases, not read it off its input. A product bought twice
+    keeps its other occurrence, so re-purchases are learned. Serving passes no product.
+    """
+
+    def call(self, values: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
+        if exclude is None:
+            return super().call(values)
+        tokens = tf.strings.split(values).to_tensor(default_value="")
+        ids = self.lookup(tokens)
+        vectors = self.embedding(ids)
+        own = tf.equal(tokens, exclude[:, None])
+        first_own = own & tf.equal(tf.cumsum(tf.cast(own, tf.int32), axis=1), 1)
+        keep = tf.not_equal(ids, 0) & ~first_own
+        mask = tf.cast(keep, vectors.dtype)[..., None]
+        total = tf.reduce_sum(vectors * mask, axis=1)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), tf.ones([], vectors.dtype))
+        return total / count
+
+
 class NormalizedNumber(tf_keras.layers.Layer):
     """A number standardized with the training mean and variance; missing (NaN) -> 0 (the mean)."""
 
@@ -134,12 +161,18 @@ class NormalizedNumber(tf_keras.layers.Layer):
         return tf.where(tf.math.is_nan(normalized), tf.zeros_like(normalized), normalized)
 
 
-def feature_encoder(feature: FeatureSpec, train: pd.DataFrame) -> tf_keras.layers.Layer:
-    """The preprocessing + embedding layer of one feature, fitted on the training frame."""
+def feature_encoder(
+    feature: FeatureSpec, train: pd.DataFrame, product_column: str | None = None
+) -> tf_keras.layers.Layer:
+    """The preprocessing + embedding layer of one feature, fitted on the training frame (a history
+    feature's vocabulary: the training rows' products, `product_column`)."""
+    name = f"{feature.column}_{feature.type}"
+    if feature.type == "history":
+        products = _vocabulary(train[product_column].astype(str))
+        return PurchaseHistoryEmbedding(products, feature.embedding_dim, name=name)
     if feature.column not in train.columns:
         raise ValueError(f"feature column {feature.column!r} is missing from the training data")
     values = train[feature.column]
-    name = f"{feature.column}_{feature.type}"
     if feature.type == "numeric":
         numbers = values.to_numpy(dtype=np.float64)
         finite = numbers[np.isfinite(numbers)]
@@ -176,12 +209,21 @@ class Tower(tf_keras.Model):
     """One side of the model: a dict of feature columns -> float32 embeddings."""
 
     def __init__(
-        self, name: str, features: Sequence[FeatureSpec], train: pd.DataFrame, layers: Sequence[LayerSpec], output_dim: int
+        self,
+        name: str,
+        features: Sequence[FeatureSpec],
+        train: pd.DataFrame,
+        layers: Sequence[LayerSpec],
+        output_dim: int,
+        normalize: bool = False,
+        product_column: str | None = None,
     ):
         super().__init__(name=name)
         self.features = list(features)
-        self.encoders = [feature_encoder(feature, train) for feature in self.features]
+        self.product_column = product_column  # the row's product, left out of a purchase history in training
+        self.encoders = [feature_encoder(feature, train, product_column) for feature in self.features]
         self.stack = tower_layers(layers, output_dim, name)
+        self.normalize = normalize
 
     @property
     def columns(self) -> list[str]:
@@ -192,11 +234,17 @@ class Tower(tf_keras.Model):
         return {f.column: tf.TensorSpec([None], input_dtype(f), name=f.column) for f in self.features}
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        parts = [encoder(inputs[feature.column]) for feature, encoder in zip(self.features, self.encoders)]
+        parts = [
+            encoder(inputs[feature.column], exclude=inputs.get(self.product_column))
+            if isinstance(encoder, PurchaseHistoryEmbedding)
+            else encoder(inputs[feature.column])
+            for feature, encoder in zip(self.features, self.encoders)
+        ]
         x = tf.concat([tf.cast(part, self.compute_dtype) for part in parts], axis=-1)
         for layer in self.stack:
             x = layer(x, training=training)
-        return tf.cast(x, tf.float32)
+        x = tf.cast(x, tf.float32)
+        return tf.math.l2_normalize(x, axis=-1) if self.normalize else x
 
 
 def float32_retrieval(temperature: float) -> tfrs.tasks.Retrieval:
@@ -320,8 +368,11 @@ def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Towe
             f"model.buyer_layers end in {buyer_size} units but model.product_layers in {product_size}: "
             "the two towers' embeddings must have the same size to be dotted"
         )
-    buyer = Tower("buyer", spec.buyer_features, train, model.buyer_layers, model.output_dim)
-    product = Tower("product", spec.product_features, train, model.product_layers, model.output_dim)
+    buyer = Tower(
+        "buyer", spec.buyer_features, train, model.buyer_layers, model.output_dim, model.normalize,
+        product_column=spec.product_id_column,
+    )  # fmt: skip
+    product = Tower("product", spec.product_features, train, model.product_layers, model.output_dim, model.normalize)
     return buyer, product
 
 

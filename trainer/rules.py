@@ -348,12 +348,53 @@ def product_column_in_buyer_tower(spec: ExperimentSpec, schema: DataSchema) -> I
         )
 
 
+def history_features(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """A `history` feature is derived from the buyer's training purchases: buyer tower only, and
+    under a name the data does not already use (towerflow would silently replace that column)."""
+    for i, feature in enumerate(spec.product_features):
+        if feature.type == "history":
+            yield error(
+                "history_in_product_tower",
+                f"product_features[{i}].type",
+                f"product feature {feature.column!r} is a purchase history, which describes a buyer",
+                f"move product_features[{i}] to buyer_features",
+            )
+    columns = set(schema.transactions or ()) | set(schema.products or ())
+    for i, feature in enumerate(spec.buyer_features):
+        if feature.type == "history" and feature.column in columns:
+            yield error(
+                "history_column_in_data",
+                f"buyer_features[{i}].column",
+                f"{feature.column!r} is a column of the data, but a history feature is derived by towerflow "
+                "from the buyer's training purchases",
+                f"name the history feature something the data does not use, e.g. {feature.column + '_history'!r}",
+            )
+
+
+NORMALIZED_TEMPERATURE_MAX = 0.5
+
+
+def normalized_temperature(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """Normalized embeddings score within +-1/temperature: at temperature 1 the softmax can hardly
+    separate a buyer's product from the rest, and the loss stays near the uniform-score loss."""
+    model = spec.model
+    if model.normalize and model.temperature > NORMALIZED_TEMPERATURE_MAX:
+        yield warning(
+            "weak_normalized_temperature",
+            "model.temperature",
+            f"model.normalize scores are cosines / temperature, within +-{1 / model.temperature:g} at temperature "
+            f"{model.temperature:g}: too flat for the softmax to learn much",
+            "temperature: 0.1 (0.05-0.2 is the usual range with normalized embeddings)",
+        )
+
+
 def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     transactions = spec.data.transactions
     catalogue_known = spec.data.products is not None
     wanted: list[tuple[str, str, str | None, Sequence[str] | None]] = [
         (f"buyer_features[{i}].column", f.column, transactions, schema.transactions)
         for i, f in enumerate(spec.buyer_features)
+        if f.type != "history"
     ]
     for i, feature in enumerate(spec.product_features):
         field = f"product_features[{i}].column"
@@ -436,6 +477,8 @@ RULES: tuple[Rule, ...] = (
     duplicate_columns,
     multiple_primary_ids,
     missing_columns,
+    history_features,
+    normalized_temperature,
     unknown_optimizer,
     layer_structure,
     tower_output_sizes,

@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-FeatureType = Literal["id", "categorical", "numeric", "text"]
-DEFAULT_EMBEDDING_DIM = {"id": 32, "categorical": 8, "numeric": None, "text": 16}
+FeatureType = Literal["id", "categorical", "numeric", "text", "history"]
+"""`history` is derived, not read: the buyer's training purchases (product ids), see trainer.data."""
+DEFAULT_EMBEDDING_DIM = {"id": 32, "categorical": 8, "numeric": None, "text": 16, "history": 32}
 
 
 class SpecError(ValueError):
@@ -76,6 +77,7 @@ class ModelSpec(_Strict):
     buyer_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     product_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     temperature: float = 1.0
+    normalize: bool = False  # L2-normalize both towers' outputs: scores are cosines / temperature
     logq_correction: bool = False
     """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
 

@@ -295,3 +295,37 @@ def test_validation_is_carved_from_train_never_from_test():
 def test_conflicting_feature_types_are_refused():
     with pytest.raises(DataError, match="column 'price' is declared both categorical and numeric"):
         load_experiment_data(_with_buyer_feature(_spec(SMALL), "price", "categorical"))
+
+
+# --- purchase histories ----------------------------------------------------------------------
+
+
+def _history_spec(**overrides: dict) -> ExperimentSpec:
+    spec = _spec(SMALL, **overrides)
+    history = spec.buyer_features[0].model_copy(update={"column": "bought", "type": "history"})
+    return spec.model_copy(update={"buyer_features": [*spec.buyer_features, history]})
+
+
+@pytest.mark.parametrize("validation_fraction", [0.0, 0.2])
+def test_every_row_gets_its_buyers_training_purchases_and_nothing_held_out(validation_fraction):
+    data = load_experiment_data(_history_spec(training={"validation_fraction": validation_fraction}))
+    bought = data.train.groupby("customer_id")["product_id"].apply(list)
+    frames = [data.train, data.test, *([data.validation] if data.validation is not None else [])]
+    for frame in frames:
+        for buyer, history in frame[["customer_id", "bought"]].drop_duplicates().itertuples(index=False):
+            assert history.split() == (bought[buyer][-100:] if buyer in bought.index else [])
+
+
+def test_a_history_keeps_the_most_recent_purchases_in_time_order_with_repeats():
+    rows = pd.DataFrame({"b": ["u"] * 150 + ["v"], "p": [f"p{i % 120}" for i in range(150)] + ["p0"], "t": [*range(150, 0, -1), 0]})
+    from trainer.data import HISTORY_LIMIT, purchase_histories
+
+    histories = purchase_histories(rows, "b", "p", "t")
+    expected = [f"p{i % 120}" for i in range(HISTORY_LIMIT - 1, -1, -1)]  # t = 150 - i: the latest are the first rows
+    assert histories["u"].split() == expected
+    assert histories["v"] == "p0"
+
+
+def test_history_columns_are_not_read_from_the_data():
+    data = load_experiment_data(_history_spec())  # the synthetic table has no column "bought"
+    assert "bought" in data.train.columns and "bought" not in load_table(SMALL).columns

@@ -116,7 +116,10 @@ def test_synthetic_parameters_come_from_the_uri():
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("colour=red", r"unknown parameter\(s\) colour; known: customers, products, transactions, clusters, seed"),
+        ("colour=red", r"unknown parameter\(s\) colour; known: customers, products, transactions, clusters, seed, repeat, skew"),
+        ("repeat=often", "parameter repeat must be a number, got 'often'"),
+        ("repeat=0.95", "parameter repeat must be <= 0.9"),
+        ("skew=nan", "parameter skew must be a finite number"),
         ("customers=many", "parameter customers must be an integer, got 'many'"),
         ("products=0", "parameter products must be >= 1"),
         ("products=4&clusters=5", r"parameter clusters \(5\) must not exceed"),
@@ -218,3 +221,32 @@ def test_cluster_aware_popularity_beats_global_popularity_by_a_wide_margin():
     cluster_recall = (cluster_top[customer_cluster[test]] == bought[test][:, None]).any(axis=1).mean()
     assert cluster_recall > 2 * global_recall
     assert cluster_recall > 0.4
+
+
+def _repeat_share(rows: pd.DataFrame) -> float:
+    """Share of purchases re-buying a product the same customer bought earlier."""
+    return float(rows.sort_values("timestamp", kind="stable").duplicated(["customer_id", "product_id"]).mean())
+
+
+def test_repeat_makes_that_share_of_later_purchases_re_purchases():
+    query = "customers=200&products=2000&transactions=3000&clusters=5&seed=1"
+    plain = load_builtin(f"synthetic-retail://transactions?{query}")
+    repeats = load_builtin(f"synthetic-retail://transactions?{query}&repeat=0.5")
+    # without repeats a customer re-buys only by chance; with repeat=0.5 at least half of the later purchases do
+    later = 1 - repeats["customer_id"].nunique() / len(repeats)
+    assert _repeat_share(repeats) >= 0.5 * later > _repeat_share(plain) + 0.2
+    assert repeats["customer_id"].equals(plain["customer_id"]) and repeats["timestamp"].equals(plain["timestamp"])
+
+
+def test_skew_gives_a_long_popularity_tail():
+    def top_share(query: str) -> float:
+        counts = load_builtin(f"synthetic-retail://transactions?{query}")["product_id"].value_counts()
+        return float(counts.iloc[: len(counts) // 10].sum() / counts.sum())
+
+    base = "customers=500&products=400&transactions=20000&clusters=4"
+    assert top_share(f"{base}&skew=1.5") > top_share(base) + 0.15  # the top tenth of products sells far more
+
+
+def test_default_repeat_and_skew_leave_the_data_as_it_was():
+    explicit = load_builtin(f"synthetic-retail://transactions?{SMALL}&seed=1&repeat=0&skew=0")
+    pd.testing.assert_frame_equal(explicit, load_builtin(f"synthetic-retail://transactions?{SMALL}&seed=1"))

@@ -88,3 +88,22 @@ def test_optimizer_comes_from_the_whitelist_with_the_spec_clipping():
     assert sgd.global_clipnorm == 2.0 and sgd.clipnorm is None
     with pytest.raises(ValueError, match="training.optimizer: unknown optimizer '__import__'"):
         build_optimizer(TrainingSpec(optimizer="__import__"), 0.1)
+
+
+def test_a_purchase_history_leaves_out_one_occurrence_of_the_rows_own_product():
+    encoder = feature_encoder(FeatureSpec(column="bought", type="history", embedding_dim=3), TRAIN, "item")
+    i1, i2, both_, twice = encoder(tf.constant(["i1", "i2", "i1 i2", "i1 i1"])).numpy()
+    np.testing.assert_allclose(both_, (i1 + i2) / 2, rtol=1e-6)
+    training = encoder(tf.constant(["i1 i2", "i1 i1", "i2", "i3"]), exclude=tf.constant(["i1", "i1", "i2", "i1"])).numpy()
+    np.testing.assert_allclose(training[0], i2, rtol=1e-6)  # its own purchase left out
+    np.testing.assert_allclose(training[1], i1, rtol=1e-6)  # bought twice: the other purchase stays
+    np.testing.assert_array_equal(training[2], np.zeros(3))  # nothing else bought
+    assert not np.allclose(training[3], 0)  # another product is kept
+
+
+def test_normalized_towers_score_cosines():
+    spec = _spec(normalize=True, temperature=0.1)
+    model = build_model(spec, TRAIN)
+    features = next(iter(make_dataset(TRAIN, model_columns(spec), batch_size=4)))
+    for tower in (model.buyer, model.product):
+        np.testing.assert_allclose(np.linalg.norm(tower(features).numpy(), axis=1), 1.0, rtol=1e-5)

@@ -143,6 +143,9 @@ FIRES = [
     ("unknown built-in table", put("data.products", "movielens100k://users"), None, "bad_dataset_uri", "data.products", "error"),
     ("no training rows required", put("validation.min_train_rows", 0), None, "out_of_range", "validation.min_train_rows", "error"),
     ("no test pairs required", put("validation.min_test_pairs", 0), None, "out_of_range", "validation.min_test_pairs", "error"),
+    ("history in the product tower", lambda raw: raw["product_features"].append({"column": "bought", "type": "history"}), None, "history_in_product_tower", "product_features[3].type", "error"),
+    ("history named like a data column", add_buyer("cust_value", "history"), SCHEMA, "history_column_in_data", "buyer_features[3].column", "error"),
+    ("normalized at temperature 1", put("model.normalize", True), None, "weak_normalized_temperature", "model.temperature", "warning"),
 ]  # fmt: skip
 
 
@@ -188,6 +191,9 @@ NEAR_MISSES = [
     ("data by file URI", put("data.products", "file:///srv/p.csv"), None, "refused_data_uri"),
     ("valid built-in parameters", put("data.transactions", "synthetic-retail://transactions?customers=50&clusters=2"), None, "bad_dataset_uri"),
     ("one training row required", put("validation.min_train_rows", 1), None, "out_of_range"),
+    ("a history is derived, not read from the data", add_buyer("bought", "history"), SCHEMA, "missing_column"),
+    ("a history under a new name", add_buyer("bought", "history"), SCHEMA, "history_column_in_data"),
+    ("normalized at temperature 0.1", both(put("model.normalize", True), put("model.temperature", 0.1)), None, "weak_normalized_temperature"),
 ]  # fmt: skip
 
 

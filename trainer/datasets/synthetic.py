@@ -8,6 +8,12 @@ carry the signal: a product's category and description tokens come mostly from i
 vocabulary, its price level from its cluster; a customer's region, age and value correlate
 with theirs. Timestamps are spread uniformly over one year. Everything is drawn from one
 seeded generator, so the same parameters always give the same data.
+
+Two parameters make it retail-like (both off by default, which keeps the data above unchanged):
+`skew` (a Zipf exponent) weights every product by a global popularity rank as well, so a few
+products sell across all clusters and the catalogue has a long tail; `repeat` (a share, 0-0.9) makes
+that share of a customer's purchases (after their first) a re-purchase of a product they bought
+before, uniformly among their earlier purchases, as groceries and consumables are bought again.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ TABLES: dict[str, list[str]] = {
     "products": ["product_id", "category", "price", "description"],
 }  # fmt: skip
 
-DEFAULTS: dict[str, int] = {"customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7}
+DEFAULTS: dict[str, int | float] = {
+    "customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7, "repeat": 0.0, "skew": 0.0,
+}  # fmt: skip
 # (lowest, highest) per parameter: a config must not ask a worker for more memory than it has
-LIMITS: dict[str, tuple[int, int]] = {
+LIMITS: dict[str, tuple[float, float]] = {
     "customers": (1, 1_000_000), "products": (1, 1_000_000), "transactions": (1, 20_000_000),
-    "clusters": (1, 10_000), "seed": (0, 2**32 - 1),
+    "clusters": (1, 10_000), "seed": (0, 2**32 - 1), "repeat": (0.0, 0.9), "skew": (0.0, 3.0),
 }  # fmt: skip
 
 IN_CLUSTER = 0.8  # share of purchases drawn from the customer's own cluster
@@ -58,18 +66,23 @@ class RetailData:
     product_ids: np.ndarray
 
 
-def parse_params(params: dict[str, str | int]) -> dict[str, int]:
-    """URI query parameters (strings) to ints within LIMITS; ValueError names every bad one at once."""
+def parse_params(params: dict[str, str | int | float]) -> dict[str, int | float]:
+    """URI query parameters (strings) to numbers (of their default's type) within LIMITS; ValueError
+    names every bad one at once."""
     problems = []
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         problems.append(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     values = dict(DEFAULTS)
     for name in [name for name in DEFAULTS if name in params]:
+        kind = type(DEFAULTS[name])
         try:
-            value = int(params[name])
+            value = kind(params[name])
         except (TypeError, ValueError):
-            problems.append(f"parameter {name} must be an integer, got {params[name]!r}")
+            problems.append(f"parameter {name} must be {'an integer' if kind is int else 'a number'}, got {params[name]!r}")
+            continue
+        if not np.isfinite(value):
+            problems.append(f"parameter {name} must be a finite number, got {params[name]!r}")
             continue
         low, high = LIMITS[name]
         if value < low or value > high:
@@ -131,24 +144,57 @@ def _customers(rng: np.random.Generator, customer_cluster: np.ndarray, clusters:
     return pd.DataFrame({"customer_age": age, "region": _ids("region_", clusters, 2)[region], "cust_value": value})
 
 
+def _draw(weights: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Indices into `weights` for uniform `draws` in [0, 1), each index with probability ∝ its weight."""
+    cdf = np.cumsum(weights) / weights.sum()
+    return np.minimum(np.searchsorted(cdf, draws, side="right"), weights.size - 1)
+
+
 def _purchased_products(
-    rng: np.random.Generator, buyer_cluster: np.ndarray, product_cluster: np.ndarray, clusters: int
+    rng: np.random.Generator, buyer_cluster: np.ndarray, product_cluster: np.ndarray, clusters: int, skew: float
 ) -> np.ndarray:
-    """Product index per purchase: in-cluster Zipf over a random per-cluster ranking, else uniform."""
+    """Product index per purchase: in-cluster Zipf over a random per-cluster ranking, else any product
+    (uniformly, or by global popularity when `skew` > 0, which also weights the in-cluster draw)."""
     chosen = rng.integers(product_cluster.size, size=buyer_cluster.size)
     in_cluster = rng.random(buyer_cluster.size) < IN_CLUSTER
     draws = rng.random(buyer_cluster.size)
+    popularity = np.ones(product_cluster.size)
+    if skew > 0:
+        popularity[rng.permutation(product_cluster.size)] = 1.0 / np.arange(1, product_cluster.size + 1) ** skew
+        anywhere = np.flatnonzero(~in_cluster)
+        chosen[anywhere] = _draw(popularity, draws[anywhere])
     for cluster in range(clusters):
         ranked = rng.permutation(np.flatnonzero(product_cluster == cluster))
-        weights = 1.0 / np.arange(1, ranked.size + 1) ** ZIPF_EXPONENT
-        cdf = np.cumsum(weights) / weights.sum()
+        weights = popularity[ranked] / np.arange(1, ranked.size + 1) ** ZIPF_EXPONENT
         rows = np.flatnonzero(in_cluster & (buyer_cluster == cluster))
-        chosen[rows] = ranked[np.minimum(np.searchsorted(cdf, draws[rows], side="right"), ranked.size - 1)]
+        chosen[rows] = ranked[_draw(weights, draws[rows])]
     return chosen
 
 
+def _with_repeats(rng: np.random.Generator, buyer: np.ndarray, product: np.ndarray, repeat: float) -> np.ndarray:
+    """`product` (rows in time order) where a `repeat` share of each buyer's later purchases re-buys a
+    product of one of that buyer's earlier purchases, chosen uniformly among them."""
+    if repeat <= 0:
+        return product
+    order = np.argsort(buyer, kind="stable")  # each buyer's rows together, in time order
+    sorted_buyer = buyer[order]
+    first = np.r_[0, np.flatnonzero(np.diff(sorted_buyer)) + 1]
+    start = np.repeat(first, np.diff(np.r_[first, sorted_buyer.size]))
+    position = np.arange(sorted_buyer.size) - start  # how many earlier purchases the buyer has
+    again = (position > 0) & (rng.random(sorted_buyer.size) < repeat)
+    rows = np.arange(sorted_buyer.size)
+    origin = np.where(again, start + np.floor(rng.random(sorted_buyer.size) * position).astype(np.int64), rows)
+    while not np.array_equal(origin, origin[origin]):  # a re-purchase of a re-purchase: follow it to the first
+        origin = origin[origin]
+    result = np.empty_like(product)
+    result[order] = product[order][origin]
+    return result
+
+
 @functools.lru_cache(maxsize=8)
-def _generate(customers: int, products: int, transactions: int, clusters: int, seed: int) -> RetailData:
+def _generate(
+    customers: int, products: int, transactions: int, clusters: int, seed: int, repeat: float, skew: float
+) -> RetailData:
     rng = np.random.default_rng(seed)
     customer_cluster = _balanced_clusters(rng, customers, clusters)
     product_cluster = _balanced_clusters(rng, products, clusters)
@@ -158,8 +204,9 @@ def _generate(customers: int, products: int, transactions: int, clusters: int, s
 
     activity = rng.gamma(2.0, 1.0, size=customers)
     buyer = rng.choice(customers, size=transactions, p=activity / activity.sum())
-    product = _purchased_products(rng, customer_cluster[buyer], product_cluster, clusters)
+    product = _purchased_products(rng, customer_cluster[buyer], product_cluster, clusters, skew)
     timestamp = np.sort(YEAR_START + rng.integers(YEAR_SECONDS, size=transactions))
+    product = _with_repeats(rng, buyer, product, repeat)
 
     purchases = pd.concat(
         [
