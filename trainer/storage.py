@@ -39,6 +39,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 PROBE_TIMEOUT_S = 5.0
 READ_BUFFER = 8 * 2**20
+GLOB_CHARACTERS = "*?["
 
 
 class StorageError(ExpectedError, OSError):
@@ -150,6 +151,30 @@ def open_uri(uri: str, mode: str = "rb", *, compression: str | None = None, enco
             if compression:
                 stream = compr[compression](stream, mode="rb")
             yield stream if "b" in mode else io.TextIOWrapper(stream, encoding=encoding)
+
+
+def is_pattern(uri: str) -> bool:
+    """Whether `uri` names shards: a glob (`part-*.parquet`) or a folder or prefix ending in `/`."""
+    uri = str(uri)
+    if urlsplit(uri).scheme in ("http", "https"):  # a query string is not a glob, and http cannot list
+        return False
+    return uri.endswith("/") or any(character in uri for character in GLOB_CHARACTERS)
+
+
+def expand(pattern: str) -> list[str]:
+    """The files `pattern` names, sorted and spelled like it (`gs://b/tx/part-0.csv`, `tx/part-0.csv`):
+    a glob's matches, or the files directly in a folder or under a prefix ending in `/`. Names
+    starting with `_` or `.` (`_SUCCESS`, `.part-0.crc`) are skipped. [] when nothing matches."""
+    pattern = str(pattern)
+    wildcard = min((pattern.find(c) for c in GLOB_CHARACTERS if c in pattern), default=len(pattern))
+    base = pattern[: pattern.rfind("/", 0, wildcard) + 1]  # the folder the matches lie in, as written
+    with failing_as_storage_error(pattern):
+        fs, path = filesystem(pattern)
+        root = fs._strip_protocol(base).rstrip("/")
+        found = fs.ls(path, detail=True) if pattern.endswith("/") else fs.glob(path, detail=True).values()
+        names = [entry["name"] for entry in found if entry["type"] == "file"]
+    relative = (name[len(root):].lstrip("/") for name in names)
+    return sorted(base + name for name in relative if not posixpath.basename(name).startswith(("_", ".")))
 
 
 def read_bytes(uri: str) -> bytes:
