@@ -1,8 +1,9 @@
 """Experiment data: load tables, split them, derive the unique candidates, cast by feature type.
 
 Tables come from built-in dataset URIs (`movielens100k://ratings`) or from CSV (`.csv`,
-`.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files through trainer.storage:
-local paths, `file://`, `memory://`, `gs://`. No TensorFlow import here.
+`.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files or shards of them (a glob
+or a folder ending in `/`) through trainer.storage: local paths, `file://`, `memory://`, `gs://`.
+No TensorFlow import here.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import pandas as pd
 from trainer.datasets import is_builtin, load_builtin
 from trainer.rules import data_uri_problem
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
-from trainer.storage import StorageError, open_uri
+from trainer.schema import SchemaError, read_shards, table_format
+from trainer.storage import StorageError, is_pattern, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
 HISTORY_LIMIT = 100  # a `history` feature holds a buyer's most recent training purchases, at most this many
-_FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 class DataError(ValueError):
@@ -51,23 +52,14 @@ def _blame(field: str) -> Iterator[None]:
 # --- loading -------------------------------------------------------------------------------
 
 
-def table_format(uri: str) -> str:
-    """'csv' or 'parquet', from the path's suffix; DataError for anything else."""
-    path = str(uri).split("?", 1)[0].lower()
-    for suffix, kind in _FORMATS.items():
-        if path.endswith(suffix):
-            return kind
-    raise DataError(
-        f"{uri}: unknown format; expected a path ending in {', '.join(_FORMATS)} or a built-in dataset",
-        code="data_unreadable",
-    )
-
-
 def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
-    """Load a built-in dataset URI or a CSV/Parquet file (local, file://, memory://, gs://).
+    """Load a built-in dataset URI, a CSV/Parquet file or shards of one (local, file://, memory://, gs://).
 
-    `text_columns` are read as strings from CSV files, so ids such as `00042` keep their zeros.
-    A URI that `rules.data_uri_problem` refuses is never opened. Errors have code `data_unreadable`.
+    Shards (a glob, or a folder or prefix ending in `/`) must agree in format and columns
+    (`trainer.schema.read_shards`); they are read in name order into one frame, indexed 0..n-1,
+    wholly in memory. `text_columns` are read as strings from CSV files, so ids such as `00042`
+    keep their zeros. A URI that `rules.data_uri_problem` refuses is never opened. Errors have
+    code `data_unreadable` unless the shards disagree (their SchemaError's code).
     """
     uri = str(uri)
     problem = data_uri_problem(uri)
@@ -78,7 +70,16 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
             return load_builtin(uri)
         except (ValueError, ImportError, OSError) as exc:
             raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}", code="data_unreadable") from None
-    kind = table_format(uri)
+    try:
+        if not is_pattern(uri):
+            return _read_file(uri, table_format(uri), text_columns)
+        shards = read_shards(uri)
+    except SchemaError as exc:
+        raise DataError(str(exc), code=exc.code) from None
+    return pd.concat([_read_file(file, shards.format, text_columns) for file in shards.files], ignore_index=True)
+
+
+def _read_file(uri: str, kind: str, text_columns: Collection[str]) -> pd.DataFrame:
     try:
         with open_uri(uri, "rb", compression="infer") as handle:
             if kind == "parquet":

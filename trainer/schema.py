@@ -1,5 +1,8 @@
-"""Read the column names of a spec's data cheaply: a Parquet footer or a CSV header, never the rows.
+"""What a spec's data URI holds, read cheaply: its files, their format and their columns (a
+Parquet footer or a CSV header, never the rows).
 
+A data URI is one file, a built-in dataset, or shards: a glob (`gs://bucket/tx/part-*.parquet`)
+or a folder or prefix ending in `/`, whose files must share one format and one schema.
 Built-in datasets (`movielens100k://`, `synthetic-retail://`) declare their columns, so they are
 neither downloaded nor generated. Files are opened through trainer.storage: local paths, `file://`,
 `memory://`, `gs://`.
@@ -9,34 +12,115 @@ from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec
+from trainer.storage import StorageError, expand, is_pattern, open_uri
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SUGGESTIONS = {
+    "data_unreadable": "check the path, or use a built-in dataset such as synthetic-retail://transactions",
+    "no_shards": "check the pattern; shards are matched by name, files starting with _ or . are skipped",
+    "mixed_formats": "put each format's shards under their own glob, e.g. part-*.parquet",
+    "shard_schemas_differ": "rewrite the differing shard with the first shard's columns",
+}
+HEADER_READERS = 16  # shards whose headers are read at once (each a request on an object store)
 
 
 class SchemaError(ValueError):
-    """The columns of a data file could not be read; the message names the file."""
+    """The columns of a spec's data could not be read, or its shards disagree; the message names
+    the file or pattern, `code` the finding it is reported as."""
+
+    def __init__(self, message: str, code: str = "data_unreadable"):
+        super().__init__(message)
+        self.code = code
+
+
+class Shards(NamedTuple):
+    """A data URI's files (sorted by name; one for a single file), their format and their columns."""
+
+    files: list[str]
+    format: str
+    columns: list[str]
+
+
+def table_format(uri: str) -> str:
+    """'csv' or 'parquet', from the path's suffix; SchemaError for anything else."""
+    path = str(uri).split("?", 1)[0].lower()
+    for suffix, kind in FORMATS.items():
+        if path.endswith(suffix):
+            return kind
+    expected = ", ".join(FORMATS)
+    raise SchemaError(f"{uri}: unsupported format; expected a path ending in {expected} (or a folder or glob of them)")
 
 
 def read_columns(uri: str) -> list[str]:
-    """The column names of a built-in table, Parquet file or CSV file, without reading its rows."""
+    """The column names of a built-in table, a Parquet or CSV file, or agreeing shards, without reading rows."""
     uri = str(uri)
     if is_builtin(uri):
         try:
             return builtin_columns(uri)
         except (ImportError, ValueError) as exc:
             raise SchemaError(str(exc)) from None
-    path = uri.lower().split("?", 1)[0]
-    if path.endswith(PARQUET_SUFFIXES):
-        reader = _parquet_columns
-    elif path.endswith(CSV_SUFFIXES):
-        reader = _csv_columns
-    else:
-        raise SchemaError(f"{uri}: unsupported format; expected a .csv or .parquet file or a built-in dataset URI")
+    return read_shards(uri).columns
+
+
+def read_shards(uri: str) -> Shards:
+    """The files `uri` names and their agreed columns: every shard's header is read and compared
+    with the first shard's (names; for Parquet also types; order does not count).
+
+    SchemaError naming the pattern when nothing matches or formats are mixed, the shard when one
+    cannot be read or its schema differs from the first shard's.
+    """
+    uri = str(uri)
+    files = _files(uri)
+    kinds = {file: table_format(file) for file in files}
+    if len(set(kinds.values())) > 1:
+        first = files[0]
+        other = next(file for file in files if kinds[file] != kinds[first])
+        message = f"{uri}: mixes formats ({first} is {kinds[first]}, {other} is {kinds[other]}); use one format per glob"
+        raise SchemaError(message, code="mixed_formats")
+    with ThreadPoolExecutor(min(HEADER_READERS, len(files))) as pool:
+        schemas = list(pool.map(_schema, files))
+    for file, schema in zip(files[1:], schemas[1:]):
+        differences = _differences(schemas[0], schema)
+        if differences:
+            message = f"{uri}: shard {file} differs from {files[0]}: {'; '.join(differences)}"
+            raise SchemaError(message, code="shard_schemas_differ")
+    return Shards(files, kinds[files[0]], list(schemas[0]))
+
+
+def _files(uri: str) -> list[str]:
+    if not is_pattern(uri):
+        return [uri]
+    try:
+        files = expand(uri)
+    except StorageError as exc:
+        raise SchemaError(str(exc)) from None
+    if not files:
+        what = "no data files in this folder" if uri.endswith("/") else "no file matches this pattern"
+        raise SchemaError(f"{uri}: {what}", code="no_shards")
+    return files
+
+
+def _differences(expected: dict[str, str], got: dict[str, str]) -> list[str]:
+    """What `got` (column -> type) lacks, adds or types differently from `expected`, in words."""
+    missing = [column for column in expected if column not in got]
+    extra = [column for column in got if column not in expected]
+    retyped = [f"{c} is {got[c]}, not {t}" for c, t in expected.items() if c in got and got[c] != t]
+    return [
+        *([f"missing {', '.join(missing)}"] if missing else []),
+        *([f"extra {', '.join(extra)}"] if extra else []),
+        *retyped,
+    ]
+
+
+def _schema(uri: str) -> dict[str, str]:
+    """Column -> type of one file (types from a Parquet footer; '' for CSV, whose header has none)."""
+    reader = _parquet_schema if table_format(uri) == "parquet" else _csv_schema
     try:
         return reader(uri)
     except FileNotFoundError:
@@ -47,24 +131,20 @@ def read_columns(uri: str) -> list[str]:
         raise SchemaError(f"{uri}: cannot be read ({type(exc).__name__}: {exc})") from None
 
 
-def _parquet_columns(uri: str) -> list[str]:
+def _parquet_schema(uri: str) -> dict[str, str]:
     import pyarrow.parquet as pq
 
-    from trainer.storage import open_uri
-
     with open_uri(uri, "rb") as handle:
-        return list(pq.read_schema(handle).names)
+        return {field.name: str(field.type) for field in pq.read_schema(handle)}
 
 
-def _csv_columns(uri: str) -> list[str]:
-    from trainer.storage import open_uri
-
+def _csv_schema(uri: str) -> dict[str, str]:
     with open_uri(uri, "rb", compression="infer") as handle:
         header = handle.readline().decode("utf-8-sig")  # decode the header only: the rows stay unread
     columns = next(csv.reader(io.StringIO(header)), [])
     if columns in ([], [""]):
         raise SchemaError(f"{uri}: no header line; expected the column names on the first line")
-    return columns
+    return dict.fromkeys(columns, "")
 
 
 def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
@@ -83,11 +163,11 @@ def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
         except SchemaError as exc:
             findings.append(
                 Finding(
-                    code="data_unreadable",
+                    code=exc.code,
                     severity="error",
                     field=f"data.{table}",
                     message=str(exc),
-                    suggestion="check the path, or use a built-in dataset such as synthetic-retail://transactions",
+                    suggestion=SUGGESTIONS.get(exc.code, SUGGESTIONS["data_unreadable"]),
                 )
             )
     return DataSchema(**columns), findings

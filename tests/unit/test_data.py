@@ -82,7 +82,7 @@ def test_http_data_is_refused_before_any_access(monkeypatch):
 
 
 def test_unknown_format_is_refused_before_any_access():
-    with pytest.raises(DataError, match=r"gs://bucket/rows\.json: unknown format.*\.parquet"):
+    with pytest.raises(DataError, match=r"gs://bucket/rows\.json: unsupported format.*\.parquet"):
         load_table("gs://bucket/rows.json")
 
 
