@@ -1,5 +1,8 @@
 """Persistence: the SQLModel tables of an experiment and the repository functions over them.
 
+A `sweep` row groups the experiments of one grid (by config hash); its members' rows are the experiments'
+own, so a sweep adds nothing to how an experiment is run or stored.
+
 `TOWERFLOW_DATABASE_URL` picks the database; the default is a SQLite file under `TOWERFLOW_HOME`
 (default ~/.towerflow). `postgresql://` URLs run on psycopg 3. Tables are created on first use.
 Every function opens its own short transaction, so the orchestrator and its workers (separate
@@ -44,7 +47,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from tasks.settings import towerflow_home
-from tasks.views import ExperimentView
+from tasks.views import ExperimentView, PointView, SweepHead, SweepView
 from trainer.errors import ExpectedError
 
 EXPERIMENT_STATUSES = (
@@ -208,6 +211,19 @@ class RecallResult(SQLModel, table=True):
     n_candidate_rows_before_dedup: int
     n_queries: int
     exclude_seen: bool
+
+
+class Sweep(SQLModel, table=True):
+    """A grid of experiments run or submitted together; members are experiments by config hash, in grid order."""
+
+    __tablename__ = "sweep"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sweep_hash: str = Field(unique=True, max_length=64)
+    name: str = Field(index=True)
+    grid_json: str  # {dotted spec key: [values]}
+    points_json: str  # [{name, config_hash, values}] per member
+    created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
 
 
 # --- engine ----------------------------------------------------------------------------------
@@ -674,19 +690,24 @@ def find_experiment(name_or_id: str | int) -> Experiment | None:
 
     Raises LookupError when a hash prefix matches several experiments.
     """
+    return _find(Experiment, Experiment.config_hash, name_or_id)
+
+
+def _find(table: type[Row], hash_column: Any, name_or_id: str | int) -> Row | None:
+    """A row of `table` by id, else the newest with that name, else by a prefix of `hash_column`."""
     key = str(name_or_id).strip()
     with _session() as session:
         if key.isdigit():
-            found = session.get(Experiment, int(key))
+            found = session.get(table, int(key))
             if found is not None:
                 return found
-        found = session.exec(select(Experiment).where(Experiment.name == key).order_by(*_NEWEST_FIRST)).first()
+        newest = (col(table.created_at).desc(), col(table.id).desc())
+        found = session.exec(select(table).where(table.name == key).order_by(*newest)).first()
         if found is not None:
             return found
-        prefix = col(Experiment.config_hash).startswith(key.lower())
-        matches = session.exec(select(Experiment).where(prefix).limit(2)).all()
+        matches = session.exec(select(table).where(col(hash_column).startswith(key.lower())).limit(2)).all()
     if len(matches) > 1:
-        raise LookupError(f"hash prefix {key!r} matches several experiments; give more characters")
+        raise LookupError(f"hash prefix {key!r} matches several {table.__tablename__}s; give more characters")
     return matches[0] if matches else None
 
 
@@ -748,6 +769,55 @@ def as_dict(row: SQLModel) -> dict[str, Any]:
 def experiment_view(experiment_id: int) -> ExperimentView:
     """`experiment_detail(experiment_id)` as the typed view every renderer reads (`tasks.views`)."""
     return ExperimentView.of(experiment_detail(experiment_id))
+
+
+@_retrying
+def record_sweep(sweep_hash: str, name: str, grid: Mapping[str, list[Any]], points: list[Mapping[str, Any]]) -> Sweep:
+    """The sweep keyed by `sweep_hash`, created if new (a rerun of the same sweep finds its row)."""
+    with _session() as session:
+        found = session.exec(select(Sweep).where(Sweep.sweep_hash == sweep_hash)).first()
+        if found is not None:
+            return found
+        sweep = Sweep(sweep_hash=sweep_hash, name=name, grid_json=json.dumps(dict(grid)),
+                      points_json=json.dumps(list(points)))
+        session.add(sweep)
+        try:
+            session.commit()
+        except IntegrityError:  # another caller recorded the same sweep after our read
+            session.rollback()
+            return session.exec(select(Sweep).where(Sweep.sweep_hash == sweep_hash)).one()
+        return sweep
+
+
+@_retrying
+def find_sweep(name_or_id: str | int) -> Sweep | None:
+    """Look up a sweep by id, else the latest with that name, else a hash prefix (LookupError if several)."""
+    return _find(Sweep, Sweep.sweep_hash, name_or_id)
+
+
+def sweep_view(sweep_id: int) -> SweepView:
+    """The sweep with each member's experiment view (None for a member no run has started)."""
+    sweep = _sweep_row(sweep_id)
+    head = SweepHead(id=sweep_id, sweep_hash=sweep.sweep_hash, name=sweep.name, grid=json.loads(sweep.grid_json),
+                     points=json.loads(sweep.points_json), created_at=sweep.created_at)
+    points = []
+    for point in head.points:
+        experiment = _experiment_id_by_hash(point.config_hash)
+        points.append(PointView(point=point, experiment=None if experiment is None else experiment_view(experiment)))
+    return SweepView(sweep=head, points=points)
+
+
+@_retrying
+def _sweep_row(sweep_id: int) -> Sweep:
+    with _session() as session:
+        return _get(session, Sweep, sweep_id)
+
+
+@_retrying
+def _experiment_id_by_hash(config_hash: str) -> int | None:
+    with _session() as session:
+        found = _experiment_by_hash(session, config_hash)
+        return None if found is None else found.id
 
 
 # --- helpers -----------------------------------------------------------------------------------
