@@ -246,3 +246,30 @@ def test_the_trainer_help_imports_no_tensorflow():
              "except SystemExit:\n    pass\nprint('heavy:', 'tensorflow' in sys.modules)\n"
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "--learning-rate" in result.stdout and "heavy: False" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("shards", "pattern", "expected"),
+    [
+        ({"part-0.csv": "customer_id,region,product_id"}, "{tx}/part-*.parquet",
+         "{tx}/part-*.parquet: no file matches this pattern [no_shards]"),
+        ({"part-0.csv": "customer_id,region,product_id", "part-1.csv": "customer_id,product_id"}, "{tx}/",
+         "{tx}/: shard {tx}/part-1.csv differs from {tx}/part-0.csv: missing region [shard_schemas_differ]"),
+        ({"part-0.parquet": "not parquet"}, "{tx}/*.parquet", "{tx}/part-0.parquet: cannot be read (ArrowInvalid: "),
+        ({"a.csv": "customer_id,region,product_id", "b.parquet": ""}, "{tx}/*",
+         "{tx}/*: mixes formats ({tx}/a.csv is csv, {tx}/b.parquet is parquet); use one format per glob [mixed_formats]"),
+    ],
+    ids=["no match", "a shard differs", "an unreadable shard", "mixed formats"],
+)  # fmt: skip
+def test_bad_shards_fail_validate_and_run_in_one_line_naming_the_field(tmp_path, shards, pattern, expected):
+    tx = tmp_path / "tx"
+    tx.mkdir()
+    for name, text in shards.items():
+        (tx / name).write_text(f"{text}\nc1,north,p1\n")
+    config = write_config(tmp_path, transactions=pattern.format(tx=tx))
+    line = f"data.transactions: {expected.format(tx=tx)}"
+    for command in ("validate", "run"):  # run refuses before Prefect or TensorFlow start
+        result = towerflow(command, str(config))
+        assert_clean_exit(result, 2)
+        errors = [text.strip() for text in (result.stdout + result.stderr).splitlines() if text.startswith("  data.")]
+        assert len(errors) == 1 and errors[0].startswith(line), result.stdout + result.stderr

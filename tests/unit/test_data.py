@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trainer import storage
 from trainer.data import DataError, load_experiment_data, load_table, split_transactions, unique_candidates
 from trainer.spec import ExperimentSpec, SplitSpec, spec_from_dict
 
@@ -329,3 +330,35 @@ def test_a_history_keeps_the_most_recent_purchases_in_time_order_with_repeats():
 def test_history_columns_are_not_read_from_the_data():
     data = load_experiment_data(_history_spec())  # the synthetic table has no column "bought"
     assert "bought" in data.train.columns and "bought" not in load_table(SMALL).columns
+
+
+# --- shards --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_shards_load_as_the_single_file_does_in_name_order(memory_dir, kind):
+    rows = load_table(SMALL)
+    parts = np.array_split(np.random.default_rng(0).permutation(len(rows)), 3)  # shards out of time order
+    single = f"{memory_dir}/all.{kind}"
+    ordered = pd.concat([rows.iloc[part] for part in parts], ignore_index=True)
+    for i, part in reversed(list(enumerate(parts))):  # written last to first: only the names give the order
+        shard, uri = rows.iloc[part], f"{memory_dir}/tx/part-{i}.{kind}"
+        _write_csv(shard, uri) if kind == "csv" else shard.to_parquet(uri, index=False)
+    _write_csv(ordered, single) if kind == "csv" else ordered.to_parquet(single, index=False)
+    storage.write_bytes(f"{memory_dir}/tx/_SUCCESS", b"")
+    time_split = {"transactions": single, "split": {"strategy": "time", "column": "timestamp", "test_fraction": 0.25}}
+    expected = load_experiment_data(_spec(single, data=time_split))
+    for pattern in (f"{memory_dir}/tx/part-*.{kind}", f"{memory_dir}/tx/"):
+        pd.testing.assert_frame_equal(load_table(pattern, text_columns=["customer_id"]), load_table(single, text_columns=["customer_id"]))
+        data = load_experiment_data(_spec(pattern, data={**time_split, "transactions": pattern}))
+        for part in ("train", "test", "candidates"):
+            pd.testing.assert_frame_equal(getattr(data, part), getattr(expected, part))
+        assert data.test["timestamp"].min() >= data.train["timestamp"].max()
+
+
+def test_a_shard_with_other_columns_is_refused_before_its_rows_are_read(memory_dir):
+    _write_csv(_frame(), f"{memory_dir}/tx/part-0.csv")
+    _write_csv(_frame().rename(columns={"amount": "amout"}), f"{memory_dir}/tx/part-1.csv")
+    with pytest.raises(DataError, match=r"part-1\.csv differs from .*part-0\.csv: missing amount; extra amout$") as info:
+        load_table(f"{memory_dir}/tx/*.csv")
+    assert info.value.code == "shard_schemas_differ"

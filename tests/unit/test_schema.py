@@ -12,7 +12,7 @@ import pytest
 
 from trainer.datasets import builtin_columns
 from trainer.rules import DataSchema
-from trainer.schema import SchemaError, read_columns, read_schema
+from trainer.schema import SchemaError, read_columns, read_schema, read_shards
 from trainer.spec import spec_from_dict
 from trainer.validation import validate_config
 
@@ -254,3 +254,58 @@ def test_check_data_waits_for_a_valid_config(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.datacheck, "check_data", None)  # calling it would fail
     report = validate_config(raw_for(str(tmp_path / "absent.csv")), check_data=True)
     assert [f.code for f in report.errors] == ["data_unreadable"]
+
+
+# --- shards --------------------------------------------------------------------------------
+
+
+def write_shards(folder, columns_by_name: dict[str, list[str]]) -> str:
+    """Files in `folder` by name, each CSV or Parquet (by suffix) with the given columns."""
+    folder.mkdir(exist_ok=True)
+    for name, columns in columns_by_name.items():
+        (write_parquet if name.endswith(".parquet") else write_csv)(folder / name, columns)
+    return str(folder)
+
+
+def test_shards_agreeing_in_any_column_order_give_their_columns(tmp_path):
+    folder = write_shards(tmp_path / "tx", {"part-0.csv": COLUMNS, "part-1.csv": COLUMNS[::-1]})
+    for uri in (f"{folder}/part-*.csv", f"{folder}/"):
+        shards = read_shards(uri)
+        assert shards.files == [f"{folder}/part-0.csv", f"{folder}/part-1.csv"]
+        assert (shards.format, shards.columns) == ("csv", COLUMNS)
+        assert read_columns(uri) == COLUMNS
+
+
+def test_parquet_shards_with_a_column_of_another_type_differ(tmp_path):
+    folder = tmp_path / "tx"
+    write_shards(folder, {"part-0.parquet": COLUMNS})
+    pq.write_table(pa.table({**{c: ["x"] for c in COLUMNS}, "region": [1]}), folder / "part-1.parquet")
+    with pytest.raises(SchemaError, match=r"shard .*part-1\.parquet differs from .*part-0\.parquet: region is int64, not string$"):
+        read_columns(f"{folder}/*.parquet")
+
+
+@pytest.mark.parametrize(
+    ("shards", "pattern", "code", "message"),
+    [
+        ({"part-0.csv": COLUMNS}, "{folder}/part-*.parquet", "no_shards", "{folder}/part-*.parquet: no file matches this pattern"),
+        ({}, "{folder}/", "no_shards", "{folder}/: no data files in this folder"),
+        ({"a.csv": COLUMNS, "b.parquet": COLUMNS}, "{folder}/*", "mixed_formats",
+         "{folder}/*: mixes formats ({folder}/a.csv is csv, {folder}/b.parquet is parquet); use one format per glob"),
+        ({"part-0.csv": COLUMNS, "part-1.csv": COLUMNS, "part-2.csv": ["customer_id", "regoin", "product_id", "category", "price"]},
+         "{folder}/", "shard_schemas_differ",
+         "{folder}/: shard {folder}/part-2.csv differs from {folder}/part-0.csv: missing region; extra regoin, price"),
+        ({"part-0.parquet": COLUMNS, "part-1.parquet": COLUMNS}, "{folder}/*.parquet", "data_unreadable",
+         "{folder}/part-1.parquet: cannot be read (ArrowInvalid: "),
+        ({"part-0.csv": COLUMNS, "notes.txt": COLUMNS}, "{folder}/", "data_unreadable", "{folder}/notes.txt: unsupported format"),
+    ],
+    ids=["no match", "empty folder", "mixed formats", "a shard differs", "an unreadable shard", "not a data file"],
+)  # fmt: skip
+def test_bad_shards_are_one_error_naming_the_pattern_or_shard(tmp_path, shards, pattern, code, message):
+    folder = write_shards(tmp_path / "tx", shards)
+    if code == "data_unreadable" and "parquet" in pattern:
+        (tmp_path / "tx" / "part-1.parquet").write_text("not parquet")
+    schema, findings = read_schema(spec_for(write_csv(tmp_path / "t.csv"), pattern.format(folder=folder)))
+    (finding,) = findings
+    assert (finding.code, finding.severity, finding.field) == (code, "error", "data.products")
+    assert finding.message.startswith(message.format(folder=folder)) and "\n" not in finding.message
+    assert schema.products is None

@@ -212,3 +212,26 @@ def test_a_remote_compressed_file_reads_through_a_large_buffer_in_few_requests(m
     assert [size for size in fetched if size] == [len(gzip.compress(rows))]  # one read, not one per 8 KiB
     with storage.open_uri(uri, "r", compression="infer", encoding="utf-8") as handle:
         assert handle.readline() == "0,product-0\n"
+
+
+def test_is_pattern_knows_globs_and_folders_from_files():
+    assert storage.is_pattern("gs://b/tx/part-*.parquet") and storage.is_pattern("tx/part-[0-3].csv")
+    assert storage.is_pattern("gs://b/tx/") and storage.is_pattern("/data/tx/")
+    assert not storage.is_pattern("gs://b/tx/part-0.parquet")
+    assert not storage.is_pattern("https://example.com/tx.csv?sig=a*b")  # a query string, not a glob
+
+
+def test_expand_lists_shards_sorted_and_spelled_as_written(tmp_path, memory_root, monkeypatch):
+    for name in ("part-1.csv", "part-0.csv", "_SUCCESS", ".part-0.csv.crc", "notes.txt", "sub/part-9.csv"):
+        storage.write_bytes(str(tmp_path / "tx" / name), b"a\n")
+        storage.write_bytes(f"{memory_root}/tx/{name}", b"a\n")
+    monkeypatch.chdir(tmp_path)
+    assert storage.expand("tx/part-*.csv") == ["tx/part-0.csv", "tx/part-1.csv"]
+    assert storage.expand("tx/") == ["tx/notes.txt", "tx/part-0.csv", "tx/part-1.csv"]  # not sub/, not markers
+    assert storage.expand(f"{memory_root}/tx/*") == [f"{memory_root}/tx/{n}" for n in ("notes.txt", "part-0.csv", "part-1.csv")]
+    assert storage.expand(f"{memory_root}/tx/part-?.parquet") == []
+
+
+def test_expanding_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(storage.NotFound, match=f"^{tmp_path}/absent/: not found"):
+        storage.expand(f"{tmp_path}/absent/")
