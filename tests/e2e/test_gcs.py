@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 from faults import last_epoch, log_text, resumed_at, slow_config, start_towerflow, towerflow, towerflow_env, wait_for
@@ -113,6 +114,37 @@ def test_csv_csv_gz_and_parquet_in_the_bucket_validate_with_their_data(env):
         done = towerflow(env, "validate", "--data", uri)
         assert done.returncode == 0, done.stdout + done.stderr
         assert time.monotonic() - started < 30  # no Storage Control retries
+
+
+def test_parquet_and_csv_gz_shards_in_the_bucket_load_as_one_table_and_a_differing_shard_is_named(env):
+    from trainer.data import load_table
+
+    transactions = load_builtin(TINY_DATA.format(table="transactions"))
+    parts = [transactions.iloc[i::3] for i in range(3)]
+    for i, part in enumerate(parts):
+        buffer = io.BytesIO()
+        part.to_parquet(buffer, index=False)
+        storage.write_bytes(gs(f"shards/parquet/part-{i}.parquet"), buffer.getvalue())
+        storage.write_bytes(gs(f"shards/csv/part-{i}.csv.gz"), gzip.compress(part.to_csv(index=False).encode()))
+    storage.write_bytes(gs("shards/parquet/_SUCCESS"), b"")
+    expected = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(load_table(gs("shards/parquet/")), expected)
+    pd.testing.assert_frame_equal(load_table(gs("shards/csv/part-*.csv.gz")), expected)
+
+    for name, shards in (("parquet", gs("shards/parquet/")), ("csv", gs("shards/csv/*.csv.gz"))):
+        config = tiny_config(name=f"shards-{name}")
+        config["data"] = {"transactions": shards, "products": None}
+        done = towerflow(env, "validate", "--data", upload_config(f"configs/shards-{name}.yaml", config))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    renamed = parts[2].rename(columns={"customer_id": "buyer"}).to_csv(index=False).encode()
+    storage.write_bytes(gs("shards/csv/part-2.csv.gz"), gzip.compress(renamed))
+    done = towerflow(env, "run", upload_config("configs/shards-csv.yaml", config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        f"data.transactions: {gs('shards/csv/*.csv.gz')}: shard {gs('shards/csv/part-2.csv.gz')} differs from "
+        f"{gs('shards/csv/part-0.csv.gz')}: missing customer_id; extra buyer [shard_schemas_differ]"
+    ) in done.stderr
 
 
 def test_a_missing_object_fails_in_one_line_naming_its_uri(env):
