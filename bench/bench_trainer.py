@@ -1,13 +1,19 @@
 """Training throughput of run_attempt vs a stock TFRS model.fit, and the clipping study.
 
-    python bench/bench_trainer.py [--config examples/retail_synthetic.yaml] [--epochs 5] [--rounds 3] [--set k=v]
+    python bench/bench_trainer.py [--config examples/retail_synthetic.yaml] [--epochs 5] [--rounds 3]
+                                  [--threads N] [--set k=v]
     python bench/bench_trainer.py --clipping
 
 Throughput: the same data, towers (trainer.model.build_towers), batch, optimizer and seed, trained
 by (a) run_attempt (telemetry train step, per-epoch checkpoint, TensorBoard, detector) and (b) a
-plain tfrs.Model with the stock train step and model.fit. Examples/s is wall-clock from the end of epoch 1 (tracing) to
-the end of the last epoch, per-epoch checkpoints and callbacks included; rounds alternate a/b to share the machine's noise; the best round of each is
-printed with the ratio run_attempt / stock (goal >= 0.95).
+plain tfrs.Model with the stock train step and model.fit. Each run of an arm is its own
+subprocess, started the same way: TensorFlow's intra- and inter-op threads pinned to --threads
+before any op runs, one tf.data pipeline (trainer.model.make_dataset with the same Options, also
+under run_attempt), the same precision policy and strategy, and the data checked identical across
+runs by a fingerprint. Runs alternate a, b, a, b; examples/s is wall-clock (and process CPU time)
+from the end of epoch 1 (tracing) to the end of the last epoch, per-epoch checkpoints and
+callbacks included. Printed: every run, the median of each arm and the median of the per-round
+ratios run_attempt / stock (goal >= 0.95).
 
 --clipping: per-variable clipnorm=1.0 vs global_clipnorm=1.0 vs no clipping, on the same spec
 and learning rates, with the resulting status, loss/example and recall@k.
@@ -16,19 +22,28 @@ and learning rates, with the resulting status, loss/example and recall@k.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
+import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
-from trainer.attempt import run_attempt
+import trainer.attempt
+from trainer.attempt import distribution_strategy, run_attempt, use_mixed_precision_if_gpu
 from trainer.data import load_experiment_data
 from trainer.evaluation import evaluate_model
-from trainer.model import build_model, build_optimizer, build_towers, make_dataset, model_columns
+from trainer.model import build_optimizer, build_towers, make_dataset, model_columns
 from trainer.spec import ExperimentSpec, load_spec
+
+ARMS = ("stock", "run_attempt")
 
 
 class StockModel(tfrs.Model):
@@ -65,70 +80,83 @@ def after_first_epoch(rows: int, ends: list[tuple[float, float]]) -> tuple[float
     return examples / (ends[-1][0] - ends[0][0]), examples / (ends[-1][1] - ends[0][1])
 
 
-def stock_examples_per_s(spec: ExperimentSpec, data) -> tuple[float, float]:
+def pin(threads: int) -> None:
+    """This process's TensorFlow thread pools, and the tf.data pipeline both arms build, at `threads`.
+
+    Both arms take their pipeline from trainer.attempt.make_dataset, which becomes make_dataset
+    with pinned Options here (the trainer's code is unchanged)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+
+    def pinned_dataset(*args, **kwargs) -> tf.data.Dataset:
+        return make_dataset(*args, **kwargs).with_options(options)
+
+    trainer.attempt.make_dataset = pinned_dataset
+
+
+def stock_epoch_ends(spec: ExperimentSpec, data) -> list[tuple[float, float]]:
     training = spec.training
     tf_keras.utils.set_random_seed(training.seed)
-    model = StockModel(*build_towers(spec, data.train), spec.model.temperature)
-    model.compile(optimizer=build_optimizer(training, training.learning_rate))
-    dataset = make_dataset(data.train, model_columns(spec), training.batch_size, shuffle_seed=training.seed)
+    use_mixed_precision_if_gpu()
+    dataset = trainer.attempt.make_dataset(data.train, model_columns(spec), training.batch_size, shuffle_seed=training.seed)
+    with distribution_strategy().scope():
+        model = StockModel(*build_towers(spec, data.train), spec.model.temperature)
+        model.compile(optimizer=build_optimizer(training, training.learning_rate))
     timer = EpochTimer()
     model.fit(dataset, epochs=training.epochs, callbacks=[timer], verbose=0)
-    return after_first_epoch(len(data.train), timer.ends)
+    return timer.ends
 
 
-def attempt_examples_per_s(spec: ExperimentSpec, rows: int) -> tuple[float, float]:
+def attempt_epoch_ends(spec: ExperimentSpec) -> list[tuple[float, float]]:
     ends: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as workdir:
         run_attempt(spec, spec.training.learning_rate, workdir, on_epoch=lambda m: ends.append(_now()))
-    return after_first_epoch(rows, ends)
+    return ends
 
 
-def throughput(spec: ExperimentSpec, rounds: int) -> None:
+def measure(spec: ExperimentSpec, arm: str) -> dict:
+    """One run of `arm` in this (fresh, pinned) process: examples/s and the data's fingerprint."""
     data = load_experiment_data(spec)
-    print(f"{spec.name}: {len(data.train)} training rows, batch {spec.training.batch_size}, {spec.training.epochs} epochs")
-    ours, stock = [], []
-    for round_ in range(rounds):
-        stock.append(stock_examples_per_s(spec, data))
-        ours.append(attempt_examples_per_s(spec, len(data.train)))
-        (sw, sc), (ow, oc) = stock[-1], ours[-1]
-        print(
-            f"round {round_ + 1}: stock fit {sw:,.0f} ex/s ({sc:,.0f} per CPU s), "
-            f"run_attempt {ow:,.0f} ex/s ({oc:,.0f} per CPU s)"
-        )
-    interleaved_step_ratio(spec, data)
-    for i, unit in enumerate(("wall-clock", "CPU-time")):
-        best_stock, best_ours = max(s[i] for s in stock), max(o[i] for o in ours)
-        print(
-            f"{unit}: best stock fit {best_stock:,.0f} ex/s, best run_attempt {best_ours:,.0f} ex/s, "
-            f"ratio run_attempt/stock {best_ours / best_stock:.3f}"
-        )
+    ends = stock_epoch_ends(spec, data) if arm == "stock" else attempt_epoch_ends(spec)
+    wall, cpu = after_first_epoch(len(data.train), ends)
+    fingerprint = int(pd.util.hash_pandas_object(data.train).sum() % 2**63)
+    return {"wall": wall, "cpu": cpu, "rows": len(data.train), "fingerprint": fingerprint}
 
 
-def interleaved_step_ratio(spec: ExperimentSpec, data, epochs: int = 6) -> None:
-    """The train steps alone, epochs alternated stock / telemetry on warm models: the figure the
-    machine's noise disturbs least (same model, data and batch; no checkpoints or callbacks)."""
-    training = spec.training
-    dataset = make_dataset(data.train, model_columns(spec), training.batch_size, shuffle_seed=training.seed)
-    models = {}
-    for name, make in (("stock", StockModel), ("telemetry", build_model)):
-        tf_keras.utils.set_random_seed(training.seed)
-        model = make(*build_towers(spec, data.train), spec.model.temperature) if name == "stock" else make(spec, data.train)
-        model.compile(optimizer=build_optimizer(training, training.learning_rate))
-        model.fit(dataset, epochs=1, verbose=0)  # trace
-        models[name] = model
-    ratios = []
-    for _ in range(epochs):
-        seconds = {}
-        for name, model in models.items():
-            started = time.perf_counter()
-            model.fit(dataset, epochs=1, verbose=0)
-            seconds[name] = time.perf_counter() - started
-        ratios.append(seconds["stock"] / seconds["telemetry"])
-    ratios.sort()
-    print(
-        f"train step alone, {epochs} alternated epochs: examples/s telemetry/stock median {ratios[len(ratios) // 2]:.3f} "
-        f"(range {ratios[0]:.3f}..{ratios[-1]:.3f})"
-    )
+def run_arm(arm: str, args: argparse.Namespace) -> dict:
+    """`measure` of `arm` in a subprocess of its own, started exactly as the other arm's are."""
+    command = [sys.executable, __file__, "--arm", arm, "--config", args.config, "--epochs", str(args.epochs),
+               "--threads", str(args.threads), *(f"--set={override}" for override in args.set)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{arm} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def throughput(spec: ExperimentSpec, args: argparse.Namespace) -> None:
+    print(f"{spec.name}: batch {spec.training.batch_size}, {spec.training.epochs} epochs, "
+          f"{args.threads} intra/inter-op threads per run, {args.rounds} rounds of stock then run_attempt")
+    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    for round_ in range(args.rounds):
+        for arm in ARMS:
+            runs[arm].append(run_arm(arm, args))
+        stock, ours = runs["stock"][-1], runs["run_attempt"][-1]
+        print(f"round {round_ + 1}: stock fit {stock['wall']:,.0f} ex/s ({stock['cpu']:,.0f} per CPU s), "
+              f"run_attempt {ours['wall']:,.0f} ex/s ({ours['cpu']:,.0f} per CPU s)")
+    fingerprints = {run["fingerprint"] for arm in ARMS for run in runs[arm]}
+    if len(fingerprints) != 1:
+        sys.exit(f"the runs trained on different data (fingerprints {sorted(fingerprints)}): no comparison")
+    print(f"identical data in every run: {runs['stock'][0]['rows']:,} training rows, fingerprint {fingerprints.pop():x}")
+    for unit, key in (("wall-clock", "wall"), ("CPU-time", "cpu")):
+        medians = {arm: statistics.median(run[key] for run in runs[arm]) for arm in ARMS}
+        ratios = sorted(o[key] / s[key] for s, o in zip(runs["stock"], runs["run_attempt"]))
+        print(f"{unit}: median stock fit {medians['stock']:,.0f} ex/s, median run_attempt {medians['run_attempt']:,.0f} ex/s, "
+              f"ratio run_attempt/stock median {statistics.median(ratios):.3f} (rounds {ratios[0]:.3f}..{ratios[-1]:.3f})")
 
 
 def clipping(spec: ExperimentSpec, learning_rates: list[float]) -> None:
@@ -159,18 +187,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field")
-    parser.add_argument("--threads", type=int, help="TensorFlow intra/inter-op threads (1: steadiest figures on a busy machine)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="TensorFlow intra/inter-op threads in every run")
     parser.add_argument("--clipping", action="store_true", help="compare clipnorm / global_clipnorm / none")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[0.05, 0.5])
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one measured run, in a subprocess
     args = parser.parse_args()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     spec = load_spec(args.config, [f"training.epochs={args.epochs}", *args.set])
-    if args.clipping:
+    if args.arm:
+        pin(args.threads)
+        print(json.dumps(measure(spec, args.arm)))
+    elif args.clipping:
+        pin(args.threads)
         clipping(spec, args.learning_rates)
     else:
-        throughput(spec, args.rounds)
+        throughput(spec, args)
 
 
 if __name__ == "__main__":
