@@ -3,7 +3,8 @@
 This module imports neither TensorFlow nor Prefect; a command that needs them imports them inside
 its own function, so `towerflow validate` stays fast. Exit codes: 0 success, 1 failure,
 2 invalid config or usage. An expected failure (a dead API or database, an unusable home directory)
-is one line on stderr and exit 1; `--debug` (or TOWERFLOW_DEBUG=1) shows its traceback too.
+is one line on stderr and exit 1 (an error with an `exit_code`, a bad sweep grid, exits with that);
+`--debug` (or TOWERFLOW_DEBUG=1) shows its traceback too.
 """
 
 from __future__ import annotations
@@ -108,14 +109,101 @@ def _config_source(config: str) -> str:
     return config if "://" in config else str(Path(config).resolve())
 
 
+def sweep_command(args: argparse.Namespace) -> int:
+    """`towerflow sweep CONFIG --grid k=v1,v2 ...`: every grid point checked before anything is written, then
+    run here one after another (or `--submit`ted); 0 when every point succeeded, 1 otherwise, 2 invalid."""
+    from trainer.spec import SpecError
+    from trainer.sweep import load_sweep
+
+    source = _config_source(args.config)
+    try:
+        sweep = load_sweep(source, args.overrides, args.grid, args.max_points)
+    except SpecError as error:
+        print(f"towerflow sweep: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    reports = [validate_config(point.config, point.overrides) for point in sweep.points]
+    for point, report in zip(sweep.points, reports):
+        if not report.ok:
+            print(f"point {point.name}: " + render_report(report), file=sys.stderr)
+            return EXIT_INVALID
+    if args.submit:
+        return _submit_sweep(sweep, reports)
+    preflight(ephemeral_prefect=True)
+    from flows.local import local_prefect
+
+    with local_prefect():
+        from flows.present import render_leaderboard
+        from flows.sweep import run_sweep
+        from tasks import store
+
+        outcome = run_sweep(source, args.overrides, args.grid, args.max_points, args.k)
+        view = store.sweep_view(outcome["sweep_id"])
+        print()
+        print(render_leaderboard(view, args.k))
+        print(f"\n(towerflow results --sweep {sweep.name} ranks them again; towerflow compare NAME NAME ... "
+              "compares points)")
+    return EXIT_OK if all(p.status == "succeeded" for p in view.points) else EXIT_FAILED
+
+
+def _submit_sweep(sweep, reports: list[ValidationReport]) -> int:
+    """Submit every point to the deployments (needs a Prefect API, as `towerflow submit`)."""
+    from flows.prefect_api import api_answers, use_found_api
+    from flows.submit import NO_API
+    from flows.sweep import submit_sweep
+
+    preflight(api=False)
+    api_url = use_found_api()
+    if api_url is None or not api_answers(api_url):
+        print(NO_API if api_url is None else f"the Prefect API at {api_url} does not answer: nothing submitted",
+              file=sys.stderr)
+        return EXIT_FAILED
+    sweep_id, submissions = submit_sweep(sweep, reports)
+    print(f"sweep {sweep_id} {sweep.name!r}: submitted {len(submissions)} points")
+    for submission in submissions:
+        again = "" if submission.created else f" (submitted before; {submission.status})"
+        print(f"  {submission.name}: experiment {submission.experiment_id}, hash {submission.config_hash}{again}")
+    print(f"follow them with: towerflow results --sweep {sweep.name}")
+    return EXIT_OK
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """`towerflow compare A B [C...]`: the spec fields that differ, recall@k side by side, attempts and epochs;
+    `--html PATH` writes the comparison page with the loss curves overlaid. 2 when one is unknown."""
+    import json
+
+    from flows.present import render_comparison
+    from tasks import store
+    from tasks.views import Comparison
+
+    if len(args.experiments) < 2:
+        print("towerflow compare: give two or more experiments", file=sys.stderr)
+        return EXIT_INVALID
+    preflight(api=False)
+    experiments = [_stored_experiment("compare", key) for key in args.experiments]
+    if None in experiments:
+        return EXIT_INVALID
+    comparison = Comparison(experiments=[store.experiment_view(e.id) for e in experiments])
+    if args.html:
+        from tasks.html_report import write_comparison
+
+        written = write_comparison(comparison, args.html)
+    print(json.dumps(comparison.summary(), indent=2) if args.json else render_comparison(comparison))
+    if args.html:
+        print(written, file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
 def results_command(args: argparse.Namespace) -> int:
-    """`towerflow results [NAME|ID]`: experiments, or one experiment's attempts and recall."""
+    """`towerflow results [NAME|ID]`: experiments, or one experiment's attempts and recall;
+    `--sweep NAME`: the sweep's points ranked by recall@k."""
     import json
 
     from flows.present import render_experiment, render_experiment_list
     from tasks import store
 
     preflight(api=False)
+    if args.sweep is not None:
+        return _sweep_results(args)
     if args.experiment is None:
         experiments = [store.as_dict(e) for e in store.list_experiments()]
         print(json.dumps(experiments, indent=2) if args.json else render_experiment_list(experiments))
@@ -125,6 +213,34 @@ def results_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(json.dumps(store.experiment_detail(experiment.id), indent=2) if args.json
           else render_experiment(store.experiment_view(experiment.id)))
+    return EXIT_OK
+
+
+def _sweep_results(args: argparse.Namespace) -> int:
+    import json
+
+    from flows.present import render_leaderboard
+    from tasks import store
+
+    try:
+        sweep = store.find_sweep(args.sweep)
+    except LookupError as exc:
+        print(f"towerflow results: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if sweep is None:
+        print(f"towerflow results: no sweep named or numbered {args.sweep!r}", file=sys.stderr)
+        return EXIT_INVALID
+    view = store.sweep_view(sweep.id)
+    if view.ks and args.k not in view.ks:
+        print(f"towerflow results: recall@{args.k} was not measured in sweep {sweep.name!r} "
+              f"(measured: {', '.join(map(str, view.ks))})", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps({"sweep": view.sweep.model_dump(mode="json"), "k": args.k,
+                          "progress": view.progress().model_dump(),
+                          "leaderboard": [row.model_dump() for row in view.leaderboard(args.k)]}, indent=2))
+    else:
+        print(render_leaderboard(view, args.k))
     return EXIT_OK
 
 
@@ -205,8 +321,14 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def submit_command(args: argparse.Namespace) -> int:
-    """`towerflow submit CONFIG`: validate, store by content hash, emit `towerflow.config.submitted`."""
+    """`towerflow submit CONFIG`: validate, store by content hash, emit `towerflow.config.submitted`; a config
+    with a `sweep:` block submits every point of its grid."""
     from flows.submit import submit_command as submit
+    from trainer.sweep import has_sweep_block
+
+    if has_sweep_block(args.config):
+        return sweep_command(argparse.Namespace(config=args.config, overrides=args.overrides, grid=[],
+                                                max_points=None, submit=True, k=10))
 
     preflight(api=False)  # submit checks the API it finds itself
     return submit(args.config, args.overrides, args.json)
@@ -268,8 +390,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run again even if this exact config already ran")
     run.set_defaults(handler=run_command)
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="run (or submit) one experiment per point of a grid over spec fields",
+        description="Expand --grid options (and the config's sweep: block) into one experiment per point, "
+        "check every point, then run them here one after another, or --submit them to the deployments. "
+        "A finished point is never trained again. Exit 0 every point succeeded, 1 some did not, "
+        "2 invalid grid or config.",
+    )
+    _add_config_arguments(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a spec field and its values, e.g. --grid training.learning_rate=0.3,0.1 (repeatable)")
+    sweep.add_argument("--max-points", type=_positive_int, metavar="N",
+                       help="refuse a grid of more than N points (default: sweep.max_points, else 64)")
+    sweep.add_argument("--submit", action="store_true",
+                       help="submit the points to the deployments (as towerflow submit) instead of running them here")
+    sweep.add_argument("--k", type=_positive_int, default=10, help="rank the leaderboard by recall@K (default 10)")
+    sweep.set_defaults(handler=sweep_command)
+
     results = commands.add_parser("results", help="show stored experiments, attempts and recall")
     results.add_argument("experiment", nargs="?", metavar="NAME|ID", help="an experiment's name, id or hash prefix")
+    results.add_argument("--sweep", metavar="NAME|ID", help="a sweep's leaderboard: its points ranked by recall@k")
+    results.add_argument("--k", type=_positive_int, default=10, help="with --sweep: rank by recall@K (default 10)")
     results.add_argument("--json", action="store_true", help="print machine-readable JSON")
     results.set_defaults(handler=results_command)
 
@@ -285,6 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1 and print its http:// URL")
     report.add_argument("--port", type=int, default=0, help="port for --serve (default: a free one)")
     report.set_defaults(handler=report_command)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare experiments: the spec fields that differ, recall@k, attempts and epochs",
+        description="Show only the spec fields that differ (dotted paths), recall@k side by side with the lift "
+        "over popularity, attempts and epochs. Exit 2 when an experiment is unknown.",
+    )
+    compare.add_argument("experiments", nargs="+", metavar="NAME|ID", help="two or more experiments")
+    compare.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    compare.add_argument("--html", metavar="PATH", help="also write an HTML comparison (loss curves overlaid)")
+    compare.set_defaults(handler=compare_command)
 
     submit = commands.add_parser(
         "submit",
@@ -339,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debugging():
             raise
         print(f"towerflow {args.command}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return getattr(error, "exit_code", EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Plain-text views of stored experiments for the terminal (`towerflow run`, `towerflow results`).
+"""Plain-text views of stored experiments for the terminal (`towerflow run`, `results`, `sweep`, `compare`).
 
 Words and numbers come from `tasks.wording`, like the Prefect artifacts' and the HTML report's.
 """
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tasks import wording
-from tasks.views import ExperimentView
+from tasks.views import Comparison, ExperimentView, SweepView
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -51,4 +51,25 @@ def render_experiment(detail: ExperimentView | Mapping[str, Any]) -> str:
         below = wording.below_popularity(view.below_popularity_ks)
         if below:
             lines.append(f"  {below}")
+    return "\n".join(lines)
+
+
+def render_leaderboard(view: SweepView, k: int) -> str:
+    """A sweep's points ranked by recall@k, with its progress."""
+    sweep = view.sweep
+    lines = [f"sweep {sweep.id} {sweep.name!r}  hash {sweep.sweep_hash}: {wording.progress_text(view.progress())}",
+             "grid: " + "; ".join(f"{key} = {', '.join(map(wording.spec_value, values))}"
+                                  for key, values in sweep.grid.items()), ""]
+    return "\n".join(lines + _table(*wording.leaderboard_table(view.leaderboard(k), k)))
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """Experiments side by side: the spec fields that differ, recall@k, attempts and epochs."""
+    tables = wording.comparison_tables(comparison)
+    lines = ["spec fields that differ:"]
+    headers, rows = tables["differences"]
+    lines += ["  " + line for line in _table(headers, rows)] if rows else ["  none (besides the name)"]
+    for title, key in (("recall@k (lift over popularity):", "recall"), ("runs:", "runs")):
+        headers, rows = tables[key]
+        lines += ["", title, *("  " + line for line in _table(headers, rows))]
     return "\n".join(lines)

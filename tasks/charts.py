@@ -1,5 +1,6 @@
 """Chart geometry of the HTML report in SVG user units: log-scale axes and their ticks, the uniform-score
-loss line, a cross for every value a log axis cannot place, and the recall bars.
+loss line, a cross for every value a log axis cannot place, the recall bars, and the overlaid loss curves of a
+comparison.
 
 Numbers only; `tasks/templates/report.html` draws them. Per attempt two panels: loss per example (its own
 range around the uniform-score line, so a recovery's fall stays visible beside an exploded attempt's 1e7)
@@ -269,3 +270,18 @@ def recall_chart(rows: Sequence[RecallView]) -> RecallChart:
             bars.append(Bar(row.k, style, value, y + j * BAR, max(shown / scale_max * plot_w, 1.0)))
     return RecallChart(BAR_TOP + len(rows) * (2 * BAR + BAR_GAP) + 10, bars, labels)
 
+
+
+# --- comparison ------------------------------------------------------------------------------------
+
+SERIES_STYLES = 6  # distinct colours of overlaid series (`series-0` .. `series-5` in report.css), then reused
+
+
+def loss_overlay(named_attempts: Sequence[tuple[str, AttemptView | None]]) -> Panel:
+    """One log-scale panel with each experiment's loss per example over its final attempt's epochs, overlaid;
+    `named_attempts` is (experiment name, final attempt or None) in comparison order."""
+    series = [Series(name, f"series-{i % SERIES_STYLES}", [(e.epoch, e.loss) for e in attempt.epochs])
+              for i, (name, attempt) in enumerate(named_attempts) if attempt is not None]
+    last_epoch = max([len(s.points) for s in series] + [1])
+    axis = Axis(log_range(_values(series)), last_epoch)
+    return Panel("loss per example (final attempt)", axis, [trace(s, axis) for s in series])

@@ -6,6 +6,8 @@ Rendered from `tasks/templates/report.html` (Jinja2, autoescaped) over an `Exper
 chart with two log-scale panels (loss per example with the uniform-score loss log(batch size) as a
 reference, and each tower's gradient norm), then the learning-rate lineage, recall@k beside the
 popularity baseline (naming every k where the model does not beat it), and the validation findings.
+The comparison page (`render_comparison`) of a `tasks.views.Comparison` shares the CSS and the chart panel:
+the spec fields that differ, the final attempts' losses overlaid, recall@k side by side, attempts and epochs.
 Pure Python: no Prefect, no TensorFlow.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from tasks import charts, wording
-from tasks.views import ExperimentView
+from tasks.views import Comparison, ExperimentView
 from trainer import storage
 
 Detail = ExperimentView | Mapping[str, Any]
@@ -45,7 +47,7 @@ _ENV.filters.update(
 _ENV.globals.update(
     rate_change=wording.rate_change, lift_text=wording.lift_text, recall_scope=wording.recall_scope,
     below_popularity=wording.below_popularity, epoch_rows=wording.epoch_rows,
-    nonfinite_words=wording.NONFINITE_WORDS, chart_w=charts.CHART_W, panel_h=charts.PANEL_H,
+    nonfinite_words=wording.NONFINITE_WORDS, chart_w=charts.CHART_W, panel_w=charts.PANEL_W, panel_h=charts.PANEL_H,
 )
 
 
@@ -59,10 +61,28 @@ def render_report(detail: Detail) -> str:
     )
 
 
+def render_comparison(comparison: Comparison) -> str:
+    """The whole HTML page comparing experiments (see the module docstring)."""
+    names = [v.experiment.name for v in comparison.experiments]
+    return _ENV.get_template("compare.html").render(
+        comparison=comparison, names=names, tables=wording.comparison_tables(comparison),
+        overlay=charts.loss_overlay([(name, v.final_attempt) for name, v in zip(names, comparison.experiments)]),
+    )
+
+
 def write_report(detail: Detail, path: str | Path) -> str:
     """Write `render_report(detail)` to a local path or a URI (gs://...); return its URI (file:// when local)."""
+    return _write(render_report(detail), path)
+
+
+def write_comparison(comparison: Comparison, path: str | Path) -> str:
+    """Write `render_comparison(comparison)` like `write_report`; return its URI."""
+    return _write(render_comparison(comparison), path)
+
+
+def _write(page: str, path: str | Path) -> str:
     uri = str(path)
-    storage.write_bytes(uri, render_report(detail).encode())
+    storage.write_bytes(uri, page.encode())
     local = storage.local_path(uri)
     return Path(local).resolve().as_uri() if local is not None else uri
 

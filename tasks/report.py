@@ -17,14 +17,14 @@ from prefect.artifacts import (
 )
 
 from tasks import wording
-from tasks.views import ExperimentView
+from tasks.views import ExperimentView, SweepView
 from tasks.wording import epoch_rows, epoch_verdict
 from trainer.spec import ExperimentSpec
 
 __all__ = [
     "artifact_key", "experiment_slug", "epoch_rows", "epoch_verdict", "publish_findings", "publish_epochs",
     "publish_recall", "publish_lineage", "lineage_markdown", "summary_markdown", "publish_summary",
-    "ProgressArtifact",
+    "ProgressArtifact", "leaderboard_markdown", "publish_leaderboard",
 ]
 
 
@@ -124,6 +124,30 @@ def publish_summary(spec: ExperimentSpec, view: ExperimentView) -> None:
     """The summary card of a run (`summary_markdown`), so the UI shows the outcome without leaving it."""
     create_markdown_artifact(summary_markdown(view), key=artifact_key(experiment_slug(spec), "summary"),
                              description=f"{spec.name}: recall@k against popularity, attempts, findings")
+
+
+def sweep_slug(view: SweepView) -> str:
+    """`sweep-<name>-<short sweep hash>`: the key prefix of a sweep's artifacts."""
+    return f"sweep-{view.sweep.name}-{view.sweep.sweep_hash[:8]}"
+
+
+def leaderboard_markdown(view: SweepView, k: int) -> str:
+    """The sweep's leaderboard card: its progress, grid and points ranked by recall@k."""
+    sweep = view.sweep
+    grid = [f"- `{key}`: {', '.join(map(wording.spec_value, values))}" for key, values in sweep.grid.items()]
+    return "\n".join([f"# Sweep {sweep.name}: leaderboard by recall@{k}", "",
+                      wording.progress_text(view.progress()), "", "Grid:", "", *grid, "",
+                      *wording.markdown_table(*wording.leaderboard_table(view.leaderboard(k), k))])
+
+
+def publish_leaderboard(view: SweepView, k: int) -> None:
+    """The leaderboard as a table artifact (one row per point, best first) and as a markdown card."""
+    headers, cells = wording.leaderboard_table(view.leaderboard(k), k)
+    slug = sweep_slug(view)
+    create_table_artifact([dict(zip(headers, row)) for row in cells], key=artifact_key(slug, "leaderboard"),
+                          description=f"sweep {view.sweep.name}: points by recall@{k}")
+    create_markdown_artifact(leaderboard_markdown(view, k), key=artifact_key(slug, "summary"),
+                             description=f"sweep {view.sweep.name}: {wording.progress_text(view.progress())}")
 
 
 class ProgressArtifact:

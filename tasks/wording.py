@@ -146,3 +146,54 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> lis
         return "| " + " | ".join(text) + " |"
 
     return [line(headers), "|" + "---|" * len(headers), *(line(row) for row in rows)]
+
+
+# --- sweeps and comparisons ------------------------------------------------------------------------
+
+
+class ProgressLike(Protocol):
+    done: int
+    running: int
+    queued: int
+
+
+def progress_text(progress: ProgressLike) -> str:
+    """'2 done, 1 running, 3 queued (of 6)'."""
+    total = progress.done + progress.running + progress.queued
+    return f"{progress.done} done, {progress.running} running, {progress.queued} queued (of {total})"
+
+
+def leaderboard_table(rows: Iterable[Any], k: int) -> tuple[list[str], list[list[Any]]]:
+    """Headers and cells of a sweep's leaderboard (`tasks.views.LeaderboardRow`s, best first)."""
+    headers = ["#", "point", "status", f"recall@{k}", "popularity", "lift", "attempts", "final lr"]
+    cells = [[r.rank, r.name, r.status, share(r.recall), share(r.popularity),
+              MISSING if r.recall is None else lift_text(r.recall, r.popularity), r.attempts,
+              MISSING if r.final_learning_rate is None else rate(r.final_learning_rate)] for r in rows]
+    return headers, cells
+
+
+def spec_value(value: Any) -> str:
+    """A spec field's value in a comparison: 0.05, adam, null, [5, 10]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison_tables(comparison: Any) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """A `tasks.views.Comparison` as three tables (headers, cells): the spec fields that differ, recall@k per
+    experiment beside popularity, and each experiment's status, attempts, epochs and final learning rate."""
+    views = comparison.experiments
+    names = [v.experiment.name for v in views]
+    differences = [[path, *(spec_value(value) for value in values)]
+                   for path, values in comparison.differences.items()]
+    recall = [[f"@{k}", *(MISSING if r is None else f"{share(r.value)} ({lift_text(r.value, r.baseline)})"
+                          for r in rows)] for k, rows in comparison.recall_rows()]
+    runs = [[v.experiment.name, v.experiment.status, len(v.attempts), sum(a.epochs_run for a in v.attempts),
+             MISSING if v.final_attempt is None else rate(v.final_attempt.learning_rate)] for v in views]
+    return {
+        "differences": (["field", *names], differences),
+        "recall": (["k", *(f"{name} (lift)" for name in names)], recall),
+        "runs": (["experiment", "status", "attempts", "epochs", "final lr"], runs),
+    }

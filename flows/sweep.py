@@ -1,0 +1,71 @@
+"""Sweeps on Prefect: every grid point is an ordinary experiment, run here or submitted to the deployments.
+
+`run_sweep` (the `run-sweep` flow) runs one `run-experiment` subflow per point, one after another, so each
+point keeps its own claim, backoff lineage and stored result: a rerun returns a finished point's result
+without training it again and continues an unfinished one. It logs the sweep's progress after every point
+and ends with the leaderboard artifact. `submit_sweep` submits every point as `towerflow submit` does.
+Both record the `sweep` row that groups the points.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as current_flow_run
+
+from flows.experiment import run_experiment
+from flows.submit import Submission, submit_valid
+from tasks import store, wording
+from tasks.report import publish_leaderboard
+from trainer.spec import SpecError
+from trainer.sweep import Sweep, SweepError, load_sweep
+from trainer.validation import ValidationReport
+
+DEFAULT_K = 10
+
+
+def record(sweep: Sweep) -> int:
+    """Store (or find) the sweep row of `sweep`; its id."""
+    points = [{"name": p.name, "config_hash": p.config_hash, "values": p.values} for p in sweep.points]
+    row = store.record_sweep(sweep.sweep_hash, sweep.name, sweep.grid, points)
+    assert row.id is not None
+    return row.id
+
+
+def _run_name() -> str:
+    parameters = current_flow_run.parameters
+    try:
+        sweep = load_sweep(parameters["config"], parameters.get("overrides"), parameters.get("grid"),
+                           parameters.get("max_points"))
+    except (SpecError, SweepError, KeyError):
+        return "invalid-sweep"
+    return f"sweep {sweep.name} ({sweep.sweep_hash[:8]})"
+
+
+@flow(name="run-sweep", flow_run_name=_run_name)
+def run_sweep(config: str | dict, overrides: list[str] | None = None, grid: list[str] | None = None,
+              max_points: int | None = None, k: int = DEFAULT_K) -> dict:
+    """Run every point of the sweep of `config` (see `trainer.sweep.load_sweep`) in turn; publish the
+    leaderboard by recall@k. Returns the sweep id and the leaderboard rows."""
+    logger = get_run_logger()
+    sweep = load_sweep(config, overrides, grid, max_points)
+    sweep_id = record(sweep)
+    total = len(sweep.points)
+    logger.info("sweep %s (%s): %d points; %s", sweep.name, sweep.sweep_hash, total,
+                wording.progress_text(store.sweep_view(sweep_id).progress()))
+    for number, point in enumerate(sweep.points, start=1):
+        logger.info("sweep %s: point %d/%d %s", sweep.name, number, total, point.name)
+        state = run_experiment(point.config, point.overrides, return_state=True)
+        outcome = "finished" if state.is_completed() else f"failed: {state.message}"
+        logger.info("sweep %s: %s %s; %s", sweep.name, point.name, outcome,
+                    wording.progress_text(store.sweep_view(sweep_id).progress()))
+    view = store.sweep_view(sweep_id)
+    publish_leaderboard(view, k)
+    return {"sweep_id": sweep_id, "leaderboard": [row.model_dump() for row in view.leaderboard(k)]}
+
+
+def submit_sweep(sweep: Sweep, reports: list[ValidationReport]) -> tuple[int, list[Submission]]:
+    """Record the sweep and submit each point's validated config (`reports`, in point order) to the
+    deployments. A point submitted before is announced again; its run finds it claimed or finished (by
+    content hash), so nothing trains twice."""
+    sweep_id = record(sweep)
+    return sweep_id, [submit_valid(report) for report in reports]
