@@ -179,9 +179,12 @@ def compare_command(args: argparse.Namespace) -> int:
         print("towerflow compare: give two or more experiments", file=sys.stderr)
         return EXIT_INVALID
     preflight(api=False)
-    experiments = [_stored_experiment("compare", key) for key in args.experiments]
-    if None in experiments:
-        return EXIT_INVALID
+    experiments = []
+    for key in args.experiments:
+        found = _stored_experiment("compare", key)
+        if found is None:
+            return EXIT_INVALID
+        experiments.append(found)
     comparison = Comparison(experiments=[store.experiment_view(e.id) for e in experiments])
     if args.html:
         from tasks.html_report import write_comparison
