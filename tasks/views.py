@@ -258,3 +258,16 @@ class Comparison(_View):
     def recall_rows(self) -> list[tuple[int, list[RecallView | None]]]:
         """Per k, each experiment's recall row (None where it has none)."""
         return [(k, [v.recall_at(k) for v in self.experiments]) for k in self.ks]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the differing fields and, per experiment, status, attempts, epochs, final rate, recall."""
+        return {
+            "differences": self.differences,
+            "experiments": [{
+                "id": v.experiment.id, "name": v.experiment.name, "config_hash": v.experiment.config_hash,
+                "status": v.experiment.status, "attempts": len(v.attempts),
+                "epochs": sum(a.epochs_run for a in v.attempts),
+                "final_learning_rate": v.final_attempt.learning_rate if v.final_attempt else None,
+                "recall": {r.k: {"model": r.value, "popularity": r.baseline} for r in v.recall},
+            } for v in self.experiments],
+        }
