@@ -116,7 +116,7 @@ def test_synthetic_parameters_come_from_the_uri():
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("colour=red", r"unknown parameter\(s\) colour; known: customers, products, transactions, clusters, seed, repeat, skew"),
+        ("colour=red", r"unknown parameter\(s\) colour; known: customers, products, transactions, clusters, seed, affinity, repeat, skew"),
         ("repeat=often", "parameter repeat must be a number, got 'often'"),
         ("repeat=0.95", "parameter repeat must be <= 0.9"),
         ("skew=nan", "parameter skew must be a finite number"),
@@ -183,7 +183,8 @@ def test_synthetic_purchases_stay_mostly_inside_the_customers_cluster():
     data = synthetic.generate(customers=200, products=50, transactions=3000, clusters=5, seed=11)
     customer_cluster, product_cluster = _clusters(data)
     in_cluster = np.mean(customer_cluster == product_cluster)
-    expected = synthetic.IN_CLUSTER + (1 - synthetic.IN_CLUSTER) / 5
+    affinity = synthetic.DEFAULTS["affinity"]
+    expected = affinity + (1 - affinity) / 5
     assert abs(in_cluster - expected) < 0.03
 
 

@@ -1,7 +1,7 @@
 """Synthetic retail purchases with planted structure that a two-tower model can learn.
 
 Customers and products belong to latent clusters. A purchase stays inside the customer's
-cluster with probability `IN_CLUSTER` (otherwise any product, uniformly); inside a cluster,
+cluster with probability `affinity` (default 0.8; otherwise any product, uniformly); inside a cluster,
 popularity follows a Zipf law over a random permutation of that cluster's products, so global
 popularity is a weak predictor while knowing a customer's cluster is a strong one. Features
 carry the signal: a product's category and description tokens come mostly from its cluster's
@@ -9,7 +9,7 @@ vocabulary, its price level from its cluster; a customer's region, age and value
 with theirs. Timestamps are spread uniformly over one year. Everything is drawn from one
 seeded generator, so the same parameters always give the same data.
 
-Two parameters make it retail-like (both off by default, which keeps the data above unchanged):
+Two more parameters make it retail-like (both off by default, which keeps the data above unchanged):
 `skew` (a Zipf exponent) weights every product by a global popularity rank as well, so a few
 products sell across all clusters and the catalogue has a long tail; `repeat` (a share, 0-0.9) makes
 that share of a customer's purchases (after their first) a re-purchase of a product they bought
@@ -33,15 +33,16 @@ TABLES: dict[str, list[str]] = {
 }  # fmt: skip
 
 DEFAULTS: dict[str, int | float] = {
-    "customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7, "repeat": 0.0, "skew": 0.0,
+    "customers": 2000, "products": 400, "transactions": 40000, "clusters": 8, "seed": 7, "affinity": 0.8,
+    "repeat": 0.0, "skew": 0.0,
 }  # fmt: skip
 # (lowest, highest) per parameter: a config must not ask a worker for more memory than it has
 LIMITS: dict[str, tuple[float, float]] = {
     "customers": (1, 1_000_000), "products": (1, 1_000_000), "transactions": (1, 20_000_000),
-    "clusters": (1, 10_000), "seed": (0, 2**32 - 1), "repeat": (0.0, 0.9), "skew": (0.0, 3.0),
+    "clusters": (1, 10_000), "seed": (0, 2**32 - 1), "affinity": (0.0, 1.0), "repeat": (0.0, 0.9),
+    "skew": (0.0, 3.0),
 }  # fmt: skip
 
-IN_CLUSTER = 0.8  # share of purchases drawn from the customer's own cluster
 ZIPF_EXPONENT = 1.0  # within-cluster popularity: weight of rank r is 1 / r**ZIPF_EXPONENT
 CATEGORIES_PER_CLUSTER = 3
 CATEGORY_NOISE = 0.1  # share of products whose category comes from another cluster
@@ -151,12 +152,18 @@ def _draw(weights: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 
 def _purchased_products(
-    rng: np.random.Generator, buyer_cluster: np.ndarray, product_cluster: np.ndarray, clusters: int, skew: float
+    rng: np.random.Generator,
+    buyer_cluster: np.ndarray,
+    product_cluster: np.ndarray,
+    clusters: int,
+    affinity: float,
+    skew: float,
 ) -> np.ndarray:
-    """Product index per purchase: in-cluster Zipf over a random per-cluster ranking, else any product
-    (uniformly, or by global popularity when `skew` > 0, which also weights the in-cluster draw)."""
+    """Product index per purchase: with probability `affinity` in-cluster Zipf over a random
+    per-cluster ranking, else any product (uniformly, or by global popularity when `skew` > 0,
+    which also weights the in-cluster draw)."""
     chosen = rng.integers(product_cluster.size, size=buyer_cluster.size)
-    in_cluster = rng.random(buyer_cluster.size) < IN_CLUSTER
+    in_cluster = rng.random(buyer_cluster.size) < affinity
     draws = rng.random(buyer_cluster.size)
     popularity = np.ones(product_cluster.size)
     if skew > 0:
@@ -193,7 +200,14 @@ def _with_repeats(rng: np.random.Generator, buyer: np.ndarray, product: np.ndarr
 
 @functools.lru_cache(maxsize=8)
 def _generate(
-    customers: int, products: int, transactions: int, clusters: int, seed: int, repeat: float, skew: float
+    customers: int,
+    products: int,
+    transactions: int,
+    clusters: int,
+    seed: int,
+    affinity: float,
+    repeat: float,
+    skew: float,
 ) -> RetailData:
     rng = np.random.default_rng(seed)
     customer_cluster = _balanced_clusters(rng, customers, clusters)
@@ -204,7 +218,7 @@ def _generate(
 
     activity = rng.gamma(2.0, 1.0, size=customers)
     buyer = rng.choice(customers, size=transactions, p=activity / activity.sum())
-    product = _purchased_products(rng, customer_cluster[buyer], product_cluster, clusters, skew)
+    product = _purchased_products(rng, customer_cluster[buyer], product_cluster, clusters, affinity, skew)
     timestamp = np.sort(YEAR_START + rng.integers(YEAR_SECONDS, size=transactions))
     product = _with_repeats(rng, buyer, product, repeat)
 
