@@ -33,7 +33,7 @@ from trainer.data import load_table, split_transactions
 from trainer.spec import SplitSpec, spec_from_dict
 from tune_movielens import override
 
-RETAIL = "customers=5000&products=2000&transactions=100000&clusters=20&seed=7&repeat=0.2&skew=1.0"
+RETAIL = "customers=5000&products=2000&transactions=100000&clusters=20&seed=7&affinity=0.3&repeat=0.1&skew=1.2"
 SPLIT = {"strategy": "time", "column": "timestamp", "test_fraction": 0.2}
 KS = [5, 10, 50, 100]
 
@@ -64,6 +64,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "logq-norm-t0.1": {"model.logq_correction": True, "model.normalize": True, "model.temperature": 0.1},
     "logq-norm-t0.05": {"model.logq_correction": True, "model.normalize": True, "model.temperature": 0.05},
     "logq-e10": {"model.logq_correction": True, "training.epochs": 10},
+    "logq-history": {
+        "model.logq_correction": True, "buyer_features[4]": {"column": "bought", "type": "history", "embedding_dim": 32},
+    },
     "logq-norm-t0.1-e10": {
         "model.logq_correction": True, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
     },
@@ -75,8 +78,8 @@ def arm_config(arm: str, data: dict) -> dict:
     return {"name": f"retail-{arm}", "data": data, **FEATURES, **ARMS[arm], "evaluation": {"ks": KS}}
 
 
-def retail_data(transactions: str) -> dict:
-    return {"transactions": transactions, "products": f"synthetic-retail://products?{RETAIL}", "split": SPLIT}
+def retail_data(transactions: str, params: str) -> dict:
+    return {"transactions": transactions, "products": f"synthetic-retail://products?{params}", "split": SPLIT}
 
 
 def lifts(model: dict[int, float], popularity: dict[int, float]) -> str:
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="candidate names (default: all)")
     parser.add_argument("--test", action="store_true", help="score the spec defaults on the test split")
+    parser.add_argument("--params", default=RETAIL, help=f"the synthetic-retail parameters (default {RETAIL})")
     args = parser.parse_args(argv)
     chosen = ["defaults"] if args.test else (args.only or list(CANDIDATES))
     unknown = [name for name in chosen if name not in CANDIDATES]
@@ -95,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="quality-retail-") as tmp:
         if args.test:
-            data = retail_data(f"synthetic-retail://transactions?{RETAIL}")
+            data = retail_data(f"synthetic-retail://transactions?{args.params}", args.params)
         else:
-            train, _ = split_transactions(load_table(f"synthetic-retail://transactions?{RETAIL}"), SplitSpec(**SPLIT))
+            rows = load_table(f"synthetic-retail://transactions?{args.params}")
+            train, _ = split_transactions(rows, SplitSpec(**SPLIT))
             train.to_parquet(Path(tmp) / "train.parquet", index=False)
-            data = retail_data(str(Path(tmp) / "train.parquet"))
-        print(f"retail-like data ({RETAIL}), time split, {'test' if args.test else 'validation carved from train'}")
+            data = retail_data(str(Path(tmp) / "train.parquet"), args.params)
+        print(f"retail-like data ({args.params}), time split, {'test' if args.test else 'validation carved from train'}")
         for name in chosen:
             for arm in ARMS:
                 spec = spec_from_dict(override(arm_config(arm, data), CANDIDATES[name]), f"{name}/{arm}")

@@ -78,11 +78,13 @@ class ModelSpec(_Strict):
     product_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     temperature: float = 1.0
     normalize: bool = False  # L2-normalize both towers' outputs: scores are cosines / temperature
-    logq_correction: bool = False
+    logq_correction: bool = True
     """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
 
     In-batch negatives are drawn in proportion to popularity, so without it the model learns
-    lift, log p(product | buyer) / p(product), and ranks popular products too low."""
+    lift, log p(product | buyer) / p(product), and ranks popular products too low. On by default:
+    without it, retail-like data (bench/quality_retail.py) came out at 0.29x popularity's
+    recall@5, with it at 1.10x (validation split carved from train)."""
 
 
 class CollapseSpec(_Strict):

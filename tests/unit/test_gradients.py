@@ -24,7 +24,7 @@ SPEC = spec_from_dict(
         "data": {"transactions": "memory://unused.csv"},
         "buyer_features": [{"column": "buyer", "type": "id", "embedding_dim": 8}],
         "product_features": [{"column": "item", "type": "id", "embedding_dim": 8}],
-        "model": {"output_dim": 8, "buyer_layers": [{"units": 16}, {"units": 8}], "product_layers": [{"units": 8}]},
+        "model": {"output_dim": 8, "logq_correction": False, "buyer_layers": [{"units": 16}, {"units": 8}], "product_layers": [{"units": 8}]},
         "training": {"collapse": {"patience": 2}},
     }
 )
