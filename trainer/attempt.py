@@ -299,7 +299,7 @@ def run_attempt(
     val_data = make_dataset(validation, columns, training.batch_size) if validation is not None and len(validation) else None
 
     with distribution_strategy().scope():
-        model = build_model(spec, data.train)
+        model = build_model(spec, data.train, data.candidates)
         model.compile(optimizer=build_optimizer(training, learning_rate))
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer

@@ -277,6 +277,22 @@ class SamplingProbability(tf_keras.layers.Layer):
         return self.table.lookup(product_ids)
 
 
+class CatalogueNegatives(tf_keras.layers.Layer):
+    """Every unique candidate as a negative: their feature columns (constants, in catalogue order)
+    and each product id's row among them (-1 for an id not in the catalogue)."""
+
+    def __init__(self, candidates: pd.DataFrame, columns: dict[str, tf.DType], product_column: str, **kwargs):
+        super().__init__(**kwargs)
+        self.features = {column: tf.constant(values) for column, values in frame_tensors(candidates, columns).items()}
+        ids = tf.constant(candidates[product_column].astype(str).to_numpy(dtype=object), tf.string)
+        rows = tf.range(tf.size(ids, out_type=tf.int64), dtype=tf.int64)
+        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, rows), default_value=-1)
+        self.size = len(candidates)
+
+    def call(self, product_ids: tf.Tensor) -> tf.Tensor:
+        return self.table.lookup(product_ids)
+
+
 def gather_across_replicas(*local: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """Each tensor's rows from every replica (axis 0), this replica's rows first, then the following
     replicas' in order (wrapping around); the tensors themselves outside a multi-replica strategy.
@@ -295,7 +311,9 @@ class TwoTowerModel(TelemetryModel):
     `sampling_probability` (a SamplingProbability of `product_column`) the logits are logQ-corrected.
 
     `cross_replica_negatives` (on unless measuring what it costs): under a distribution strategy,
-    every query is scored against the whole global batch's candidates, not only its replica's."""
+    every query is scored against the whole global batch's candidates, not only its replica's.
+    With `catalogue` (a CatalogueNegatives) the softmax runs over every unique candidate instead:
+    the exact softmax, so neither logQ correction nor a cross-replica gather is needed."""
 
     def __init__(
         self,
@@ -305,16 +323,19 @@ class TwoTowerModel(TelemetryModel):
         sampling_probability: SamplingProbability | None = None,
         product_column: str | None = None,
         cross_replica_negatives: bool = True,
+        catalogue: CatalogueNegatives | None = None,
     ):
         super().__init__()
-        if sampling_probability is not None and product_column is None:
-            raise ValueError("a logQ-corrected model needs its product id column")
+        if (sampling_probability is not None or catalogue is not None) and product_column is None:
+            raise ValueError("a logQ-corrected or catalogue-softmax model needs its product id column")
         self.buyer = buyer
         self.product = product
         self.task = float32_retrieval(temperature)
         self.sampling_probability = sampling_probability
         self.product_column = product_column
         self.cross_replica_negatives = cross_replica_negatives
+        self.catalogue = catalogue
+        self.temperature = temperature
 
     def _negatives(self, *local: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """The in-batch candidates' rows the softmax runs over: the global batch's, or this replica's."""
@@ -331,6 +352,8 @@ class TwoTowerModel(TelemetryModel):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """This replica's queries' loss sum, each query's softmax over the (global) batch's candidates."""
         queries = self.buyer(features, training=training)
+        if self.catalogue is not None:
+            return self._catalogue_loss(queries, features, training)
         candidates = self.product(features, training=training)
         probability = self._probability(features)
         if probability is None:
@@ -339,10 +362,24 @@ class TwoTowerModel(TelemetryModel):
             candidates, probability = self._negatives(candidates, probability)
         return self.task(queries, candidates, candidate_sampling_probability=probability, compute_metrics=False)
 
+    def _catalogue_loss(self, queries: tf.Tensor, features: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """The loss sum of each query's softmax over every unique candidate (rows whose product is
+        not in the catalogue count nothing)."""
+        candidates = self.product(self.catalogue.features, training=training)
+        logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
+        rows = self.catalogue(features[self.product_column])
+        known = rows >= 0
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(rows, 0), logits=logits)
+        return tf.reduce_sum(tf.where(known, losses, tf.zeros_like(losses)))
+
     def uniform_loss_sum(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """This replica's loss sum if every score were alike: logits -log p_j with logQ correction,
         else equal, over the softmax's candidates j: sum_i [log p_i + logsumexp_j(-log p_j)]; without
-        logQ (log p = 0) that is B_local log(B), B the batch the softmax runs over."""
+        logQ (log p = 0) that is B_local log(B), B the batch the softmax runs over; over the whole
+        catalogue of N candidates, log(N) per query whose product is in it."""
+        if self.catalogue is not None:
+            known = tf.reduce_sum(tf.cast(self.catalogue(features[self.product_column]) >= 0, tf.float32))
+            return known * tf.math.log(tf.cast(self.catalogue.size, tf.float32))
         probability = self._probability(features)
         if probability is None:
             log_p = tf.zeros(tf.shape(next(iter(features.values())))[:1])
@@ -376,13 +413,26 @@ def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Towe
     return buyer, product
 
 
-def build_model(spec: ExperimentSpec, train: pd.DataFrame) -> TwoTowerModel:
-    """The two-tower model of `spec` (not compiled), preprocessing fitted on `train`."""
+def build_model(spec: ExperimentSpec, train: pd.DataFrame, candidates: pd.DataFrame | None = None) -> TwoTowerModel:
+    """The two-tower model of `spec` (not compiled), preprocessing fitted on `train`; `candidates`
+    (the unique products) are the negatives of `model.negatives: catalogue`."""
     buyer, product = build_towers(spec, train)
     column = spec.product_id_column
-    probability = SamplingProbability(train[column], name="sampling_probability") if spec.model.logq_correction else None
+    catalogue = None
+    if spec.model.negatives == "catalogue":
+        if candidates is None:
+            raise ValueError("model.negatives: catalogue needs the unique candidates")
+        columns = {f.column: input_dtype(f) for f in spec.product_features}
+        catalogue = CatalogueNegatives(candidates, columns, column, name="catalogue_negatives")
+    logq = spec.model.logq_correction and catalogue is None
+    probability = SamplingProbability(train[column], name="sampling_probability") if logq else None
     return TwoTowerModel(
-        buyer, product, temperature=spec.model.temperature, sampling_probability=probability, product_column=column
+        buyer,
+        product,
+        temperature=spec.model.temperature,
+        sampling_probability=probability,
+        product_column=column,
+        catalogue=catalogue,
     )
 
 

@@ -78,6 +78,10 @@ class ModelSpec(_Strict):
     product_layers: list[LayerSpec] = Field(default_factory=lambda: [LayerSpec(units=32)])
     temperature: float = 1.0
     normalize: bool = False  # L2-normalize both towers' outputs: scores are cosines / temperature
+    negatives: Literal["in_batch", "catalogue"] = "in_batch"
+    """The softmax's negatives: the batch's other purchases (scales to any catalogue), or every
+    unique candidate (the full softmax: the product tower runs over the whole catalogue each step,
+    so for catalogues of some thousands of products; logQ correction is then not needed or applied)."""
     logq_correction: bool = True
     """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
 

@@ -107,3 +107,18 @@ def test_normalized_towers_score_cosines():
     features = next(iter(make_dataset(TRAIN, model_columns(spec), batch_size=4)))
     for tower in (model.buyer, model.product):
         np.testing.assert_allclose(np.linalg.norm(tower(features).numpy(), axis=1), 1.0, rtol=1e-5)
+
+
+def test_catalogue_negatives_are_the_full_softmax_over_every_candidate():
+    spec = _spec(negatives="catalogue", temperature=0.5)
+    catalogue = TRAIN.drop_duplicates("item")[["item", "words"]]
+    model = build_model(spec, TRAIN, catalogue)
+    batch = next(iter(make_dataset(TRAIN, model_columns(spec), batch_size=4)))
+    queries = model.buyer(batch).numpy()
+    candidates = model.product({c: tf.constant(catalogue[c].to_numpy(dtype=object)) for c in catalogue}).numpy()
+    logits = queries @ candidates.T / 0.5
+    rows = [list(catalogue["item"]).index(item) for item in TRAIN["item"]]
+    expected = sum(np.log(np.exp(logits[i]).sum()) - logits[i, row] for i, row in enumerate(rows))
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
+    assert float(model.uniform_loss_sum(batch)) == pytest.approx(len(TRAIN) * math.log(len(catalogue)), rel=1e-6)
+    assert model.sampling_probability is None  # the exact softmax needs no logQ correction
