@@ -109,6 +109,8 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("training.global_clipnorm", "global_clipnorm: 1.0, or null to disable it"),
     Bound("training.validation_fraction", low=0, high=1, low_inclusive=True),
     Bound("training.early_stopping_patience", low=1, low_inclusive=True),
+    Bound("training.workers", low=1, low_inclusive=True, suggestion="workers: 1 (one process), or the machines to train on"),
+    Bound("training.gpus_per_worker", low=0, low_inclusive=True, suggestion="gpus_per_worker: 0 (every visible GPU)"),
     Bound("training.collapse.patience", low=1, low_inclusive=True, suggestion="patience: 3"),
     Bound("training.collapse.min_grad_norm", low=0, low_inclusive=True),
     _positive("training.collapse.loss_tolerance"),
@@ -281,6 +283,30 @@ def clipping(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
             "gradient clipping is off (clipnorm and global_clipnorm are null): one exploding step can "
             "collapse the model, as in the post-mortem",
             "clipnorm: 1.0",
+        )
+
+
+def replica_batch(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """The global batch is split across workers x GPUs per worker (at least the replicas known from the spec)."""
+    training = spec.training
+    replicas = training.workers * max(training.gpus_per_worker, 1)
+    if replicas <= 1 or training.batch_size <= 0:
+        return
+    if training.batch_size < replicas:
+        yield error(
+            "batch_smaller_than_replicas",
+            "training.batch_size",
+            f"training.batch_size {training.batch_size} is the global batch, split over {replicas} replicas "
+            f"(workers x gpus_per_worker): some replicas would train on nothing",
+            f"batch_size: {replicas * 256} or fewer workers",
+        )
+    elif training.batch_size % replicas:
+        yield warning(
+            "uneven_replica_batch",
+            "training.batch_size",
+            f"training.batch_size {training.batch_size} does not divide over {replicas} replicas: their "
+            f"batches differ in size and the smallest sets the pace",
+            f"batch_size: {training.batch_size // replicas * replicas}",
         )
 
 
@@ -483,6 +509,7 @@ RULES: tuple[Rule, ...] = (
     layer_structure,
     tower_output_sizes,
     clipping,
+    replica_batch,
     time_split_column,
     empty_ks,
     high_learning_rate,

@@ -113,6 +113,8 @@ class TrainingSpec(_Strict):
     seed: int = 42
     validation_fraction: float = 0.0  # carved from train for early stopping; never the test split
     early_stopping_patience: int | None = None
+    workers: int = 1  # training processes (MultiWorkerMirroredStrategy via TF_CONFIG); batch_size stays global
+    gpus_per_worker: int = 0  # 0: every GPU the worker sees
     collapse: CollapseSpec = CollapseSpec()
     backoff: BackoffSpec = BackoffSpec()
 

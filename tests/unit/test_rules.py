@@ -146,6 +146,10 @@ FIRES = [
     ("history in the product tower", lambda raw: raw["product_features"].append({"column": "bought", "type": "history"}), None, "history_in_product_tower", "product_features[3].type", "error"),
     ("history named like a data column", add_buyer("cust_value", "history"), SCHEMA, "history_column_in_data", "buyer_features[3].column", "error"),
     ("normalized at temperature 1", put("model.normalize", True), None, "weak_normalized_temperature", "model.temperature", "warning"),
+    ("zero workers", put("training.workers", 0), None, "out_of_range", "training.workers", "error"),
+    ("negative gpus per worker", put("training.gpus_per_worker", -1), None, "out_of_range", "training.gpus_per_worker", "error"),
+    ("global batch smaller than the replicas", both(put("training.workers", 4), put("training.gpus_per_worker", 2), put("training.batch_size", 7)), None, "batch_smaller_than_replicas", "training.batch_size", "error"),
+    ("global batch uneven over workers", both(put("training.workers", 3), put("training.batch_size", 1024)), None, "uneven_replica_batch", "training.batch_size", "warning"),
 ]  # fmt: skip
 
 
@@ -194,6 +198,10 @@ NEAR_MISSES = [
     ("a history is derived, not read from the data", add_buyer("bought", "history"), SCHEMA, "missing_column"),
     ("a history under a new name", add_buyer("bought", "history"), SCHEMA, "history_column_in_data"),
     ("normalized at temperature 0.1", both(put("model.normalize", True), put("model.temperature", 0.1)), None, "weak_normalized_temperature"),
+    ("one worker, visible GPUs", both(put("training.workers", 1), put("training.gpus_per_worker", 0)), None, "out_of_range"),
+    ("global batch of one per replica", both(put("training.workers", 4), put("training.gpus_per_worker", 2), put("training.batch_size", 8)), None, "batch_smaller_than_replicas"),
+    ("global batch even over workers", both(put("training.workers", 4), put("training.batch_size", 1024)), None, "uneven_replica_batch"),
+    ("any batch on one worker of visible GPUs", put("training.batch_size", 1023), None, "uneven_replica_batch"),
 ]  # fmt: skip
 
 
