@@ -337,7 +337,9 @@ def spec_from_dict(raw: dict, source: str = "<config>") -> ExperimentSpec:
         problems = []
         for error in exc.errors():
             message = error["msg"]
-            if error["type"] == "extra_forbidden":
+            if error["loc"] == ("sweep",):
+                message = "a sweep, not one experiment: run it with `towerflow sweep` (or submit it)"
+            elif error["type"] == "extra_forbidden":
                 message = "unknown field"
             elif error["type"] == "missing":
                 message = "required field is missing"

@@ -109,6 +109,7 @@ def test_an_explicit_embedding_dim_wins_over_the_default():
         ({"training": {"lr": 0.1}}, "training.lr", "unknown field"),
         ({"buyer_features": [{"column": "a"}, {"column": "b", "colum": "b"}]}, "buyer_features[1].colum", "unknown field"),
         ({"model": {"buyer_layers": [{"type": "dense", "unit": 3}]}}, "model.buyer_layers[0].unit", "unknown field"),
+        ({"sweep": {"grid": {"training.epochs": [1, 2]}}}, "sweep", "run it with `towerflow sweep`"),
         ({"training": {"epochs": "many"}}, "training.epochs", "integer"),
         ({"training": {"learning_rate": "fast"}}, "training.learning_rate", "number"),
         ({"product_features": [{"column": "p", "type": "embedding"}]}, "product_features[0].type", "'id'"),
