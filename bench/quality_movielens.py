@@ -60,7 +60,7 @@ def tutorial_config(data: dict, ks: list[int], epochs: int = 3) -> dict:
         "data": data,
         "buyer_features": [{"column": "user_id", "type": "id", "embedding_dim": 32}],
         "product_features": [{"column": "item_id", "type": "id", "embedding_dim": 32, "is_primary_id": True}],
-        "model": {"output_dim": 32, "buyer_layers": [], "product_layers": []},
+        "model": {"output_dim": 32, "buyer_layers": [], "product_layers": [], "logq_correction": False},
         "training": {
             "optimizer": "adagrad",
             "learning_rate": 0.1,

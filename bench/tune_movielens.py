@@ -132,6 +132,35 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES,
         "model.buyer_layers": [{"units": 128}, {"type": "dropout", "rate": 0.2}, {"units": 64}, {"units": 32}],
     },
+    **{
+        f"norm-zip-title-{label}": {
+            **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
+            "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES, **changes,
+        }
+        for label, changes in {
+            "b512": {"training.batch_size": 512},
+            "t0.15": {"model.temperature": 0.15},
+            "t0.07": {"model.temperature": 0.07},
+            "e7": {"training.epochs": 7},
+            "out64": {
+                "model.output_dim": 64, "model.buyer_layers": [{"units": 128}, {"units": 64}],
+                "model.product_layers": [{"units": 128}, {"units": 64}],
+            },
+        }.items()
+    },
+    **{
+        f"catalogue-{label}": {
+            **LOGQ, "model.negatives": "catalogue", "training.epochs": 10,
+            "buyer_features": USER_FEATURES, "product_features": MOVIE_FEATURES, **changes,
+        }
+        for label, changes in {
+            "norm-t0.1": {"model.normalize": True, "model.temperature": 0.1},
+            "norm-t0.05": {"model.normalize": True, "model.temperature": 0.05},
+            "t1": {},
+            "norm-t0.1-e5": {"model.normalize": True, "model.temperature": 0.1, "training.epochs": 5},
+            "norm-t0.1-b256": {"model.normalize": True, "model.temperature": 0.1, "training.batch_size": 256},
+        }.items()
+    },
     "history": {**LOGQ, "buyer_features[4]": HISTORY},
     "history-norm-t0.1-e10": {
         **LOGQ, "buyer_features[4]": HISTORY, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10,
