@@ -130,6 +130,7 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("validation.approval_timeout_s"),
     Bound("validation.min_train_rows", low=1, low_inclusive=True),
     Bound("validation.min_test_pairs", low=1, low_inclusive=True),
+    Bound("validation.lr_probe_steps", low=20, low_inclusive=True, suggestion="lr_probe_steps: 200 (20 rates, 10 steps each)"),
 )
 
 

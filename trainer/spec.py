@@ -130,6 +130,8 @@ class ValidationSpec(_Strict):
     approval_timeout_s: int = 3600
     min_train_rows: int = 100  # the data check's floor: fewer training rows is an error
     min_test_pairs: int = 20  # fewer unique test (buyer, product) pairs cannot measure recall
+    lr_probe: Literal["off", "warn", "pick"] = "off"  # a learning-rate range test before the first attempt
+    lr_probe_steps: int = 200  # its train steps, over every probed rate (trainer.lr_probe)
 
 
 class ExperimentSpec(_Strict):
