@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.cluster import cluster_from_env
 from trainer.results import EpochMetrics
 from trainer.spec import SpecError, load_spec
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.status != "succeeded":
         return 1
     print(f"model: {result.model_uri}")
-    if args.evaluate:
+    if args.evaluate and cluster_from_env().is_chief:  # one evaluation, by the worker that wrote the export
         from trainer.evaluation import evaluate_model
 
         evaluation = evaluate_model(spec, result.model_uri)

@@ -15,6 +15,13 @@ checkpoint the latest one); a resumed attempt first pulls the checkpoints. The w
   result.json    the AttemptResult
 Run again with the same workdir after being killed, an attempt resumes after its last finished
 epoch (and reports every epoch); run again after it finished, it returns the stored result.
+
+On several machines (TF_CONFIG names a cluster of more than one worker, trainer.cluster) every
+worker runs this same function under MultiWorkerMirroredStrategy: each reads the same data, the
+strategy shards every global batch of `training.batch_size` over the replicas, and all of them
+restore from the workdir's checkpoints. Only the chief writes the workdir; the others write their
+checkpoints, scalars and export to a temporary local directory (collective ops need every worker to
+save) that is removed afterwards, and return the same result.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -32,13 +41,14 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 from tensorflow.core.framework import summary_pb2
 
+from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
 from trainer.results import AttemptResult  # defined without TensorFlow; still importable from here
-from trainer.spec import ExperimentSpec
-from trainer.storage import Mirror, exists, join, makedirs, mirrored, read_bytes, write_bytes
+from trainer.spec import ExperimentSpec, TrainingSpec
+from trainer.storage import Mirror, download, exists, join, makedirs, mirrored, read_bytes, write_bytes
 
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
@@ -53,11 +63,43 @@ EPOCHS_FILE = f"{CHECKPOINTS_DIR}/epochs.json"
 EpochCallback = Callable[[EpochMetrics], None]
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over the visible GPUs when there are several; else the default strategy."""
-    if len(tf.config.list_physical_devices("GPU")) > 1:
+def distribution_strategy(cluster: Cluster = Cluster(), gpus_per_worker: int = 0) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when `cluster` has several workers; else MirroredStrategy over the
+    visible GPUs when there are several; else the default strategy. `gpus_per_worker` > 0 uses only
+    the first that many GPUs. Call it before any other TensorFlow op: a multi-worker strategy (and
+    hiding GPUs) configures the runtime, which cannot change once it has started."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus_per_worker:
+        if len(gpus) < gpus_per_worker:
+            raise ValueError(f"training.gpus_per_worker is {gpus_per_worker} but this machine shows {len(gpus)} GPUs")
+        if len(gpus) > gpus_per_worker:
+            gpus = gpus[:gpus_per_worker]
+            tf.config.set_visible_devices(gpus, "GPU")
+    if cluster.workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def training_cluster(training: TrainingSpec) -> Cluster:
+    """This process's Cluster (TF_CONFIG), refused when it does not have `training.workers` workers: a
+    launcher that forgot TF_CONFIG would otherwise start that many chiefs writing one workdir."""
+    cluster = cluster_from_env()
+    if cluster.workers != training.workers:
+        named = f"TF_CONFIG names {cluster.workers}" if os.environ.get("TF_CONFIG") else "there is no TF_CONFIG"
+        raise ValueError(
+            f"training.workers is {training.workers} but {named}: launch it on a multi-worker pool "
+            f"(deployments/README.md) or set training.workers: {cluster.workers}"
+        )
+    return cluster
+
+
+def sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` split by data across workers: each global batch is cut into per-replica pieces."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def use_mixed_precision_if_gpu() -> bool:
@@ -244,9 +286,10 @@ def _success_reason(progress: _Progress) -> str:
     return reason
 
 
-def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float) -> None:
+def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float, write: bool = True) -> None:
     """Record which spec and learning rate `workdir` belongs to; refuse one that belongs to another,
-    so an attempt never resumes (or returns) someone else's checkpoints or result."""
+    so an attempt never resumes (or returns) someone else's checkpoints or result. `write=False` (a
+    non-chief worker) only checks a record that is already there."""
     identity = {"spec_hash": spec.content_hash(), "learning_rate": learning_rate}
     path = join(workdir, ATTEMPT_FILE)
     if exists(path):
@@ -257,8 +300,27 @@ def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float) -> N
                 f"{found.get('learning_rate')}, not spec {identity['spec_hash']} at {learning_rate}: use another workdir"
             )
         return
-    makedirs(workdir)
-    write_bytes(path, json.dumps(identity).encode())
+    if write:
+        makedirs(workdir)
+        write_bytes(path, json.dumps(identity).encode())
+
+
+@contextlib.contextmanager
+def _writable(workdir: str, cluster: Cluster) -> Iterator[Mirror]:
+    """Where this worker writes, with the workdir's checkpoints in it: for the chief a Mirror of the
+    workdir; for any other worker a temporary local directory that is never pushed and is removed."""
+    if cluster.is_chief:
+        with mirrored(workdir) as mirror:
+            mirror.pull(CHECKPOINTS_DIR)
+            yield mirror
+        return
+    scratch = tempfile.mkdtemp(prefix=f"towerflow-{cluster.task_type}-{cluster.task_index}-")
+    try:
+        if exists(join(workdir, CHECKPOINTS_DIR)):
+            download(join(workdir, CHECKPOINTS_DIR), os.path.join(scratch, CHECKPOINTS_DIR))
+        yield Mirror(scratch, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_result(workdir: str) -> AttemptResult | None:
@@ -279,34 +341,41 @@ def run_attempt(
     `training.early_stopping_patience`, when validation loss stops improving (exporting the best
     epoch). `on_epoch(metrics)` is called after each epoch, once its checkpoint is written; `say(line)`
     hears that a finished attempt's result is reused or an unfinished one resumes (`name` says which).
-    Data or configuration errors propagate as exceptions.
+    Data or configuration errors propagate as exceptions. On a cluster (TF_CONFIG), every worker
+    calls this with the same arguments; only the chief writes `workdir` (see the module docstring).
     """
     workdir = str(workdir)
     say = say or (lambda line: None)
-    claim_workdir(workdir, spec, learning_rate)
+    training = spec.training
+    cluster = training_cluster(training)
+    claim_workdir(workdir, spec, learning_rate, write=cluster.is_chief)
     stored = load_result(workdir)
     if stored is not None:
         say(f"{name} already ended {stored.status}: reusing its result from {workdir} (no retraining)")
         return stored
+    strategy = distribution_strategy(cluster, training.gpus_per_worker)
+    if cluster.workers > 1:
+        say(f"{name}: {cluster.name} of {cluster.workers} workers, {strategy.num_replicas_in_sync} replicas")
     data = load_experiment_data(spec)
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
-    training = spec.training
     tf_keras.utils.set_random_seed(training.seed)
     use_mixed_precision_if_gpu()
     columns = model_columns(spec)
-    train_data = make_dataset(data.train, columns, training.batch_size, shuffle_seed=training.seed)
+    train_data = sharded(make_dataset(data.train, columns, training.batch_size, shuffle_seed=training.seed))
     validation = data.validation
-    val_data = make_dataset(validation, columns, training.batch_size) if validation is not None and len(validation) else None
+    val_data = sharded(make_dataset(validation, columns, training.batch_size)) if validation is not None and len(validation) else None
 
-    with distribution_strategy().scope():
+    with strategy.scope():
         model = build_model(spec, data.train, data.candidates)
+        # the train step already sums the telemetry over replicas: every replica holds the totals, so
+        # the logs take the first one's (Keras' default would sum them again across workers)
+        model.distribute_reduction_method = "first"
         model.compile(optimizer=build_optimizer(training, learning_rate))
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer
         getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
     keep = (training.early_stopping_patience or 0) + 1
-    with mirrored(workdir) as mirror:
-        mirror.pull(CHECKPOINTS_DIR)
+    with _writable(workdir, cluster) as mirror:
         checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
         progress = _Progress(spec)
         for metrics in checkpoints.restore():
@@ -345,5 +414,6 @@ def run_attempt(
         model_uri=model_uri,
         workdir=workdir,
     )
-    write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())
+    if cluster.is_chief:
+        write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())
     return result
