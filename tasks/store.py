@@ -213,6 +213,18 @@ class RecallResult(SQLModel, table=True):
     exclude_seen: bool
 
 
+class LrProbe(SQLModel, table=True):
+    """The learning-rate range test run before an experiment's first attempt (`validation.lr_probe`): one per experiment."""
+
+    __tablename__ = "lr_probe"
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE", unique=True)
+    mode: str  # warn | pick
+    curve_json: str  # trainer.probe_curve.ProbeCurve: the rates, what each measured, the reading
+    created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
+
+
 class Sweep(SQLModel, table=True):
     """A grid of experiments run or submitted together; members are experiments by config hash, in grid order."""
 
@@ -464,6 +476,16 @@ def replace_findings(experiment_id: int, findings: Iterable[Mapping[str, Any] | 
 
 
 @_retrying
+def record_lr_probe(experiment_id: int, mode: str, curve: BaseModel) -> None:
+    """Store (or replace) the experiment's learning-rate probe: its mode and its curve (a ProbeCurve)."""
+    with _session() as session:
+        _get(session, Experiment, experiment_id)
+        session.exec(delete(LrProbe).where(LrProbe.experiment_id == experiment_id))
+        session.add(LrProbe(experiment_id=experiment_id, mode=mode, curve_json=curve.model_dump_json()))
+        session.commit()
+
+
+@_retrying
 def record_attempt(
     experiment_id: int,
     number: int,
@@ -663,7 +685,7 @@ def delete_if_pending(experiment_id: int) -> bool:
 
 def _delete_results(experiment_id: int) -> None:
     with _session() as session:
-        for table in (RecallResult, Finding, Attempt):  # epoch rows go with their attempt (cascade)
+        for table in (RecallResult, Finding, Attempt, LrProbe):  # epoch rows go with their attempt (cascade)
             session.exec(delete(table).where(table.experiment_id == experiment_id))
         session.commit()
 
@@ -723,7 +745,7 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
     """Everything stored about one experiment as plain JSON-ready values.
 
     Keys: experiment (with `spec` parsed from spec_json), findings, attempts (by number, each with
-    its `epochs`), recall (by k). Timestamps are ISO 8601 strings; non-finite floats are the
+    its `epochs`), recall (by k), lr_probe (its mode and curve, or None). Timestamps are ISO 8601 strings; non-finite floats are the
     strings 'NaN', 'Infinity', '-Infinity' (so `json.dumps(..., allow_nan=False)` works and
     `float()` reads them back).
     """
@@ -746,6 +768,7 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
             .where(RecallResult.experiment_id == experiment_id)
             .order_by(RecallResult.k)
         ).all()
+        probe = session.exec(select(LrProbe).where(LrProbe.experiment_id == experiment_id)).first()
     head = as_dict(experiment)
     head["spec"] = json.loads(head.pop("spec_json"))
     epochs_by_attempt: dict[int, list[dict[str, Any]]] = {}
@@ -758,6 +781,9 @@ def experiment_detail(experiment_id: int) -> dict[str, Any]:
             {**as_dict(attempt), "epochs": epochs_by_attempt.get(attempt.id or 0, [])} for attempt in attempts
         ],
         "recall": [as_dict(row) for row in recall],
+        "lr_probe": None if probe is None else {
+            "mode": probe.mode, **json.loads(probe.curve_json, parse_constant=str)  # NaN stays the string 'NaN'
+        },
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from trainer.probe_curve import ProbeCurve
 from trainer.quality import below_popularity_ks
 from trainer.results import EpochMetrics
 from trainer.spec import CollapseSpec
@@ -111,13 +112,27 @@ class RecallView(_Row):
     exclude_seen: bool
 
 
+class ProbeView(ProbeCurve):
+    """The stored learning-rate probe: its curve and reading, and the mode it ran in (warn | pick)."""
+
+    mode: str
+
+
 class ExperimentView(_View):
-    """One experiment: its row, findings, attempts by number (each with its epochs), recall by k."""
+    """One experiment: its row, findings, attempts by number (each with its epochs), recall by k, its probe."""
 
     experiment: ExperimentHead
     findings: list[FindingView] = []
     attempts: list[AttemptView] = []
     recall: list[RecallView] = []
+    lr_probe: ProbeView | None = None
+
+    @property
+    def rate_from_probe(self) -> bool:
+        """Whether the first attempt trained at the probe's suggestion (`lr_probe: pick`, not overruled)."""
+        probe, first = self.lr_probe, self.attempts[0] if self.attempts else None
+        return (probe is not None and probe.mode == "pick" and first is not None
+                and first.learning_rate == probe.suggested_rate)
 
     @classmethod
     def of(cls, view: ExperimentView | Mapping[str, Any]) -> ExperimentView:

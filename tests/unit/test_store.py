@@ -348,7 +348,7 @@ def test_experiment_detail_holds_the_whole_run(database_url):
     store.set_experiment_status(experiment_id, "succeeded", message="beats popularity")
 
     detail = store.experiment_detail(experiment_id)
-    assert set(detail) == {"experiment", "findings", "attempts", "recall"}
+    assert set(detail) == {"experiment", "findings", "attempts", "recall", "lr_probe"}
     head = detail["experiment"]
     assert (head["status"], head["message"], head["flow_run_id"]) == ("succeeded", "beats popularity", "flow-1")
     assert head["spec"] == {"name": "movielens-deep"} and "spec_json" not in head
