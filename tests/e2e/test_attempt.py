@@ -61,10 +61,11 @@ def test_a_deep_tower_at_a_high_learning_rate_is_reported_collapsed_within_patie
     result = run_attempt(_spec(), HIGH_LR, str(tmp_path))
     assert result.status == "collapsed" and result.model_uri is None
     assert result.epochs_run < 5  # stopped early
-    last = result.epochs[-2:]  # the patience window: loss/example = log(batch) on every step
+    last = result.epochs[-2:]  # the patience window: loss/example = the uniform-score loss on every step
     assert all(m.uniform_gap < 1e-3 and m.loss == pytest.approx(m.uniform_loss, abs=1e-3) for m in last)
     assert all(m.buyer_grad_norm_mean > 1e-7 for m in last)  # the post-mortem's norm rule would not fire
-    assert result.reason.startswith(f"collapsed at epoch {result.epochs_run}: loss/example 6.2")
+    uniform = f"{last[-1].uniform_loss:.3f}"
+    assert result.reason.startswith(f"collapsed at epoch {result.epochs_run}: loss/example {uniform} = the uniform")
     assert load_result(str(tmp_path)) == result
 
 
