@@ -3,6 +3,8 @@
 Templates (JSON files beside this module):
   kubernetes-gpu  pool type `kubernetes`: `gpu_count` -> nvidia.com/gpu limit, node selector, tolerations
   vertex-ai-gpu   pool type `vertex-ai`: machine type, accelerator type and count, maximum run time
+  kubernetes-multi-worker  as kubernetes-gpu, an Indexed Job of `workers` pods (TF_CONFIG set per pod)
+  vertex-ai-multi-worker   as vertex-ai-gpu, a second worker pool of `worker_replicas` machines
 A `process` pool (local workers, the end-to-end test) uses Prefect's own process template.
 
     python -m deployments.pools gpu --template kubernetes-gpu --concurrency 4
@@ -34,6 +36,8 @@ from prefect.exceptions import ObjectNotFound
 TEMPLATES: dict[str, tuple[str, str]] = {  # template name -> (pool type, file)
     "kubernetes-gpu": ("kubernetes", "kubernetes_gpu.json"),
     "vertex-ai-gpu": ("vertex-ai", "vertex_ai_gpu.json"),
+    "kubernetes-multi-worker": ("kubernetes", "kubernetes_multi_worker.json"),
+    "vertex-ai-multi-worker": ("vertex-ai", "vertex_ai_multi_worker.json"),
 }
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import prefect.server.api
@@ -32,6 +35,7 @@ from prefect.utilities.templating import apply_values, find_placeholders
 
 from deployments.pools import TEMPLATES, apply_pool, load_template, pool_type, process_template
 from flows.serve import CONFIG_URI_TEMPLATE, RESOURCE_PATTERN, TRAINER_DEPLOYMENT
+from trainer.cluster import cluster_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_VIEW = Path(prefect.server.api.__file__).parent / "collections_data/views/aggregate-worker-metadata.json"
@@ -116,6 +120,47 @@ def test_vertex_template_sets_accelerators_machine_type_and_maximum_run_time():
     assert errors(template, {"maximum_run_time_hours": 0})
 
 
+def test_vertex_multi_worker_template_runs_the_flow_as_chief_and_the_trainer_in_pool_1():
+    template = load_template("vertex-ai-multi-worker")
+    args = ["--config", "gs://b/w/spec.json", "--learning-rate", "0.05", "--out", "gs://b/w"]
+    env = [{"name": "TOWERFLOW_ARTIFACTS", "value": "gs://b"}]
+    job = rendered(template, {"worker_replicas": 3, "worker_args": args, "worker_env": env, "image": "img:1",
+                              "accelerator_count": 2})
+    chief, workers = job["job_spec"]["worker_pool_specs"]
+    # no command: the Vertex AI worker fills in the flow run's command and env, in pool 0 only
+    assert chief["replica_count"] == 1 and chief["container_spec"] == {"image_uri": "img:1", "args": []}
+    assert workers["replica_count"] == 3  # an int, as Vertex AI expects
+    assert workers["container_spec"] == {"image_uri": "img:1", "command": ["python", "-m", "trainer"],
+                                         "args": args, "env": env}
+    assert workers["machine_spec"] == chief["machine_spec"] and chief["machine_spec"]["accelerator_count"] == 2
+    assert errors(template, {"worker_env": [{"name": "A", "value": 1}]}) and errors(template, {"worker_args": "--out w"})
+
+
+def _launch(template: dict, index: int, probe: list[str], **values) -> subprocess.CompletedProcess:
+    """Pod `index` of the rendered Indexed Job: its command, with `probe` as the flow run's command."""
+    container = rendered(template, values)["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    env = {**os.environ, "JOB_NAME": "train-abc", "JOB_COMPLETION_INDEX": str(index),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([*container["command"], *probe], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_kubernetes_multi_worker_pods_get_their_tf_config_and_only_pod_0_runs_the_flow():
+    template = load_template("kubernetes-multi-worker")
+    job = rendered(template, {"workers": 3})["job_manifest"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 3, 3)
+    assert job["spec"]["template"]["spec"]["subdomain"] == "towerflow-workers"
+    show = [sys.executable, "-c", "import os; print(os.environ['TF_CONFIG'])"]
+    pod0 = _launch(template, 0, show, workers=3)
+    assert pod0.returncode == 0, pod0.stderr
+    cluster = cluster_from_env({"TF_CONFIG": pod0.stdout})
+    assert (cluster.workers, cluster.task_index, cluster.is_chief) == (3, 0, True)
+    hosts = json.loads(pod0.stdout)["cluster"]["worker"]
+    assert hosts == [f"train-abc-{i}.towerflow-workers:2222" for i in range(3)]
+    pod2 = _launch(template, 2, show, workers=3, worker_args="--help")  # the trainer, not the flow run
+    assert pod2.returncode == 0 and pod2.stdout.startswith("usage: python -m trainer"), pod2.stderr
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """A Prefect API in this process (no port, no services) on a temporary SQLite database."""
@@ -143,6 +188,8 @@ def on_api(app, work):
 @pytest.mark.parametrize(("name", "valid", "invalid"), [
     ("kubernetes-gpu", {"gpu_count": 4, "tolerations": []}, {"gpu_count": "two"}),
     ("vertex-ai-gpu", {"accelerator_count": 2, "region": "europe-west4"}, {"accelerator_type": "NVIDIA_TESLA_T5"}),
+    ("kubernetes-multi-worker", {"workers": 4, "worker_args": "--config c.json --out w"}, {"workers": 1}),
+    ("vertex-ai-multi-worker", {"worker_replicas": 3, "worker_args": ["--out", "w"]}, {"worker_replicas": 0}),
 ])
 def test_a_prefect_api_creates_the_pool_and_enforces_its_variables(api, name, valid, invalid):
     template = load_template(name)
