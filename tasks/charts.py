@@ -2,7 +2,8 @@
 loss line, a cross for every value a log axis cannot place, the recall bars, and the overlaid loss curves of a
 comparison.
 
-Numbers only; `tasks/templates/report.html` draws them. Per attempt two panels: loss per example (its own
+Numbers only; `tasks/templates/report.html` draws them. The learning-rate probe, when there was one, gets the
+same two panels with its rates across instead of epochs. Per attempt two panels: loss per example (its own
 range around the uniform-score line, so a recovery's fall stays visible beside an exploded attempt's 1e7)
 and gradient norms (one range across attempts, so a collapse and its recovery compare at a glance).
 Pure: no Prefect, no TensorFlow.
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from tasks.views import AttemptView, RecallView
+from tasks.views import AttemptView, ProbeView, RecallView
 
 PANEL_W, PANEL_H = 440, 250
 PANEL_GAP = 20
@@ -57,11 +58,14 @@ def log_ticks(low: float, high: float) -> list[float]:
 
 @dataclass(frozen=True)
 class Axis:
-    """A panel's scales: epochs 1..last_epoch across, log10 `log_range` up; `left` is the panel's offset."""
+    """A panel's scales: epochs 1..last_epoch across, log10 `log_range` up; `left` is the panel's offset.
+    Positions across may be other steps than epochs: `x_title` names them and `x_labels` labels each."""
 
     log_range: tuple[float, float]
     last_epoch: int
     left: float = 0.0
+    x_title: str = "epoch"
+    x_labels: tuple[str, ...] = ()
     top: ClassVar[float] = MARGIN_T
     bottom: ClassVar[float] = PANEL_H - MARGIN_B
 
@@ -90,6 +94,10 @@ class Axis:
     def y_ticks(self) -> list[tuple[float, float]]:
         """(value, y) per tick on the log axis."""
         return [(tick, self.y(tick)) for tick in log_ticks(*self.log_range)]
+
+    def x_label(self, epoch: int) -> str:
+        """The label of position `epoch` (1-based): its `x_labels` entry, else the number itself."""
+        return self.x_labels[epoch - 1] if self.x_labels else str(epoch)
 
     def x_ticks(self) -> list[tuple[int, float]]:
         """(epoch, x) for at most about MAX_X_TICKS epochs."""
@@ -220,6 +228,26 @@ def attempt_charts(attempts: Sequence[AttemptView], batch_size: int | None) -> l
             Panel("gradient norm (pre-clip)", grad_axis, [trace(s, grad_axis) for s in grad]),
         ]))
     return charts
+
+
+def probe_panels(probe: ProbeView | None) -> list[Panel]:
+    """The learning-rate probe's two panels, one position per probed rate (geometric, so evenly spaced in log
+    rate): loss per example with the uniform-score line, and each tower's gradient norm (pre-clip)."""
+    if probe is None or not probe.points:
+        return []
+    points = probe.points
+    labels = tuple(f"{p.rate:.2g}" for p in points)
+    loss = Series("loss", "loss", [(i, p.loss) for i, p in enumerate(points, start=1)])
+    grads = [Series(f"{tower} mean", f"{tower}-mean",
+                    [(i, getattr(p, f"{tower}_grad_norm")) for i, p in enumerate(points, start=1)])
+             for tower in ("buyer", "product")]
+    uniform = [p.uniform_loss for p in points if math.isfinite(p.uniform_loss)]
+    reference = sum(uniform) / len(uniform) if uniform else None
+    loss_axis = Axis(log_range([*_values([loss]), reference]), len(points), x_title="learning rate", x_labels=labels)
+    grad_axis = Axis(log_range(_values(grads)), len(points), left=PANEL_W + PANEL_GAP, x_title="learning rate",
+                     x_labels=labels)
+    return [Panel("loss per example", loss_axis, [trace(loss, loss_axis)], reference),
+            Panel("gradient norm (pre-clip)", grad_axis, [trace(s, grad_axis) for s in grads])]
 
 
 # --- recall ----------------------------------------------------------------------------------------

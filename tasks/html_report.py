@@ -2,7 +2,8 @@
 
 Rendered from `tasks/templates/report.html` (Jinja2, autoescaped) over an `ExperimentView` (or the
 `store.experiment_detail` dict it is read from), with the geometry of `tasks.charts` and the words of
-`tasks.wording`. The page has no scripts and loads nothing: inline CSS and inline SVG. Per attempt one
+`tasks.wording`. The page has no scripts and loads nothing: inline CSS and inline SVG. First the learning-rate
+probe, when one ran (loss and gradient norms per probed rate, its reading and suggestion). Per attempt one
 chart with two log-scale panels (loss per example with the uniform-score loss log(batch size) as a
 reference, and each tower's gradient norm), then the learning-rate lineage, recall@k beside the
 popularity baseline (naming every k where the model does not beat it), and the validation findings.
@@ -46,7 +47,7 @@ _ENV.filters.update(
 )
 _ENV.globals.update(
     rate_change=wording.rate_change, lift_text=wording.lift_text, recall_scope=wording.recall_scope,
-    below_popularity=wording.below_popularity, epoch_rows=wording.epoch_rows,
+    below_popularity=wording.below_popularity, epoch_rows=wording.epoch_rows, probe_rows=wording.probe_rows,
     nonfinite_words=wording.NONFINITE_WORDS, chart_w=charts.CHART_W, panel_w=charts.PANEL_W, panel_h=charts.PANEL_H,
 )
 
@@ -57,6 +58,7 @@ def render_report(detail: Detail) -> str:
     return _ENV.get_template("report.html").render(
         view=view,
         charts=charts.attempt_charts(view.attempts, view.experiment.batch_size),
+        probe_panels=charts.probe_panels(view.lr_probe),
         recall_chart=charts.recall_chart(view.recall),
     )
 

@@ -24,7 +24,7 @@ from trainer.spec import ExperimentSpec
 __all__ = [
     "artifact_key", "experiment_slug", "epoch_rows", "epoch_verdict", "publish_findings", "publish_epochs",
     "publish_recall", "publish_lineage", "lineage_markdown", "summary_markdown", "publish_summary",
-    "ProgressArtifact", "leaderboard_markdown", "publish_leaderboard",
+    "ProgressArtifact", "leaderboard_markdown", "publish_leaderboard", "publish_probe",
 ]
 
 
@@ -59,6 +59,13 @@ def publish_epochs(spec: ExperimentSpec, number: int, result) -> None:
         )
 
 
+def publish_probe(spec: ExperimentSpec, curve) -> None:
+    """The learning-rate probe's curve (a ProbeCurve), one row per rate, its reading in the description."""
+    create_table_artifact(wording.probe_rows(curve), key=artifact_key(experiment_slug(spec), "lr-probe"),
+                          description=f"{spec.name}: learning-rate probe ({spec.validation.lr_probe}, "
+                                      f"{curve.seconds:.1f}s): {curve.reason}")
+
+
 def publish_recall(spec: ExperimentSpec, evaluation) -> None:
     rows = [
         {
@@ -80,14 +87,17 @@ def _lineage_table(numbered: Iterable[tuple[int, Any]]) -> list[str]:
     return wording.markdown_table(["attempt", "learning rate", "status", "epochs", "reason"], rows)
 
 
-def lineage_markdown(name: str, attempts: Iterable) -> str:
-    """The lineage card: attempts (AttemptResult, in order) with their learning rates and statuses."""
-    return "\n".join([f"# {name}: attempt lineage", "", *_lineage_table(enumerate(attempts, start=1))])
+def lineage_markdown(name: str, attempts: Iterable, origin: str | None = None) -> str:
+    """The lineage card: attempts (AttemptResult, in order) with their learning rates and statuses; `origin`
+    says where the first attempt's rate came from when not from the config."""
+    note = ["", f"Attempt 1's learning rate: {origin}."] if origin else []
+    return "\n".join([f"# {name}: attempt lineage", "", *_lineage_table(enumerate(attempts, start=1)), *note])
 
 
-def publish_lineage(spec: ExperimentSpec, attempts: list) -> None:
+def publish_lineage(spec: ExperimentSpec, attempts: list, origin: str | None = None) -> None:
     """One lineage card per run, once its attempts are decided."""
-    create_markdown_artifact(lineage_markdown(spec.name, attempts), key=artifact_key(experiment_slug(spec), "lineage"))
+    create_markdown_artifact(lineage_markdown(spec.name, attempts, origin),
+                             key=artifact_key(experiment_slug(spec), "lineage"))
 
 
 def summary_markdown(view: ExperimentView) -> str:

@@ -129,10 +129,9 @@ class ExperimentView(_View):
 
     @property
     def rate_from_probe(self) -> bool:
-        """Whether the first attempt trained at the probe's suggestion (`lr_probe: pick`, not overruled)."""
+        """Whether the first attempt trained at the probe's suggestion (`lr_probe: pick`, or chosen on the form)."""
         probe, first = self.lr_probe, self.attempts[0] if self.attempts else None
-        return (probe is not None and probe.mode == "pick" and first is not None
-                and first.learning_rate == probe.suggested_rate)
+        return probe is not None and first is not None and first.learning_rate == probe.suggested_rate
 
     @classmethod
     def of(cls, view: ExperimentView | Mapping[str, Any]) -> ExperimentView:

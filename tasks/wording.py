@@ -138,6 +138,29 @@ def epoch_rows(epochs: Iterable[EpochLike], loss_tolerance: float) -> list[dict[
     ]
 
 
+def probe_rows(curve: Any) -> list[dict[str, Any]]:
+    """A learning-rate probe's rungs (a ProbeCurve), rounded and named for people; `reading` marks the best
+    rate, the suggestion's source, and the first failing rate."""
+
+    def reading(point: Any) -> str:
+        if point.rate == curve.failure_rate:
+            return curve.failure
+        return "lowest loss" if point.rate == curve.best_rate else ""
+
+    return [
+        {
+            "learning rate": float(f"{p.rate:.3g}"),
+            "loss/example": cell(p.loss),
+            "uniform loss": cell(p.uniform_loss),
+            "grad norm buyer": cell(p.buyer_grad_norm, 3),
+            "grad norm product": cell(p.product_grad_norm, 3),
+            "non-finite steps": p.nonfinite_steps,
+            "reading": reading(p),
+        }
+        for p in curve.points
+    ]
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     """A markdown table's lines; a '|' or a line break inside a cell cannot break the table."""
 
