@@ -38,9 +38,10 @@ from tasks.report import (
 )
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
-from tasks.validate import check_data, validate
+from tasks.validate import check_data, probe_findings, probe_learning_rate, validate
 from trainer import storage
 from trainer.errors import ExpectedError
+from trainer.probe_curve import ProbeCurve
 from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
@@ -79,25 +80,28 @@ def _warning_lines(findings: list[Finding]) -> list[str]:
     return [f"{f.field}: {f.message}" + (f" ({f.suggestion})" if f.suggestion else "") for f in findings]
 
 
-def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experiment_id: int) -> float:
-    """Decide, by `validation.on_warning`, whether and at which learning rate to train."""
+def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experiment_id: int,
+                          measured: float | None = None) -> float:
+    """Decide, by `validation.on_warning`, whether and at which learning rate to train. `measured` is the
+    learning-rate probe's suggestion: trained at with `lr_probe: pick`, and the form's suggested rate."""
     learning_rate = spec.training.learning_rate
     policy = spec.validation.on_warning
     if not warnings or policy == "proceed":
-        return learning_rate
+        return measured if measured is not None and spec.validation.lr_probe == "pick" else learning_rate
     lines = _warning_lines(warnings)
     if policy == "halt":
         message = "halted on validation warnings (validation.on_warning: halt): " + "; ".join(lines)
         store.set_experiment_status(experiment_id, "halted", message=message)
         raise ExperimentStopped(message)
 
-    suggested = suggested_learning_rate(spec)
+    suggested = measured if measured is not None else suggested_learning_rate(spec)
+    source = " (measured by the learning-rate probe)" if measured is not None else ""
     timeout = spec.validation.approval_timeout_s
     description = "\n".join(
         [f"## {spec.name}: {len(warnings)} validation warning(s)", "",
          *[f"- **{f.field}**: {f.message}" + (f"  \n  *suggestion:* {f.suggestion}" if f.suggestion else "")
            for f in warnings], "",
-         f"Configured learning rate **{learning_rate:g}**; suggested **{suggested:g}**.",
+         f"Configured learning rate **{learning_rate:g}**; suggested **{suggested:g}**{source}.",
          f"This run waits **{timeout:g} s** (`validation.approval_timeout_s`) for a decision, then fails."]
     )
     config_hash = spec.content_hash()
@@ -130,8 +134,9 @@ def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experim
 
 
 def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate: float, run_id: str,
-                        lease: LeaseKeeper):
-    """Attempts at lr, lr*factor, ... until one succeeds, max_retries, or min_learning_rate.
+                        lease: LeaseKeeper, origin: str | None = None):
+    """Attempts at lr, lr*factor, ... until one succeeds, max_retries, or min_learning_rate; `origin` says
+    where lr came from when not from the config (the lineage card shows it).
 
     A run that took the experiment over replays the same lineage: attempts that ended return their
     stored result at once, the unfinished one resumes from its checkpoint.
@@ -165,7 +170,7 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
         events.emit(events.ATTEMPT_RETRYING, config_hash, spec.name, attempt=number + 1, lr=next_rate,
                     previous_lr=learning_rate, previous_status=result.status)
         learning_rate = next_rate
-    publish_lineage(spec, results)
+    publish_lineage(spec, results, origin)
     return results, attempt_ids
 
 
@@ -288,16 +293,43 @@ def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
                                  type(exc).__name__, exc)
 
 
-def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], experiment_id: int) -> float:
-    """The first attempt's rate: the stored one when an earlier run already began (its warning policy,
-    approval included, was decided then), else the warning policy's answer on the config's warnings."""
-    first = next(iter(store.experiment_view(experiment_id).attempts), None)
+def _probe(spec: ExperimentSpec, experiment_id: int) -> ProbeCurve | None:
+    """The learning-rate probe's curve (`validation.lr_probe`), stored with the experiment: the stored one
+    when an earlier run already probed, else measured now; None when the probe is off."""
+    if spec.validation.lr_probe == "off":
+        return None
+    stored = store.experiment_view(experiment_id).lr_probe
+    if stored is not None:
+        return stored
+    curve = probe_learning_rate(spec)
+    store.record_lr_probe(experiment_id, spec.validation.lr_probe, curve)
+    return curve
+
+
+def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], experiment_id: int,
+                            probe: ProbeCurve | None) -> tuple[float, str | None]:
+    """The first attempt's rate and, when not the configured one, where it came from: the stored one when an
+    earlier run already began (its warning policy, approval included, was decided then), else the warning
+    policy's answer on the warnings, with the probe's suggestion (`probe`) as its measured rate."""
+    view = store.experiment_view(experiment_id)
+    first = next(iter(view.attempts), None)
     if first is not None:
         get_run_logger().info("continuing the lineage begun by an earlier run: attempt 1 at lr=%g",
                               first.learning_rate)
-        return first.learning_rate
+        return first.learning_rate, "the learning-rate probe's suggestion" if view.rate_from_probe else None
     warnings = [f for f in findings if f.severity == "warning"]
-    return _apply_warning_policy(spec, warnings, experiment_id)
+    measured = probe.suggested_rate if probe is not None else None
+    learning_rate = _apply_warning_policy(spec, warnings, experiment_id, measured)
+    if probe is not None and measured is None and spec.validation.lr_probe == "pick":
+        get_run_logger().warning("the learning-rate probe suggested no rate (%s): training at the configured "
+                                 "lr=%g", probe.reason, learning_rate)
+    if measured is None or learning_rate != measured:
+        return learning_rate, None
+    origin = (f"the learning-rate probe's suggestion {learning_rate:g} (configured "
+              f"{spec.training.learning_rate:g}; {probe.reason})")
+    get_run_logger().info("training at lr=%g, the learning-rate probe's suggestion (validation.lr_probe: %s; "
+                          "configured %g)", learning_rate, spec.validation.lr_probe, spec.training.learning_rate)
+    return learning_rate, origin
 
 
 def _fail(spec: ExperimentSpec, experiment_id: int, message: str, **payload) -> None:
@@ -316,8 +348,12 @@ def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, 
     data_errors = [f for f in data_findings if f.severity == "error"]
     if data_errors:
         _fail(spec, experiment_id, "bad data: " + "; ".join(_warning_lines(data_errors)), attempts=0)
-    learning_rate = _starting_learning_rate(spec, findings, experiment_id)
-    results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id, lease)
+    probe = _probe(spec, experiment_id)
+    if probe is not None:
+        findings = [*findings, *probe_findings(spec, probe)]
+        store.replace_findings(experiment_id, [*findings, *data_findings])
+    learning_rate, origin = _starting_learning_rate(spec, findings, experiment_id, probe)
+    results, attempt_ids = _train_with_backoff(spec, experiment_id, learning_rate, run_id, lease, origin)
     final = results[-1]
     if final.status != "succeeded":
         message = (final.reason if final.reason.startswith("bad data:") else
@@ -338,6 +374,8 @@ def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, 
             _fail(spec, experiment_id, f"refused (evaluation.on_below_baseline: fail): {below.message}",
                   attempts=len(results), lr=final.learning_rate, recall=evaluation.model)
     summary = f"succeeded on attempt {len(results)} at lr={final.learning_rate:g}"
+    if origin:
+        summary += f" (attempt 1 at {origin.split(' (')[0]})"
     store.set_experiment_status(experiment_id, "succeeded", message=summary)
     events.emit(events.EXPERIMENT_COMPLETED, config_hash, spec.name, attempts=len(results),
                 lr=final.learning_rate, recall=evaluation.model, baseline=evaluation.popularity)

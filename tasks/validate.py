@@ -1,4 +1,5 @@
-"""The validation tasks: the config's and the data's findings before any GPU is spent, shown in the UI and as events."""
+"""The validation tasks: the config's and the data's findings before any GPU is spent, shown in the UI and as events;
+and the learning-rate probe (`validation.lr_probe`), a short measured range test before the first attempt."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import events
-from tasks.report import experiment_slug, publish_findings
-from trainer.rules import Finding
+from tasks.report import experiment_slug, publish_findings, publish_probe
+from trainer.probe_curve import ProbeCurve, probe_finding
+from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec
 from trainer.validation import ValidationReport, validate_config
 
@@ -50,3 +52,29 @@ def check_data(spec: ExperimentSpec) -> list[Finding]:
     elif not findings:
         logger.info("data check: nothing wrong with the data of %s", spec.name)
     return findings
+
+
+@task(name="lr-probe", task_run_name="probe the learning rate of {spec.name}", cache_policy=NO_CACHE)
+def probe_learning_rate(spec: ExperimentSpec) -> ProbeCurve:
+    """The learning-rate range test (`trainer.lr_probe`); its curve is published as a table artifact."""
+    from trainer.lr_probe import run_probe
+
+    curve = run_probe(spec)
+    publish_probe(spec, curve)
+    get_run_logger().info("learning-rate probe, %d rates in %.1fs: %s", len(curve.points), curve.seconds, curve.reason)
+    return curve
+
+
+def probe_findings(spec: ExperimentSpec, curve: ProbeCurve) -> list[Finding]:
+    """With `lr_probe: warn`, the probe's `lr_probe_suggests` warning when the configured rate is past its best
+    one; published, logged and emitted (`validation.warned`) like the config's warnings."""
+    if spec.validation.lr_probe != "warn":
+        return []
+    finding = probe_finding(curve, spec.training.learning_rate, suggested_learning_rate(spec))
+    if finding is None:
+        return []
+    publish_findings(experiment_slug(spec), [finding], what="probe-findings")
+    get_run_logger().warning("warning %s at %s: %s", finding.code, finding.field, finding.message)
+    events.emit(events.VALIDATION_WARNED, spec.content_hash(), spec.name, findings=[f"{finding.field}: {finding.message}"],
+                suggested_lr=curve.suggested_rate)
+    return [finding]

@@ -270,3 +270,34 @@ def test_a_run_whose_experiment_was_taken_over_stops_and_leaves_it_to_the_new_ow
     assert len(reported) == 1  # it stopped at the first epoch boundary after losing the lease
     experiment = only_experiment()["experiment"]
     assert (experiment["status"], experiment["flow_run_id"]) == ("running", "the-new-owner")  # left as it found it
+
+
+def test_lr_probe_pick_trains_at_the_measured_rate_and_says_so(towerflow_env):
+    from flows.experiment import run_experiment
+
+    run_experiment(deep_high_lr(validation={"lr_probe": "pick", "lr_probe_steps": 100}))
+    detail = only_experiment()
+    probe, first = detail["lr_probe"], detail["attempts"][0]
+    assert probe["mode"] == "pick" and len(probe["points"]) >= 2
+    assert first["learning_rate"] == pytest.approx(probe["suggested_rate"]) and first["learning_rate"] < 0.5
+    assert detail["experiment"]["status"] == "succeeded"
+    assert "learning-rate probe's suggestion" in detail["experiment"]["message"]
+    assert not any(f["code"] == "lr_probe_suggests" for f in detail["findings"])  # pick acts; it does not warn
+    from tasks.html_report import render_report
+
+    assert "attempt 1 trained at it" in render_report(detail)
+
+
+def test_lr_probe_warn_adds_a_finding_that_the_halt_policy_stops_on(towerflow_env):
+    from flows.experiment import run_experiment
+
+    config = tiny_config(training__learning_rate=5.0, validation={"lr_probe": "warn", "lr_probe_steps": 100,
+                                                                  "on_warning": "halt"})
+    state = run_experiment(config, return_state=True)
+    assert state.is_failed() and "validation.on_warning: halt" in state.message
+    detail = only_experiment()
+    finding = next(f for f in detail["findings"] if f["code"] == "lr_probe_suggests")
+    assert finding["field"] == "training.learning_rate" and f"{detail['lr_probe']['suggested_rate']:.2g}" in finding["suggestion"]
+    assert detail["attempts"] == [] and detail["experiment"]["status"] == "halted"
+    warned = [payload for name, payload in towerflow_env if name == events.VALIDATION_WARNED]
+    assert warned and warned[-1]["suggested_lr"] == pytest.approx(detail["lr_probe"]["suggested_rate"])
