@@ -112,6 +112,24 @@ def _wait_until_final(flow_run_id, poll_s: float = 2.0):
             time.sleep(poll_s)
 
 
+def work_pool_type(deployment: str) -> str:
+    """The type of the work pool that `deployment` ("flow/name") runs on (process, kubernetes, ...)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_deployment_by_name(deployment).work_pool_name
+        return client.read_work_pool(pool).type
+
+
+def launch_variables(deployment: str, spec: ExperimentSpec, learning_rate: float, workdir: str) -> dict:
+    """The job variables that start `spec.training.workers` machines for one attempt (none for one)."""
+    if spec.training.workers == 1:
+        return {}
+    from deployments.multi_worker import job_variables
+
+    return job_variables(work_pool_type(deployment), spec, learning_rate, workdir)
+
+
 def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
                         progress_id: str | None = None):
     """Run one attempt as a flow run of the trainer deployment and wait for its persisted result.
@@ -139,6 +157,7 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
                 "progress_id": progress_id,
             },
             tags=[tag],
+            job_variables=launch_variables(deployment, spec, learning_rate, workdir),
             poll_interval=1,
             as_subflow=True,
         )

@@ -6,8 +6,10 @@ import pytest
 from prefect.states import Failed
 
 from tasks.training import is_infrastructure_fault, verdict_state
+from tests.e2e.tiny_configs import tiny_config
 from trainer.data import DataError
 from trainer.results import AttemptResult
+from trainer.spec import spec_from_dict
 
 
 def test_bad_data_is_not_retried_but_a_crashed_worker_is():
@@ -40,3 +42,17 @@ def test_the_approval_form_preselects_nothing_and_speaks_in_words():
     assert SUGGESTED in schema["properties"]["decision"]["enum"] and STOP in schema["properties"]["decision"]["enum"]
     with pytest.raises(ValidationError):
         ApprovalDecision(decision="proceed")  # the old raw enum name is no answer
+
+
+def test_a_multi_worker_attempt_is_dispatched_with_its_pools_job_variables(monkeypatch, tmp_path):
+    from tasks import training
+
+    spec = spec_from_dict(tiny_config(training__workers=3))
+    monkeypatch.setattr(training, "work_pool_type", lambda deployment: {"train-attempt/gpu": "vertex-ai"}[deployment])
+    variables = training.launch_variables("train-attempt/gpu", spec, 0.05, str(tmp_path))
+    assert variables["worker_replicas"] == 2
+    assert variables["worker_args"][-2:] == ["--out", str(tmp_path)] and (tmp_path / "spec.json").exists()
+
+    monkeypatch.setattr(training, "work_pool_type", lambda deployment: pytest.fail("one worker asks no pool"))
+    one_worker = spec_from_dict(tiny_config(training__workers=1))
+    assert training.launch_variables("train-attempt/gpu", one_worker, 0.05, str(tmp_path)) == {}
