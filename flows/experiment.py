@@ -316,7 +316,7 @@ def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], exper
     if first is not None:
         get_run_logger().info("continuing the lineage begun by an earlier run: attempt 1 at lr=%g",
                               first.learning_rate)
-        return first.learning_rate, "the learning-rate probe's suggestion" if view.rate_from_probe else None
+        return first.learning_rate, _probe_origin(spec, first.learning_rate) if view.rate_from_probe else None
     warnings = [f for f in findings if f.severity == "warning"]
     measured = probe.suggested_rate if probe is not None else None
     learning_rate = _apply_warning_policy(spec, warnings, experiment_id, measured)
@@ -325,11 +325,14 @@ def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], exper
                                  "lr=%g", probe.reason, learning_rate)
     if measured is None or learning_rate != measured:
         return learning_rate, None
-    origin = (f"the learning-rate probe's suggestion {learning_rate:g} (configured "
-              f"{spec.training.learning_rate:g}; {probe.reason})")
-    get_run_logger().info("training at lr=%g, the learning-rate probe's suggestion (validation.lr_probe: %s; "
-                          "configured %g)", learning_rate, spec.validation.lr_probe, spec.training.learning_rate)
+    origin = _probe_origin(spec, learning_rate)
+    get_run_logger().info("training at %s (validation.lr_probe: %s); the probe read: %s", origin,
+                          spec.validation.lr_probe, probe.reason)
     return learning_rate, origin
+
+
+def _probe_origin(spec: ExperimentSpec, learning_rate: float) -> str:
+    return f"the learning-rate probe's suggestion {learning_rate:g}, configured {spec.training.learning_rate:g}"
 
 
 def _fail(spec: ExperimentSpec, experiment_id: int, message: str, **payload) -> None:
@@ -375,7 +378,7 @@ def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, 
                   attempts=len(results), lr=final.learning_rate, recall=evaluation.model)
     summary = f"succeeded on attempt {len(results)} at lr={final.learning_rate:g}"
     if origin:
-        summary += f" (attempt 1 at {origin.split(' (')[0]})"
+        summary += f"; attempt 1 at {origin}"
     store.set_experiment_status(experiment_id, "succeeded", message=summary)
     events.emit(events.EXPERIMENT_COMPLETED, config_hash, spec.name, attempts=len(results),
                 lr=final.learning_rate, recall=evaluation.model, baseline=evaluation.popularity)

@@ -5,13 +5,17 @@ the weights carrying over from rate to rate (Smith 2015), and records per rate a
 example, the uniform-score loss (every candidate scored alike), per-tower gradient norms, non-finite steps.
 `analyse` reads that curve in rate order:
 - the model is *learning* once its loss is LEARNED_MARGIN (relative) below the uniform-score loss;
-- the curve *fails* at the first rate that is non-finite or more than EXPLODED_MARGIN above the uniform
-  loss ("diverged"), back on the uniform plateau after learning ("collapsed": the collapse signature),
+- the curve *fails* at the first rate that is non-finite or more than EXPLODED_MARGIN above both the
+  uniform loss and the untrained model's loss at the first rate ("diverged"; normalized towers with a low
+  temperature start above the uniform loss, their random scores are far from alike), back on the uniform plateau after learning ("collapsed": the collapse signature),
   or has given back more than half of what it had learned ("rising": the loss stopped falling);
-- the suggestion is a tenth of the rate at the lowest loss before the failure.
-Why a tenth of the minimum: the weights carry over, so the minimum sits just before the blow-up, at a
-rate that trains for a few steps, not for epochs; the decade below it is Smith's and fastai's margin,
-and it lies at least a decade below the first failing rate (the minimum comes before the failure).
+- the *best* rate is where the loss stopped falling: the lowest rate before the failure whose loss is
+  within FLAT_SHARE of what was learned (uniform loss - lowest loss) of the lowest loss;
+- the suggestion is the best rate, at most a tenth of the first failing rate.
+Why: beyond the knee a higher rate buys no lower loss, only risk; and a decade below the failure because
+the ladder's weights were warmed up by the lower rates, while an attempt starts fresh at a constant rate
+for epochs. Measured (bench/bench_lr_probe.py): a tenth of the minimum's rate (fastai's rule) avoided
+the collapse demo's backoff but under-trained it (recall@10 0.32 against 0.46 at the backed-off 0.1).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ PROBE_RATES = 20  # rungs of the ladder; lr_probe_steps are shared among them
 LEARNED_MARGIN = 0.02  # a loss this far (relative) below the uniform-score loss has learned something
 PLATEAU_MARGIN = 0.005  # back within this (relative) of the uniform-score loss after learning: collapsed
 GIVEN_BACK = 0.5  # the loss has given back this share of what it learned: it stopped falling
-SAFETY = 10.0  # the suggestion is the best rate divided by this
+FLAT_SHARE = 0.1  # a loss this close (share of what was learned) to the lowest: the loss has stopped falling
+SAFETY = 10.0  # the suggestion stays this factor below the first failing rate
 
 
 class ProbePoint(BaseModel):
@@ -46,7 +51,7 @@ class ProbePoint(BaseModel):
 
 
 class ProbeCurve(BaseModel):
-    """A range test and its reading: the rate with the lowest loss before the first failing rate, and the suggestion."""
+    """A range test and its reading: where the loss stopped falling before the first failing rate, and the suggestion."""
 
     model_config = ConfigDict(frozen=True, ser_json_inf_nan="constants")
 
@@ -67,10 +72,12 @@ def probe_rates(configured: float, count: int = PROBE_RATES) -> list[float]:
     return [low * ratio**i for i in range(count)]
 
 
-def failure(point: ProbePoint, lowest: float) -> str | None:
-    """Why `point` fails, given the lowest loss at the rates before it (inf if none); None when it does not."""
+def failure(point: ProbePoint, lowest: float, start: float) -> str | None:
+    """Why `point` fails, given the lowest loss at the rates before it (inf if none) and the loss at the first
+    rate `start`; None when it does not."""
     uniform = point.uniform_loss
-    if point.nonfinite_steps or not math.isfinite(point.loss) or point.loss > uniform * (1 + EXPLODED_MARGIN):
+    ceiling = max(uniform, start) if math.isfinite(start) else uniform
+    if point.nonfinite_steps or not math.isfinite(point.loss) or point.loss > ceiling * (1 + EXPLODED_MARGIN):
         return "diverged"
     if lowest >= uniform * (1 - LEARNED_MARGIN):
         return None  # nothing learned yet: on the plateau because it has not left it
@@ -85,7 +92,7 @@ def first_failure(points: list[ProbePoint]) -> tuple[int, str] | None:
     """The index of the first failing point (rates ascending) and why it fails, or None."""
     lowest = math.inf
     for index, point in enumerate(points):
-        kind = failure(point, lowest)
+        kind = failure(point, lowest, points[0].loss)
         if kind is not None:
             return index, kind
         lowest = min(lowest, point.loss)
@@ -93,7 +100,7 @@ def first_failure(points: list[ProbePoint]) -> tuple[int, str] | None:
 
 
 _WORDS = {"diverged": "diverged", "collapsed": "collapsed to the uniform-score loss",
-          "rising": "stopped falling"}
+          "rising": "rose again (gave back half of what it learned)"}
 
 
 def analyse(points: list[ProbePoint], seconds: float = 0.0) -> ProbeCurve:
@@ -108,12 +115,15 @@ def analyse(points: list[ProbePoint], seconds: float = 0.0) -> ProbeCurve:
         return ProbeCurve(points=points, seconds=seconds, **failed,
                           reason=f"the loss never fell {LEARNED_MARGIN:.0%} below the uniform-score loss "
                                  f"over {len(points)} rates; {ending}: no rate suggested")
-    best = min(learning, key=lambda p: p.loss)
-    suggested = best.rate / SAFETY
+    lowest = min(learning, key=lambda p: p.loss)
+    flat = lowest.loss + FLAT_SHARE * (lowest.uniform_loss - lowest.loss)
+    best = next(p for p in learning if p.loss <= flat)
+    suggested = min(best.rate, math.inf if found is None else points[found[0]].rate / SAFETY)
+    capped = "a tenth of the failing rate, " if suggested < best.rate else ""
     return ProbeCurve(
         points=points, seconds=seconds, best_rate=best.rate, suggested_rate=suggested, **failed,
-        reason=(f"lowest loss {best.loss:.3f} (uniform scores {best.uniform_loss:.3f}) at lr {best.rate:.3g}; "
-                f"{ending}: suggesting a tenth, {suggested:.3g}"),
+        reason=(f"the loss stopped falling at lr {best.rate:.3g} ({best.loss:.3f}; lowest {lowest.loss:.3f}, "
+                f"uniform scores {lowest.uniform_loss:.3f}); {ending}: suggesting {capped}{suggested:.3g}"),
     )
 
 

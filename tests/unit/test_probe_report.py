@@ -48,9 +48,9 @@ def test_panels_put_rates_across_with_the_uniform_line_on_the_loss():
 
 
 def test_the_report_shows_the_probe_and_says_when_attempt_1_trained_at_its_suggestion():
-    page = render_report(detail(0.01, probe()))
+    page = render_report(detail(0.1, probe()))
     section = page[page.index('id="lr-probe"'):page.index("Training attempts")]
-    assert "Suggested learning rate <strong>0.01</strong>: attempt 1 trained at it" in section
+    assert "Suggested learning rate <strong>0.1</strong>: attempt 1 trained at it" in section
     assert len(re.findall('class="probe-row"', section)) == 5 and ">learning rate</text>" in section
     assert "collapsed to the uniform-score loss at lr 10" in section
     assert "attempt 1 trained at it" not in render_report(detail(0.05, probe("warn")))

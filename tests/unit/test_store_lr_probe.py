@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from tasks import store
 from trainer.probe_curve import ProbePoint, analyse
 
@@ -22,6 +24,6 @@ def test_a_probe_is_stored_replaced_read_into_the_view_and_forgotten_with_a_rese
     assert detail["lr_probe"]["mode"] == "pick" and detail["lr_probe"]["points"][2]["loss"] == "NaN"
     json.dumps(detail, allow_nan=False)
     probe = store.experiment_view(experiment.id).lr_probe
-    assert probe.failure == "diverged" and probe.suggested_rate == 1e-3 and math.isnan(probe.points[2].loss)
+    assert probe.failure == "diverged" and probe.suggested_rate == pytest.approx(1e-2) and math.isnan(probe.points[2].loss)
     store.reset_experiment(experiment.id)
     assert store.experiment_detail(experiment.id)["lr_probe"] is None
