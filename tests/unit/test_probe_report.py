@@ -55,3 +55,14 @@ def test_the_report_shows_the_probe_and_says_when_attempt_1_trained_at_its_sugge
     assert "collapsed to the uniform-score loss at lr 10" in section
     assert "attempt 1 trained at it" not in render_report(detail(0.05, probe("warn")))
     assert 'id="lr-probe"' not in render_report(detail(0.05, None))
+
+
+def test_the_lineage_card_says_where_attempt_1s_rate_came_from():
+    from tasks.report import lineage_markdown
+    from trainer.results import AttemptResult
+
+    attempt = AttemptResult(status="succeeded", reason="trained", learning_rate=0.02, epochs=[], epochs_run=2,
+                            model_uri=None, workdir="w")
+    card = lineage_markdown("probed", [attempt], "the learning-rate probe's suggestion 0.02, configured 10")
+    assert card.endswith("Attempt 1's learning rate: the learning-rate probe's suggestion 0.02, configured 10.")
+    assert "Attempt 1's learning rate" not in lineage_markdown("plain", [attempt])
