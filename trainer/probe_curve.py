@@ -6,9 +6,10 @@ example, the uniform-score loss (every candidate scored alike), per-tower gradie
 `analyse` reads that curve in rate order:
 - the model is *learning* once its loss is LEARNED_MARGIN (relative) below the uniform-score loss;
 - the curve *fails* at the first rate that is non-finite or more than EXPLODED_MARGIN above both the
-  uniform loss and the untrained model's loss at the first rate ("diverged"; normalized towers with a low
-  temperature start above the uniform loss, their random scores are far from alike), back on the uniform plateau after learning ("collapsed": the collapse signature),
-  or has given back more than half of what it had learned ("rising": the loss stopped falling);
+  uniform loss and the loss at the first rate ("diverged"; normalized towers at a low temperature start
+  above the uniform loss: their random scores are far from alike), back on the uniform plateau after
+  learning ("collapsed": the collapse signature), or has given back more than GIVEN_BACK of what it had
+  learned ("rising");
 - the *best* rate is where the loss stopped falling: the lowest rate before the failure whose loss is
   within FLAT_SHARE of what was learned (uniform loss - lowest loss) of the lowest loss;
 - the suggestion is the best rate, at most a tenth of the first failing rate.
