@@ -46,7 +46,7 @@ from trainer.data import ExperimentData, load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
-from trainer.results import AttemptResult  # defined without TensorFlow; still importable from here
+from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, makedirs, mirrored, read_bytes, write_bytes
 
@@ -286,11 +286,15 @@ def _success_reason(progress: _Progress) -> str:
     return reason
 
 
-def claim_workdir(workdir: str, spec: ExperimentSpec, learning_rate: float, write: bool = True) -> None:
-    """Record which spec and learning rate `workdir` belongs to; refuse one that belongs to another,
-    so an attempt never resumes (or returns) someone else's checkpoints or result. `write=False` (a
-    non-chief worker) only checks a record that is already there."""
-    identity = {"spec_hash": spec.content_hash(), "learning_rate": learning_rate}
+def claim_workdir(
+    workdir: str, spec: ExperimentSpec, learning_rate: float, write: bool = True, start: StartPoint | None = None
+) -> None:
+    """Record which spec, learning rate (and start point) `workdir` belongs to; refuse one that
+    belongs to another, so an attempt never resumes (or returns) someone else's checkpoints or
+    result. `write=False` (a non-chief worker) only checks a record that is already there."""
+    identity: dict = {"spec_hash": spec.content_hash(), "learning_rate": learning_rate}
+    if start is not None:
+        identity["start"] = {"attempt": start.attempt, "epoch": start.epoch}
     path = join(workdir, ATTEMPT_FILE)
     if exists(path):
         found = json.loads(read_bytes(path))
@@ -331,9 +335,34 @@ def load_result(workdir: str) -> AttemptResult | None:
     return AttemptResult.model_validate_json(read_bytes(path))
 
 
+def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress) -> bool:
+    """Load the model weights of `start` (its epoch's checkpoint in the earlier attempt's workdir) and
+    take that attempt's epochs up to it as this one's first; False when that checkpoint is gone."""
+    source = load_result(start.workdir)
+    checkpoint = join(start.workdir, CHECKPOINTS_DIR, f"ckpt-{start.epoch}.index")
+    if source is None or not exists(checkpoint):
+        return False
+    with tempfile.TemporaryDirectory(prefix="towerflow-start-") as local:
+        download(join(start.workdir, CHECKPOINTS_DIR), local)
+        towers = tf.train.Checkpoint(buyer=model.buyer, product=model.product)  # not the optimizer: a fresh one
+        tf.train.Checkpoint(model=towers).restore(os.path.join(local, f"ckpt-{start.epoch}")).expect_partial()
+    for metrics in source.epochs[: start.epoch]:
+        progress.record(metrics)
+    return True
+
+
+def checkpoints_to_keep(training: TrainingSpec) -> int:
+    """Checkpoints kept per attempt: the best epoch's for early stopping, and with rollback restarts
+    the last healthy one's (up to `patience` epochs before a collapse is called)."""
+    keep = (training.early_stopping_patience or 0) + 1
+    if training.backoff.restart == "last_healthy":
+        keep = max(keep, training.collapse.patience + 1)
+    return keep
+
+
 def run_attempt(
     spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None,
-    say: Callable[[str], None] | None = None, name: str = "attempt",
+    say: Callable[[str], None] | None = None, name: str = "attempt", start: StartPoint | None = None,
 ) -> AttemptResult:
     """Train `spec` at `learning_rate` in `workdir` until success, collapse or divergence.
 
@@ -343,12 +372,14 @@ def run_attempt(
     hears that a finished attempt's result is reused or an unfinished one resumes (`name` says which).
     Data or configuration errors propagate as exceptions. On a cluster (TF_CONFIG), every worker
     calls this with the same arguments; only the chief writes `workdir` (see the module docstring).
+    With `start` (a rollback-and-cut retry), a new attempt starts from that earlier attempt's
+    checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
     """
     workdir = str(workdir)
     say = say or (lambda line: None)
     training = spec.training
     cluster = training_cluster(training)
-    claim_workdir(workdir, spec, learning_rate, write=cluster.is_chief)
+    claim_workdir(workdir, spec, learning_rate, write=cluster.is_chief, start=start)
     stored = load_result(workdir)
     if stored is not None:
         say(f"{name} already ended {stored.status}: reusing its result from {workdir} (no retraining)")
@@ -374,7 +405,7 @@ def run_attempt(
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer
         getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
-    keep = (training.early_stopping_patience or 0) + 1
+    keep = checkpoints_to_keep(training)
     with _writable(workdir, cluster) as mirror:
         checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
         progress = _Progress(spec)
@@ -383,6 +414,12 @@ def run_attempt(
         if progress.epochs:
             done = len(progress.epochs)
             say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
+        elif start is not None:
+            if _start_from(model, start, progress):
+                say(f"{name} starts from attempt {start.attempt}'s epoch {start.epoch} (its last healthy one)")
+            else:
+                say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone; starting afresh")
+                start = None
 
         if not progress.finished:
             writer = tf.summary.create_file_writer(os.path.join(mirror.path, "tb"))
@@ -413,6 +450,7 @@ def run_attempt(
         epochs_run=len(progress.epochs),
         model_uri=model_uri,
         workdir=workdir,
+        start=start,
     )
     if cluster.is_chief:
         write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())

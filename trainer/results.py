@@ -88,6 +88,12 @@ class CollapseDetector:
         floor = self.collapse.min_grad_norm
         return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
 
+    def healthy(self, m: EpochMetrics) -> bool:
+        """Whether an epoch shows none of the failure signals: it ran, is finite, is not at uniform
+        scores, not flat and not worse than uniform scores."""
+        finite = m.nonfinite_steps == 0 and math.isfinite(m.loss)
+        return m.steps > 0 and finite and not (self._uniform(m) or self._flat(m) or self._exploded(m))
+
     def observe(self, m: EpochMetrics) -> Verdict | None:
         """Take one epoch; return the verdict once there is one (and keep returning it)."""
         if self.verdict is not None or m.steps == 0:
@@ -145,6 +151,24 @@ class CollapseDetector:
         )
 
 
+class StartPoint(BaseModel):
+    """Where an attempt starts instead of fresh weights: `epoch` of the attempt in `workdir`."""
+
+    attempt: int
+    epoch: int
+    workdir: str
+
+
+def last_healthy_epoch(epochs: list[EpochMetrics], collapse: CollapseSpec) -> int | None:
+    """The epoch before the trailing run of unhealthy epochs (where the failure signal began), or None
+    when there is no healthy epoch before it."""
+    detector = CollapseDetector(collapse, batch_size=1)
+    end = len(epochs)
+    while end > 0 and not detector.healthy(epochs[end - 1]):
+        end -= 1
+    return epochs[end - 1].epoch if end else None
+
+
 class AttemptResult(BaseModel):
     """How one attempt at one learning rate ended ("failed" is set by callers on infrastructure errors)."""
 
@@ -155,3 +179,4 @@ class AttemptResult(BaseModel):
     epochs_run: int
     model_uri: str | None
     workdir: str
+    start: StartPoint | None = None  # the checkpoint it started from, when not from fresh weights

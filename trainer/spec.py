@@ -101,6 +101,9 @@ class BackoffSpec(_Strict):
     factor: float = 0.1
     max_retries: int = 3
     min_learning_rate: float = 1e-6
+    restart: Literal["scratch", "last_healthy"] = "scratch"
+    """Where a retry starts: fresh weights, or the failed attempt's last healthy epoch (the last one
+    before the collapse or divergence signal began), continuing to training.epochs at the lower rate."""
 
 
 class TrainingSpec(_Strict):

@@ -166,3 +166,18 @@ def test_the_command_line_runs_one_attempt_and_evaluates_it(tmp_path):
     assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
     bad = subprocess.run([*command[:4], str(tmp_path / "missing.yaml"), *command[5:]], capture_output=True, text=True)
     assert bad.returncode == 1 and "invalid config" in bad.stderr and "file not found" in bad.stderr
+
+
+def test_a_rollback_retry_starts_from_the_earlier_attempts_checkpoint_at_the_lower_rate(tmp_path):
+    from trainer.results import StartPoint
+
+    spec = spec_from_dict(_raw_spec(4, 1.0, (5, 10, 20), backoff={"restart": "last_healthy"}))
+    first = run_attempt(spec.with_learning_rate(0.1), 0.1, str(tmp_path / "attempt-1"))
+    start = StartPoint(attempt=1, epoch=2, workdir=first.workdir)  # kept: patience 2 keeps 3 checkpoints
+    lines: list[str] = []
+    retry = run_attempt(spec, 0.01, str(tmp_path / "attempt-2"), start=start, say=lines.append)
+    assert retry.status == "succeeded" and retry.start == start and retry.epochs_run == 4
+    assert retry.epochs[:2] == first.epochs[:2]  # inherited, at the earlier rate
+    assert [m.learning_rate for m in retry.epochs[2:]] == pytest.approx([0.01, 0.01])
+    assert retry.epochs[2].loss < first.epochs[1].loss  # from epoch 2's weights (fresh ones start near uniform)
+    assert lines == ["attempt starts from attempt 1's epoch 2 (its last healthy one)"]

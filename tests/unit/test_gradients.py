@@ -261,3 +261,19 @@ def test_telemetry_is_global_under_two_replicas_with_mixed_precision():
     assert logs["uniform_loss"][0] == pytest.approx(math.log(64), rel=1e-6)
     assert all(0 < n < 1e3 for n in logs["buyer_grad_norm_mean"] + logs["product_grad_norm_max"])
     assert logs["loss"][1] < logs["loss"][0]
+
+
+@pytest.mark.parametrize(
+    ("epochs", "healthy"),
+    [
+        ([_epoch(1), _epoch(2), _epoch(3, **UNIFORM), _epoch(4, **UNIFORM)], 2),  # the epoch before the streak
+        ([_epoch(1), _epoch(2), _epoch(3, loss=math.nan, nonfinite=3)], 2),  # diverged at 3
+        ([_epoch(1, loss=40.0, gap=30.0), _epoch(2, **UNIFORM), _epoch(3, **UNIFORM)], None),  # exploded, then flat
+        ([_epoch(1, **UNIFORM), _epoch(2, **UNIFORM)], None),  # never healthy
+        ([_epoch(1), _epoch(2, **UNIFORM), _epoch(3), _epoch(4, **UNIFORM)], 3),  # only the trailing run counts
+    ],
+)
+def test_the_last_healthy_epoch_is_the_one_before_the_failure_signal_began(epochs, healthy):
+    from trainer.results import last_healthy_epoch
+
+    assert last_healthy_epoch(epochs, CollapseSpec(patience=2)) == healthy
