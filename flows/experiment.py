@@ -43,6 +43,7 @@ from trainer import storage
 from trainer.errors import ExpectedError
 from trainer.probe_curve import ProbeCurve
 from trainer.quality import baseline_finding, below_popularity_ks
+from trainer.results import rollback_point
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
 
@@ -147,11 +148,12 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     root = artifacts_root(spec.artifacts)
     results, attempt_ids = [], []
     progress_id = str(ProgressArtifact.create(spec))
+    start = None  # with backoff.restart: last_healthy, the failed attempt's last healthy checkpoint
     for number in range(1, backoff.max_retries + 2):
         workdir = attempt_workdir(root, config_hash, number)
         store.record_attempt(experiment_id, number, learning_rate, "running", "", [], flow_run_id=run_id)
         state = train_attempt(spec, number, learning_rate, workdir, on_epoch_done=lease.check, progress_id=progress_id,
-                              return_state=True)
+                              start=start, return_state=True)
         if state.is_completed() or state.name in VERDICT_STATES:
             result = state.result(raise_on_failure=False)
         else:
@@ -166,7 +168,10 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
         next_rate = learning_rate * backoff.factor
         if number > backoff.max_retries or next_rate < backoff.min_learning_rate:
             break
-        logger.warning("attempt %d %s: %s; retrying at lr=%g", number, result.status, result.reason, next_rate)
+        if backoff.restart == "last_healthy":
+            start = rollback_point(number, result.epochs, result.start, result.workdir, spec.training.collapse)
+        where = f" from attempt {start.attempt}'s epoch {start.epoch}" if start else ""
+        logger.warning("attempt %d %s: %s; retrying at lr=%g%s", number, result.status, result.reason, next_rate, where)
         events.emit(events.ATTEMPT_RETRYING, config_hash, spec.name, attempt=number + 1, lr=next_rate,
                     previous_lr=learning_rate, previous_status=result.status)
         learning_rate = next_rate

@@ -58,9 +58,12 @@ def save_results_block(location: str | None = None) -> str | None:
     result_storage=result_storage(),
 )
 def train_attempt_flow(spec: dict, number: int, learning_rate: float, workdir: str,
-                       progress_id: str | None = None) -> dict:
+                       progress_id: str | None = None, start: dict | None = None) -> dict:
     """Train attempt `number` of `spec` at `learning_rate` in `workdir`; returns the AttemptResult as JSON.
-    `progress_id` is the orchestrator's progress artifact, which the epochs advance."""
+    `progress_id` is the orchestrator's progress artifact, which the epochs advance; `start` the
+    earlier attempt's checkpoint a rollback retry starts from."""
+    from trainer.results import StartPoint
+
     result = train_here(spec_from_dict(spec, source="train-attempt parameter 'spec'"), number, learning_rate, workdir,
-                        progress_id=progress_id)
+                        progress_id=progress_id, start=StartPoint.model_validate(start) if start else None)
     return result.model_dump(mode="json")

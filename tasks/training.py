@@ -54,11 +54,12 @@ def training_slot(number: int) -> Iterator[None]:
 
 
 def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
-               on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None):
+               on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None, start=None):
     """Run one attempt in this process with live progress (logs, and the run's progress artifact
     `progress_id`, a new one if None).
 
-    `on_epoch_done()` runs after each epoch's checkpoint (the orchestrator renews its lease there).
+    `on_epoch_done()` runs after each epoch's checkpoint (the orchestrator renews its lease there);
+    `start` (a StartPoint) is the earlier attempt's checkpoint a rollback retry starts from.
     """
     from trainer.attempt import run_attempt
 
@@ -74,7 +75,8 @@ def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir:
                 on_epoch_done()
 
         logger.info("attempt %d @ lr=%g in %s", number, learning_rate, workdir)
-        return run_attempt(spec, learning_rate, workdir, on_epoch=on_epoch, say=logger.info, name=f"attempt {number}")
+        return run_attempt(spec, learning_rate, workdir, on_epoch=on_epoch, say=logger.info, name=f"attempt {number}",
+                           start=start)
 
 
 def attempt_tag(spec: ExperimentSpec, number: int) -> str:
@@ -131,7 +133,7 @@ def launch_variables(deployment: str, spec: ExperimentSpec, learning_rate: float
 
 
 def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
-                        progress_id: str | None = None):
+                        progress_id: str | None = None, start=None):
     """Run one attempt as a flow run of the trainer deployment and wait for its persisted result.
 
     A trainer run of the same attempt that is still going (its orchestrator was killed, it was not)
@@ -155,6 +157,7 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
                 "learning_rate": learning_rate,
                 "workdir": workdir,
                 "progress_id": progress_id,
+                "start": start.model_dump() if start else None,
             },
             tags=[tag],
             job_variables=launch_variables(deployment, spec, learning_rate, workdir),
@@ -189,16 +192,16 @@ def is_infrastructure_fault(task, task_run, state) -> bool:
     cache_policy=NO_CACHE,
 )
 def train_attempt(spec: ExperimentSpec, number: int, learning_rate: float, workdir: str,
-                  on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None):
+                  on_epoch_done: Callable[[], None] | None = None, progress_id: str | None = None, start=None):
     """One training attempt. An infrastructure fault (a killed worker, a lost GPU) is retried at the same
     learning rate and resumes from the attempt's last checkpoint; bad data (a ValueError) is not retried;
     collapse and divergence are results, not exceptions: the task run ends in a Failed state named
     Collapsed or Diverged (red in the UI, never retried) that carries the AttemptResult."""
     deployment = os.environ.get(TRAINER_DEPLOYMENT_ENV)
     if deployment:
-        result = train_on_deployment(deployment, spec, number, learning_rate, workdir, progress_id)
+        result = train_on_deployment(deployment, spec, number, learning_rate, workdir, progress_id, start)
     else:
-        result = train_here(spec, number, learning_rate, workdir, on_epoch_done, progress_id)
+        result = train_here(spec, number, learning_rate, workdir, on_epoch_done, progress_id, start)
     return verdict_state(result)
 
 

@@ -442,9 +442,12 @@ def run_attempt(
             export_model(model, spec, data, os.path.join(mirror.path, EXPORT_DIR))
             model_uri = join(workdir, EXPORT_DIR)
         mirror.push()
+    reason = verdict.reason if verdict else _success_reason(progress)
+    if start is not None:
+        reason = f"started from attempt {start.attempt}'s epoch {start.epoch}; {reason}"
     result = AttemptResult(
         status=verdict.status if verdict else "succeeded",
-        reason=verdict.reason if verdict else _success_reason(progress),
+        reason=reason,
         learning_rate=learning_rate,
         epochs=progress.epochs,
         epochs_run=len(progress.epochs),

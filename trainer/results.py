@@ -169,6 +169,18 @@ def last_healthy_epoch(epochs: list[EpochMetrics], collapse: CollapseSpec) -> in
     return epochs[end - 1].epoch if end else None
 
 
+def rollback_point(number: int, epochs: list[EpochMetrics], start: StartPoint | None, workdir: str,
+                   collapse: CollapseSpec) -> StartPoint | None:
+    """Where a rollback retry of attempt `number` (in `workdir`, itself started at `start`) starts: its
+    last healthy epoch, in the attempt that holds that epoch's checkpoint; None when none was healthy."""
+    epoch = last_healthy_epoch(epochs, collapse)
+    if epoch is None:
+        return None
+    if start is not None and epoch <= start.epoch:  # an inherited epoch: its checkpoint is the source's
+        return start.model_copy(update={"epoch": epoch})
+    return StartPoint(attempt=number, epoch=epoch, workdir=workdir)
+
+
 class AttemptResult(BaseModel):
     """How one attempt at one learning rate ended ("failed" is set by callers on infrastructure errors)."""
 

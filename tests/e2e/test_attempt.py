@@ -181,3 +181,4 @@ def test_a_rollback_retry_starts_from_the_earlier_attempts_checkpoint_at_the_low
     assert [m.learning_rate for m in retry.epochs[2:]] == pytest.approx([0.01, 0.01])
     assert retry.epochs[2].loss < first.epochs[1].loss  # from epoch 2's weights (fresh ones start near uniform)
     assert lines == ["attempt starts from attempt 1's epoch 2 (its last healthy one)"]
+    assert retry.reason.startswith("started from attempt 1's epoch 2; trained 4 epochs")

@@ -277,3 +277,14 @@ def test_the_last_healthy_epoch_is_the_one_before_the_failure_signal_began(epoch
     from trainer.results import last_healthy_epoch
 
     assert last_healthy_epoch(epochs, CollapseSpec(patience=2)) == healthy
+
+
+def test_a_rollback_starts_where_the_healthy_epochs_checkpoint_lives():
+    from trainer.results import StartPoint, rollback_point
+
+    epochs = [_epoch(1), _epoch(2), _epoch(3), _epoch(4, **UNIFORM), _epoch(5, **UNIFORM)]
+    collapse = CollapseSpec(patience=2)
+    assert rollback_point(2, epochs, None, "/w/attempt-2", collapse) == StartPoint(attempt=2, epoch=3, workdir="/w/attempt-2")
+    inherited = StartPoint(attempt=1, epoch=3, workdir="/w/attempt-1")  # attempt 2 began at attempt 1's epoch 3
+    assert rollback_point(2, epochs, inherited, "/w/attempt-2", collapse) == inherited
+    assert rollback_point(2, [_epoch(1, **UNIFORM), _epoch(2, **UNIFORM)], None, "/w/attempt-2", collapse) is None
