@@ -89,10 +89,12 @@ class CollapseDetector:
         return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
 
     def healthy(self, m: EpochMetrics) -> bool:
-        """Whether an epoch shows none of the failure signals: it ran, is finite, is not at uniform
-        scores, not flat and not worse than uniform scores."""
+        """Whether an epoch is one to restart from: it ran, is finite, its gradients are not flat, and
+        its loss is below the uniform-score loss (by more than loss_tolerance): the model ranks. An
+        epoch at or above it is collapsed, exploded, or the noise after an explosion."""
         finite = m.nonfinite_steps == 0 and math.isfinite(m.loss)
-        return m.steps > 0 and finite and not (self._uniform(m) or self._flat(m) or self._exploded(m))
+        learning = m.uniform_loss is None or m.loss < m.uniform_loss - self.collapse.loss_tolerance
+        return m.steps > 0 and finite and learning and not self._flat(m)
 
     def observe(self, m: EpochMetrics) -> Verdict | None:
         """Take one epoch; return the verdict once there is one (and keep returning it)."""

@@ -269,6 +269,7 @@ def test_telemetry_is_global_under_two_replicas_with_mixed_precision():
         ([_epoch(1), _epoch(2), _epoch(3, **UNIFORM), _epoch(4, **UNIFORM)], 2),  # the epoch before the streak
         ([_epoch(1), _epoch(2), _epoch(3, loss=math.nan, nonfinite=3)], 2),  # diverged at 3
         ([_epoch(1, loss=40.0, gap=30.0), _epoch(2, **UNIFORM), _epoch(3, **UNIFORM)], None),  # exploded, then flat
+        ([_epoch(1, loss=40.0), _epoch(2, **UNIFORM), _epoch(3, loss=7.0, gap=0.1), _epoch(4, **UNIFORM)], None),  # noise above uniform
         ([_epoch(1, **UNIFORM), _epoch(2, **UNIFORM)], None),  # never healthy
         ([_epoch(1), _epoch(2, **UNIFORM), _epoch(3), _epoch(4, **UNIFORM)], 3),  # only the trailing run counts
     ],
