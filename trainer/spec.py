@@ -118,6 +118,7 @@ class TrainingSpec(_Strict):
     early_stopping_patience: int | None = None
     workers: int = 1  # training processes (MultiWorkerMirroredStrategy via TF_CONFIG); batch_size stays global
     gpus_per_worker: int = 0  # 0: every GPU the worker sees
+    jit_compile: bool | None = None  # XLA-compile the train step; None: where it is faster (trainer.model)
     collapse: CollapseSpec = CollapseSpec()
     backoff: BackoffSpec = BackoffSpec()
 
