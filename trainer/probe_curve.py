@@ -12,7 +12,8 @@ example, the uniform-score loss (every candidate scored alike), per-tower gradie
   learned ("rising");
 - the *best* rate is where the loss stopped falling: the lowest rate before the failure whose loss is
   within FLAT_SHARE of what was learned (uniform loss - lowest loss) of the lowest loss;
-- the suggestion is the best rate, at most a tenth of the first failing rate.
+- the suggestion is the best rate, at most a tenth of the first failing rate, to two significant digits
+  (a rate people write in a config).
 Why: beyond the knee a higher rate buys no lower loss, only risk; and a decade below the failure because
 the ladder's weights were warmed up by the lower rates, while an attempt starts fresh at a constant rate
 for epochs. Measured (bench/bench_lr_probe.py): a tenth of the minimum's rate (fastai's rule) avoided
@@ -119,12 +120,13 @@ def analyse(points: list[ProbePoint], seconds: float = 0.0) -> ProbeCurve:
     lowest = min(learning, key=lambda p: p.loss)
     flat = lowest.loss + FLAT_SHARE * (lowest.uniform_loss - lowest.loss)
     best = next(p for p in learning if p.loss <= flat)
-    suggested = min(best.rate, math.inf if found is None else points[found[0]].rate / SAFETY)
-    capped = "a tenth of the failing rate, " if suggested < best.rate else ""
+    bound = min(best.rate, math.inf if found is None else points[found[0]].rate / SAFETY)
+    capped = "a tenth of the failing rate, " if bound < best.rate else ""
+    suggested = float(f"{bound:.2g}")
     return ProbeCurve(
         points=points, seconds=seconds, best_rate=best.rate, suggested_rate=suggested, **failed,
         reason=(f"the loss stopped falling at lr {best.rate:.3g} ({best.loss:.3f}; lowest {lowest.loss:.3f}, "
-                f"uniform scores {lowest.uniform_loss:.3f}); {ending}: suggesting {capped}{suggested:.3g}"),
+                f"uniform scores {lowest.uniform_loss:.3f}); {ending}: suggesting {capped}{suggested:g}"),
     )
 
 
@@ -133,7 +135,7 @@ def probe_finding(curve: ProbeCurve, configured: float, rule_rate: float) -> Fin
     loss stopped falling), beside the rule-based suggestion `rule_rate`; None otherwise."""
     if curve.suggested_rate is None or configured <= curve.best_rate:
         return None
-    suggested = f"{curve.suggested_rate:.2g}"
+    suggested = f"{curve.suggested_rate:g}"
     return warning(
         "lr_probe_suggests", "training.learning_rate",
         f"the learning-rate probe measured {curve.reason}; the configured {configured:g} is above its best rate "

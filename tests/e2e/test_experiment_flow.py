@@ -297,7 +297,7 @@ def test_lr_probe_warn_adds_a_finding_that_the_halt_policy_stops_on(towerflow_en
     assert state.is_failed() and "validation.on_warning: halt" in state.message
     detail = only_experiment()
     finding = next(f for f in detail["findings"] if f["code"] == "lr_probe_suggests")
-    assert finding["field"] == "training.learning_rate" and f"{detail['lr_probe']['suggested_rate']:.2g}" in finding["suggestion"]
+    assert finding["field"] == "training.learning_rate" and f"{detail['lr_probe']['suggested_rate']:g}" in finding["suggestion"]
     assert detail["attempts"] == [] and detail["experiment"]["status"] == "halted"
     warned = [payload for name, payload in towerflow_env if name == events.VALIDATION_WARNED]
     assert warned and warned[-1]["suggested_lr"] == pytest.approx(detail["lr_probe"]["suggested_rate"])

@@ -30,7 +30,7 @@ def test_collapse_to_the_uniform_plateau_ends_the_curve_and_the_suggestion_is_wh
     result = analyse(points, seconds=3.0)
     assert (result.failure, result.failure_rate) == ("collapsed", points[5].rate)
     assert result.best_rate == points[3].rate
-    assert result.suggested_rate == points[3].rate  # far below a tenth of the collapse rate
+    assert result.suggested_rate == float(f"{points[3].rate:.2g}")  # far below a tenth of the collapse rate
     assert "collapsed" in result.reason and result.seconds == 3.0
 
 
@@ -75,7 +75,7 @@ def test_a_curve_that_never_learned_suggests_nothing():
 def test_a_curve_without_failure_still_suggests_below_its_minimum():
     points = curve([UNIFORM, UNIFORM - 1, UNIFORM - 2, UNIFORM - 3])
     result = analyse(points)
-    assert result.failure is None and result.suggested_rate == points[-1].rate
+    assert result.failure is None and result.suggested_rate == float(f"{points[-1].rate:.2g}")
 
 
 def test_the_finding_warns_only_above_the_best_rate_and_names_both_suggestions():
@@ -85,7 +85,7 @@ def test_the_finding_warns_only_above_the_best_rate_and_names_both_suggestions()
     finding = probe_finding(result, 10.0, 0.01)
     assert finding.code == "lr_probe_suggests" and finding.severity == "warning"
     assert finding.field == "training.learning_rate" and "rule-based suggestion is 0.01" in finding.message
-    assert f"{result.suggested_rate:.2g}" in finding.suggestion
+    assert f"training.learning_rate: {result.suggested_rate:g}" in finding.suggestion
 
 
 def test_the_curve_module_imports_no_tensorflow():
