@@ -337,6 +337,7 @@ def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], exper
 
 
 def _probe_origin(spec: ExperimentSpec, learning_rate: float) -> str:
+    """Where attempt 1's rate came from, for the log, the lineage card and the experiment's summary."""
     return f"the learning-rate probe's suggestion {learning_rate:g}, configured {spec.training.learning_rate:g}"
 
 
