@@ -27,6 +27,7 @@ save) that is removed afterwards, and return the same result.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -45,7 +46,9 @@ from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
-from trainer.model import TwoTowerModel, Tower, build_model, build_optimizer, embed, make_dataset, model_columns
+from trainer.model import (
+    TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
+)
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, makedirs, mirrored, read_bytes, write_bytes
@@ -391,17 +394,19 @@ def run_attempt(
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
     tf_keras.utils.set_random_seed(training.seed)
     use_mixed_precision_if_gpu()
-    columns = model_columns(spec)
-    train_data = sharded(make_dataset(data.train, columns, training.batch_size, shuffle_seed=training.seed))
-    validation = data.validation
-    val_data = sharded(make_dataset(validation, columns, training.batch_size)) if validation is not None and len(validation) else None
-
     with strategy.scope():
         model = build_model(spec, data.train, data.candidates)
+    # the lookups run here, once per row, so the train step sees only ids and numbers
+    columns = model_columns(spec)
+    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess)
+    train_data = sharded(batches(data.train, shuffle_seed=training.seed))
+    validation = data.validation
+    val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
+    with strategy.scope():
         # the train step already sums the telemetry over replicas: every replica holds the totals, so
         # the logs take the first one's (Keras' default would sum them again across workers)
         model.distribute_reduction_method = "first"
-        model.compile(optimizer=build_optimizer(training, learning_rate))
+        model.compile(optimizer=build_optimizer(training, learning_rate), jit_compile=jit_compile(training))
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer
         getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)

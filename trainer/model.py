@@ -13,6 +13,15 @@ The loss is TFRS Retrieval (in-batch softmax, summed over the batch) with no Fac
 metric in training: top-k metrics made training 8-45x slower; recall is computed afterwards by
 `trainer.evaluation` over unique candidates.
 
+The string-to-index lookups run in the input pipeline, not in the train step: every encoder has a
+`preprocess` (strings -> ids; numbers unchanged), a Tower's `preprocess` turns raw columns into the
+dict its embeddings take (keys `tower/column`), and TwoTowerModel's adds each row's sampling
+probability (logQ) or catalogue row. `make_dataset(..., preprocess=model.preprocess)` applies it once
+to every row (token ids padded to the frame's longest row; padding is masked, so the maths is the
+same), so each epoch only reshuffles and batches integer and float tensors, and the train step can
+be XLA-compiled (`training.jit_compile`). Towers and the model still take raw string columns (they
+preprocess them first): the export serves raw strings, and a model fed raw batches trains the same.
+
 In-batch negatives are training rows, so a product is a negative as often as it is popular: the
 plain in-batch softmax learns lift, log p(product | buyer) / p(product), and ranks popular
 products too low (on MovieLens 100K it loses to the popularity baseline). `model.logq_correction`
@@ -51,7 +60,7 @@ kept (raise its threshold toward the typical pre-clip norm, which the telemetry 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +80,10 @@ OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
 """The optimizer whitelist: spec name -> tf-keras class. Nothing else is ever constructed."""
 
 STRING_TYPES = ("id", "categorical", "text", "history")
+JIT_BY_DEFAULT = False
+"""What `training.jit_compile: None` means. Measured on the project's 2-core CPU box (retail_synthetic,
+batch 1024, lookups in the pipeline): XLA trains the telemetry step at ~25 % fewer examples per CPU
+second (34-39k against 44-51k), so it stays off; not yet measured on a GPU."""
 
 
 def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.optimizers.Optimizer:
@@ -82,6 +95,11 @@ def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.op
     return OPTIMIZERS[name](
         learning_rate=learning_rate, clipnorm=training.clipnorm, global_clipnorm=training.global_clipnorm
     )
+
+
+def jit_compile(training: TrainingSpec) -> bool:
+    """Whether to XLA-compile the train step: `training.jit_compile`, or where it is faster (None)."""
+    return training.jit_compile if training.jit_compile is not None else JIT_BY_DEFAULT
 
 
 def input_dtype(feature: FeatureSpec) -> tf.DType:
@@ -96,28 +114,35 @@ def _vocabulary(values: pd.Series) -> list[str]:
 
 
 class LookupEmbedding(tf_keras.layers.Layer):
-    """A string id or category: StringLookup (one OOV bucket) + Embedding."""
+    """A string id or category: StringLookup (one OOV bucket) + Embedding. Takes the strings or
+    the ids `preprocess` gave them."""
 
     def __init__(self, vocabulary: list[str], dim: int, **kwargs):
         super().__init__(**kwargs)
         self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None)
         self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
 
+    def preprocess(self, values: tf.Tensor) -> tf.Tensor:
+        return self.lookup(values)
+
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        return self.embedding(self.lookup(values))
+        return self.embedding(self.preprocess(values) if values.dtype == tf.string else values)
 
 
 class TokenBagEmbedding(tf_keras.layers.Layer):
-    """Whitespace-separated tokens: the mean of their embeddings (padding masked; no tokens -> 0)."""
+    """Whitespace-separated tokens: the mean of their embeddings (padding masked; no tokens -> 0).
+    Takes the strings or the token id matrix `preprocess` gave them (0 pads)."""
 
     def __init__(self, vocabulary: list[str], dim: int, **kwargs):
         super().__init__(**kwargs)
         self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token="")
         self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
 
+    def preprocess(self, values: tf.Tensor) -> tf.Tensor:
+        return self.lookup(tf.strings.split(values).to_tensor(default_value=""))
+
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        tokens = tf.strings.split(values).to_tensor(default_value="")
-        ids = self.lookup(tokens)
+        ids = self.preprocess(values) if values.dtype == tf.string else values
         vectors = self.embedding(ids)
         mask = tf.cast(tf.not_equal(ids, 0), vectors.dtype)[..., None]
         total = tf.reduce_sum(vectors * mask, axis=1)
@@ -132,21 +157,20 @@ class PurchaseHistoryEmbedding(TokenBagEmbedding):
     buyer's history), one occurrence of it is left out of the mean: the tower must predict a
     purchase from the buyer's other purchases, not read it off its input. A product bought twice
     keeps its other occurrence, so re-purchases are learned. Serving passes no product.
+    `preprocess` leaves it out by masking that token's id (0), so the ids need no product.
     """
 
-    def call(self, values: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
-        if exclude is None:
-            return super().call(values)
+    def preprocess(self, values: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
         tokens = tf.strings.split(values).to_tensor(default_value="")
         ids = self.lookup(tokens)
-        vectors = self.embedding(ids)
+        if exclude is None:
+            return ids
         own = tf.equal(tokens, exclude[:, None])
         first_own = own & tf.equal(tf.cumsum(tf.cast(own, tf.int32), axis=1), 1)
-        keep = tf.not_equal(ids, 0) & ~first_own
-        mask = tf.cast(keep, vectors.dtype)[..., None]
-        total = tf.reduce_sum(vectors * mask, axis=1)
-        count = tf.maximum(tf.reduce_sum(mask, axis=1), tf.ones([], vectors.dtype))
-        return total / count
+        return tf.where(first_own, tf.zeros_like(ids), ids)
+
+    def call(self, values: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
+        return super().call(self.preprocess(values, exclude) if values.dtype == tf.string else values)
 
 
 class NormalizedNumber(tf_keras.layers.Layer):
@@ -155,6 +179,9 @@ class NormalizedNumber(tf_keras.layers.Layer):
     def __init__(self, mean: float, variance: float, **kwargs):
         super().__init__(**kwargs)
         self.normalize = tf_keras.layers.Normalization(axis=None, mean=mean, variance=variance)
+
+    def preprocess(self, values: tf.Tensor) -> tf.Tensor:
+        return values
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         normalized = self.normalize(values[:, None])
@@ -233,13 +260,27 @@ class Tower(tf_keras.Model):
         """TensorSpecs of the tower's input columns (one value per row), for serving signatures."""
         return {f.column: tf.TensorSpec([None], input_dtype(f), name=f.column) for f in self.features}
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        parts = [
-            encoder(inputs[feature.column], exclude=inputs.get(self.product_column))
+    def _key(self, feature: FeatureSpec) -> str:
+        return f"{self.name}/{feature.column}"
+
+    def preprocess(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The raw columns as the ids and numbers the embeddings take, keyed `tower/column` (a
+        purchase history without the row's own product, when `inputs` has it)."""
+        return {
+            self._key(feature): encoder.preprocess(inputs[feature.column], exclude=inputs.get(self.product_column))
             if isinstance(encoder, PurchaseHistoryEmbedding)
-            else encoder(inputs[feature.column])
+            else encoder.preprocess(inputs[feature.column])
             for feature, encoder in zip(self.features, self.encoders)
-        ]
+        }
+
+    def preprocessed(self, inputs: dict[str, tf.Tensor]) -> bool:
+        return all(self._key(feature) in inputs for feature in self.features)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Embeddings of raw columns, or of what `preprocess` made of them."""
+        if not self.preprocessed(inputs):
+            inputs = self.preprocess(inputs)
+        parts = [encoder(inputs[self._key(feature)]) for feature, encoder in zip(self.features, self.encoders)]
         x = tf.concat([tf.cast(part, self.compute_dtype) for part in parts], axis=-1)
         for layer in self.stack:
             x = layer(x, training=training)
@@ -278,12 +319,15 @@ class SamplingProbability(tf_keras.layers.Layer):
 
 
 class CatalogueNegatives(tf_keras.layers.Layer):
-    """Every unique candidate as a negative: their feature columns (constants, in catalogue order)
-    and each product id's row among them (-1 for an id not in the catalogue)."""
+    """Every unique candidate as a negative: their features as the product tower's preprocessed ids
+    (constants, in catalogue order) and each product id's row among them (-1 for an id not in the
+    catalogue)."""
 
-    def __init__(self, candidates: pd.DataFrame, columns: dict[str, tf.DType], product_column: str, **kwargs):
+    def __init__(self, candidates: pd.DataFrame, product: Tower, product_column: str, **kwargs):
         super().__init__(**kwargs)
-        self.features = {column: tf.constant(values) for column, values in frame_tensors(candidates, columns).items()}
+        columns = {f.column: input_dtype(f) for f in product.features}
+        raw = {column: tf.constant(values) for column, values in frame_tensors(candidates, columns).items()}
+        self.features = {key: tf.constant(values.numpy()) for key, values in product.preprocess(raw).items()}
         ids = tf.constant(candidates[product_column].astype(str).to_numpy(dtype=object), tf.string)
         rows = tf.range(tf.size(ids, out_type=tf.int64), dtype=tf.int64)
         self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, rows), default_value=-1)
@@ -304,6 +348,10 @@ def gather_across_replicas(*local: tf.Tensor) -> tuple[tf.Tensor, ...]:
     offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
     # one all_gather per tensor: all_gather's gradient cannot take a list of tensors of different ranks
     return tuple(tf.roll(context.all_gather(rows, axis=0), shift=-offset, axis=0) for rows in local)
+
+
+SAMPLING_PROBABILITY = "sampling_probability"
+CATALOGUE_ROW = "catalogue_row"
 
 
 class TwoTowerModel(TelemetryModel):
@@ -344,13 +392,27 @@ class TwoTowerModel(TelemetryModel):
     def towers(self) -> dict[str, tf_keras.layers.Layer]:
         return {"buyer": self.buyer, "product": self.product}
 
+    def preprocess(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """A batch of raw columns as ids and numbers only: both towers' inputs, and each row's
+        sampling probability (logQ) or catalogue row, which the product id gave."""
+        out = {**self.buyer.preprocess(features), **self.product.preprocess(features)}
+        if self.sampling_probability is not None:
+            out[SAMPLING_PROBABILITY] = self.sampling_probability(features[self.product_column])
+        if self.catalogue is not None:
+            out[CATALOGUE_ROW] = self.catalogue(features[self.product_column])
+        return out
+
+    def _preprocessed(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        done = self.buyer.preprocessed(features) and self.product.preprocessed(features)
+        return features if done else self.preprocess(features)
+
     def _probability(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
-        if self.sampling_probability is None:
-            return None
-        return self.sampling_probability(features[self.product_column])
+        return features[SAMPLING_PROBABILITY] if self.sampling_probability is not None else None
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """This replica's queries' loss sum, each query's softmax over the (global) batch's candidates."""
+        """This replica's queries' loss sum, each query's softmax over the (global) batch's candidates
+        (`features`: raw columns or `preprocess`'s)."""
+        features = self._preprocessed(features)
         queries = self.buyer(features, training=training)
         if self.catalogue is not None:
             return self._catalogue_loss(queries, features, training)
@@ -367,7 +429,7 @@ class TwoTowerModel(TelemetryModel):
         not in the catalogue count nothing)."""
         candidates = self.product(self.catalogue.features, training=training)
         logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
-        rows = self.catalogue(features[self.product_column])
+        rows = features[CATALOGUE_ROW]
         known = rows >= 0
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(rows, 0), logits=logits)
         return tf.reduce_sum(tf.where(known, losses, tf.zeros_like(losses)))
@@ -377,8 +439,9 @@ class TwoTowerModel(TelemetryModel):
         else equal, over the softmax's candidates j: sum_i [log p_i + logsumexp_j(-log p_j)]; without
         logQ (log p = 0) that is B_local log(B), B the batch the softmax runs over; over the whole
         catalogue of N candidates, log(N) per query whose product is in it."""
+        features = self._preprocessed(features)
         if self.catalogue is not None:
-            known = tf.reduce_sum(tf.cast(self.catalogue(features[self.product_column]) >= 0, tf.float32))
+            known = tf.reduce_sum(tf.cast(features[CATALOGUE_ROW] >= 0, tf.float32))
             return known * tf.math.log(tf.cast(self.catalogue.size, tf.float32))
         probability = self._probability(features)
         if probability is None:
@@ -422,8 +485,7 @@ def build_model(spec: ExperimentSpec, train: pd.DataFrame, candidates: pd.DataFr
     if spec.model.negatives == "catalogue":
         if candidates is None:
             raise ValueError("model.negatives: catalogue needs the unique candidates")
-        columns = {f.column: input_dtype(f) for f in spec.product_features}
-        catalogue = CatalogueNegatives(candidates, columns, column, name="catalogue_negatives")
+        catalogue = CatalogueNegatives(candidates, product, column, name="catalogue_negatives")
     logq = spec.model.logq_correction and catalogue is None
     probability = SamplingProbability(train[column], name="sampling_probability") if logq else None
     return TwoTowerModel(
@@ -454,11 +516,24 @@ def frame_tensors(frame: pd.DataFrame, columns: dict[str, tf.DType]) -> dict[str
     }
 
 
+Preprocess = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+
+
 def make_dataset(
-    frame: pd.DataFrame, columns: dict[str, tf.DType], batch_size: int, shuffle_seed: int | None = None
+    frame: pd.DataFrame,
+    columns: dict[str, tf.DType],
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    preprocess: Preprocess | None = None,
 ) -> tf.data.Dataset:
-    """Batches of feature dicts from `frame`; reshuffled every epoch when `shuffle_seed` is given."""
-    dataset = tf.data.Dataset.from_tensor_slices(frame_tensors(frame, columns))
+    """Batches of feature dicts from `frame`; reshuffled every epoch when `shuffle_seed` is given.
+
+    With `preprocess` (a model's), it runs once over all the rows, vectorized, and the dataset holds
+    its ids and numbers: the epochs only reshuffle and batch them, and no string reaches the step."""
+    tensors = frame_tensors(frame, columns)
+    if preprocess is not None:
+        tensors = preprocess({column: tf.constant(values) for column, values in tensors.items()})
+    dataset = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(frame), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

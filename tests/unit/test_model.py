@@ -8,6 +8,7 @@ import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
+import tf_keras
 
 from trainer.model import build_model, build_optimizer, feature_encoder, make_dataset, model_columns, tower_layers
 from trainer.spec import FeatureSpec, LayerSpec, TrainingSpec, spec_from_dict
@@ -122,3 +123,36 @@ def test_catalogue_negatives_are_the_full_softmax_over_every_candidate():
     assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
     assert float(model.uniform_loss_sum(batch)) == pytest.approx(len(TRAIN) * math.log(len(catalogue)), rel=1e-6)
     assert model.sampling_probability is None  # the exact softmax needs no logQ correction
+
+
+HISTORY = TRAIN.assign(bought=["i2 i1", "i2", "i1 i1 i3", ""])
+
+
+def _history_spec(**model):
+    spec = _spec(**model)
+    history = FeatureSpec(column="bought", type="history", embedding_dim=3)
+    return spec.model_copy(update={"buyer_features": [*spec.buyer_features, history]})
+
+
+@pytest.mark.parametrize("model_kwargs", [{}, {"logq_correction": False}, {"negatives": "catalogue"}])
+def test_the_input_pipeline_does_the_lookups_so_the_step_sees_no_string_and_the_same_loss(model_kwargs):
+    spec = _history_spec(**model_kwargs)
+    model = build_model(spec, HISTORY, HISTORY.drop_duplicates("item"))
+    raw = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4)))
+    looked_up = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
+    assert all(tensor.dtype in (tf.int64, tf.float32) for tensor in looked_up.values())
+    assert float(model.compute_loss(looked_up)) == pytest.approx(float(model.compute_loss(raw)), rel=1e-6)
+    assert float(model.uniform_loss_sum(looked_up)) == pytest.approx(float(model.uniform_loss_sum(raw)), rel=1e-6)
+    np.testing.assert_allclose(model.buyer(looked_up).numpy(), model.buyer(raw).numpy(), rtol=1e-6)  # own product left out
+
+
+def test_jit_compiled_training_gives_the_losses_of_the_plain_train_step():
+    spec = _history_spec()
+    losses = {}
+    for jit in (False, True):
+        tf_keras.utils.set_random_seed(0)
+        model = build_model(spec, HISTORY)
+        model.compile(optimizer=build_optimizer(spec.training, 0.1), jit_compile=jit)
+        dataset = make_dataset(HISTORY, model_columns(spec), batch_size=3, shuffle_seed=0, preprocess=model.preprocess)
+        losses[jit] = model.fit(dataset, epochs=3, verbose=0).history["loss"]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
