@@ -371,6 +371,9 @@ def _execute(spec: ExperimentSpec, findings: list[Finding], experiment_id: int, 
         _fail(spec, experiment_id, message, attempts=len(results), lr=final.learning_rate)
 
     evaluation = evaluate(spec, len(results), final.model_uri)
+    if "ease" in spec.evaluation.baselines and evaluation.ease is None:
+        logger.warning("EASE not measured: %d candidates, more than evaluation.ease_max_candidates (%d)",
+                       evaluation.n_candidates, spec.evaluation.ease_max_candidates)
     persist_recall(experiment_id, attempt_ids[-1], evaluation, len(results))
     publish_recall(spec, evaluation)
     below = baseline_finding(evaluation.model, evaluation.popularity)

@@ -45,9 +45,8 @@ def render_experiment(detail: ExperimentView | Mapping[str, Any]) -> str:
         lines += ["  " + line for line in _table(["#", "learning rate", "status", "epochs", "reason"], rows)]
     if view.recall:
         lines += ["", f"recall {wording.recall_scope(view.recall[0])}:"]
-        rows = [[f"@{r.k}", wording.share(r.value), wording.share(r.baseline), wording.lift_text(r.value, r.baseline)]
-                for r in view.recall]
-        lines += ["  " + line for line in _table(["k", "model", "popularity", "lift"], rows)]
+        headers, rows = wording.recall_table(view.recall)
+        lines += ["  " + line for line in _table(headers, rows)]
         below = wording.below_popularity(view.below_popularity_ks)
         if below:
             lines.append(f"  {below}")

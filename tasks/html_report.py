@@ -48,6 +48,7 @@ _ENV.filters.update(
 _ENV.globals.update(
     rate_change=wording.rate_change, lift_text=wording.lift_text, recall_scope=wording.recall_scope,
     below_popularity=wording.below_popularity, epoch_rows=wording.epoch_rows, probe_rows=wording.probe_rows,
+    recall_table=wording.recall_table, zip=zip,
     nonfinite_words=wording.NONFINITE_WORDS, chart_w=charts.CHART_W, panel_w=charts.PANEL_W, panel_h=charts.PANEL_H,
 )
 

@@ -35,4 +35,5 @@ def persist_recall(experiment_id: int, attempt_id: int, evaluation, number: int)
         n_candidate_rows_before_dedup=evaluation.n_candidate_rows_before_dedup,
         n_queries=evaluation.n_queries,
         exclude_seen=evaluation.exclude_seen,
+        ease=evaluation.ease,
     )

@@ -73,6 +73,9 @@ def publish_recall(spec: ExperimentSpec, evaluation) -> None:
             "recall": wording.cell(evaluation.model[k]),
             "popularity": wording.cell(evaluation.popularity[k]),
             "lift": wording.lift(evaluation.model[k], evaluation.popularity[k]),
+            **({} if evaluation.ease is None else {
+                "ease": wording.cell(evaluation.ease[k]), "model / ease": wording.lift(evaluation.model[k], evaluation.ease[k]),
+            }),
         }
         for k in sorted(evaluation.model)
     ]
@@ -110,10 +113,7 @@ def summary_markdown(view: ExperimentView) -> str:
     lines += ["", "## Recall@k against popularity", ""]
     if view.recall:
         lines += [f"recall {wording.recall_scope(view.recall[0])}", ""]
-        lines += wording.markdown_table(["k", "model", "popularity", "lift"], [
-            [f"@{r.k}", wording.share(r.value), wording.share(r.baseline), wording.lift_text(r.value, r.baseline)]
-            for r in view.recall
-        ])
+        lines += wording.markdown_table(*wording.recall_table(view.recall))
         below = wording.below_popularity(view.below_popularity_ks)
         if below:
             lines += ["", f"**{below}**"]

@@ -207,6 +207,7 @@ class RecallResult(SQLModel, table=True):
     k: int
     value: float = Field(sa_type=FloatValue)
     baseline: float = Field(sa_type=FloatValue)  # popularity recall@k on the same queries
+    ease: float | None = Field(default=None, sa_type=FloatValue)  # EASE recall@k, when measured
     n_candidates: int
     n_candidate_rows_before_dedup: int
     n_queries: int
@@ -547,8 +548,10 @@ def record_recall(
     n_candidate_rows_before_dedup: int,
     n_queries: int,
     exclude_seen: bool,
+    ease: Mapping[int, float] | None = None,
 ) -> None:
-    """Replace the experiment's recall@k rows (model `values` and popularity `baseline` per k)."""
+    """Replace the experiment's recall@k rows (model `values`, popularity `baseline` and, when measured,
+    `ease` per k)."""
     model = {int(k): value for k, value in values.items()}
     popularity = {int(k): value for k, value in baseline.items()}
     if model.keys() != popularity.keys():
@@ -569,6 +572,7 @@ def record_recall(
                 k=k,
                 value=model[k],
                 baseline=popularity[k],
+                ease=None if ease is None else ease[k],
                 n_candidates=n_candidates,
                 n_candidate_rows_before_dedup=n_candidate_rows_before_dedup,
                 n_queries=n_queries,

@@ -106,6 +106,7 @@ class RecallView(_Row):
     k: int
     value: float
     baseline: float
+    ease: float | None = None
     n_candidates: int
     n_candidate_rows_before_dedup: int
     n_queries: int

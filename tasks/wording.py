@@ -81,6 +81,20 @@ def lift_text(model: float, baseline: float) -> str:
     return MISSING if ratio is None else f"{ratio:.2f}×"
 
 
+def recall_table(recall: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a recall@k table: the model beside popularity with the lift, and beside
+    EASE (with the model's ratio to it) when EASE was measured."""
+    with_ease = any(r.ease is not None for r in recall)
+    headers = ["k", "model", "popularity", "lift", *(["EASE", "model / EASE"] if with_ease else [])]
+    rows = []
+    for r in recall:
+        row = [f"@{r.k}", share(r.value), share(r.baseline), lift_text(r.value, r.baseline)]
+        if with_ease:
+            row += [share(r.ease), MISSING if r.ease is None else lift_text(r.value, r.ease)]
+        rows.append(row)
+    return headers, rows
+
+
 def recall_scope(scope: RecallScope, n_pairs: int | None = None) -> str:
     """'over 400 unique products (8000 rows before de-duplication), 1900 buyers, exclude_seen=False'."""
     pairs = "" if n_pairs is None else f", {n_pairs} test pairs"

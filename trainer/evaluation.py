@@ -3,7 +3,9 @@
 The exported model (see trainer.attempt) is used as served: its `embed_buyers` signature embeds
 each test buyer from the features of their latest test row, and its candidate embeddings + ids
 (one row per unique product) are ranked by trainer.recall. Popularity ranks the same candidates
-by training purchase counts, on the same queries.
+by training purchase counts, on the same queries; with `evaluation.baselines` naming `ease`, so
+does EASE fitted on the training purchases (trainer.baselines), for catalogues up to
+`evaluation.ease_max_candidates`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import tensorflow as tf
 from pydantic import BaseModel
 
 from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR
+from trainer.baselines import ease, interactions, item_item_recall
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.model import frame_tensors, input_dtype
-from trainer.recall import build_queries, popularity_recall, popularity_scores, recall_at_k
+from trainer.recall import Queries, build_queries, popularity_recall, popularity_scores, recall_at_k
 from trainer.spec import ExperimentSpec
 from trainer.storage import join, local_copy, read_bytes
 
@@ -30,6 +33,7 @@ class EvaluationResult(BaseModel):
 
     model: dict[int, float]
     popularity: dict[int, float]
+    ease: dict[int, float] | None = None  # when evaluation.baselines asks for it and the catalogue is small enough
     n_candidates: int
     n_candidate_rows_before_dedup: int
     n_queries: int
@@ -67,6 +71,19 @@ def embed_buyers(saved_model, spec: ExperimentSpec, rows: pd.DataFrame) -> np.nd
     return np.concatenate(parts, axis=0)
 
 
+def ease_recall(spec: ExperimentSpec, data: ExperimentData, candidate_ids: np.ndarray, queries: Queries) -> dict[int, float] | None:
+    """recall@k of EASE fitted on the training purchases, on `queries`; None unless `evaluation.baselines`
+    names it and the catalogue has at most `evaluation.ease_max_candidates` products."""
+    evaluation = spec.evaluation
+    if "ease" not in evaluation.baselines or len(candidate_ids) > evaluation.ease_max_candidates:
+        return None
+    buyer, product = spec.buyer_id_column, spec.product_id_column
+    buyers = np.array(sorted(data.train[buyer].unique()))
+    weights = ease(interactions(data.train, buyer, product, buyers, candidate_ids), evaluation.ease_l2)
+    history = interactions(data.train, buyer, product, queries.buyer_ids, candidate_ids)
+    return item_item_recall(weights, history, queries, evaluation.ks)
+
+
 def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | None = None) -> EvaluationResult:
     """recall@k (spec.evaluation.ks) of the model exported at `model_uri` and of popularity on the test split."""
     data = data if data is not None else load_experiment_data(spec)
@@ -85,6 +102,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     return EvaluationResult(
         model=recall_at_k(query_embeddings, candidate_embeddings, queries, ks),
         popularity=popularity_recall(popularity, queries, ks),
+        ease=ease_recall(spec, data, candidate_ids, queries),
         n_candidates=len(candidate_ids),
         n_candidate_rows_before_dedup=data.n_candidate_rows_before_dedup,
         n_queries=queries.n_queries,

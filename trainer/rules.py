@@ -121,6 +121,8 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("evaluation.ks[]", "ks such as [5, 10, 50, 100]"),
     _positive("model.output_dim"),
     _positive("model.temperature"),
+    _positive("evaluation.ease_l2", "ease_l2: 300"),
+    Bound("evaluation.ease_max_candidates", low=1, low_inclusive=True),
     _positive("model.buyer_layers[].units"),
     _positive("model.product_layers[].units"),
     Bound("model.buyer_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),

@@ -127,6 +127,11 @@ class EvaluationSpec(_Strict):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 50, 100])
     exclude_seen: bool = False
     on_below_baseline: Literal["warn", "fail"] = "warn"  # a model not beating popularity at some k: warn or fail
+    baselines: list[Literal["popularity", "ease"]] = Field(default_factory=lambda: ["popularity"])
+    """Baselines measured beside the model on the same queries; popularity always (the verdict needs it).
+    EASE (Steck 2019) inverts a candidates x candidates matrix, so only up to ease_max_candidates."""
+    ease_max_candidates: int = 20_000
+    ease_l2: float = 300.0  # EASE's penalty (chosen on MovieLens' validation split: bench/baselines_movielens.py)
 
 
 class ValidationSpec(_Strict):

@@ -78,6 +78,17 @@ def test_the_same_at_a_tenth_of_the_learning_rate_trains_and_beats_popularity(tm
     assert evaluation.n_candidates == 60 and evaluation.n_queries > 0 and evaluation.n_pairs >= evaluation.n_queries
     for k in (5, 10, 20):
         assert evaluation.model[k] > evaluation.popularity[k] + 0.1, (k, evaluation)
+    assert evaluation.ease is None  # not asked for
+
+    def evaluated_with_ease(max_candidates: int):
+        raw = _raw_spec(3, 1.0, (5, 10, 20))
+        raw["evaluation"].update(baselines=["popularity", "ease"], ease_max_candidates=max_candidates)
+        return evaluate_model(spec_from_dict(raw), result.model_uri)
+
+    with_ease = evaluated_with_ease(60)
+    assert (with_ease.model, with_ease.popularity) == (evaluation.model, evaluation.popularity)
+    assert all(with_ease.ease[k] > with_ease.popularity[k] for k in (5, 10, 20)), with_ease  # planted clusters
+    assert evaluated_with_ease(59).ease is None  # a catalogue of 60 is over that limit
 
 
 def test_a_non_finite_loss_is_reported_diverged(tmp_path):

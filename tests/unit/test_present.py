@@ -112,3 +112,15 @@ def test_the_lineage_card_and_the_summary_share_the_status_words():
     assert card.splitlines()[0] == "# demo: attempt lineage"
     table = card.split("\n\n", 1)[1]
     assert table in summary_markdown(view())
+
+
+def test_ease_is_shown_beside_popularity_only_where_it_was_measured():
+    plain = view()
+    assert wording.recall_table(plain.recall)[0] == ["k", "model", "popularity", "lift"]
+    measured = ExperimentView.of({**plain.model_dump(), "recall": [
+        {**r.model_dump(), "ease": ease} for r, ease in zip(plain.recall, (0.06, 0.05, 0.5))]})
+    headers, rows = wording.recall_table(measured.recall)
+    assert headers == ["k", "model", "popularity", "lift", "EASE", "model / EASE"]
+    assert rows[0][-2:] == ["0.0600", "0.50×"] and rows[2][-2:] == ["0.5000", "0.80×"]
+    assert "| EASE | model / EASE |" in summary_markdown(measured)
+    assert "model / EASE" in render_experiment(measured) and "EASE" not in render_experiment(plain)

@@ -418,3 +418,25 @@ def test_status_updates_keep_the_flow_run_and_move_updated_at(database_url):
     assert (stored.status, stored.message, stored.flow_run_id) == ("awaiting_approval", "2 warnings", "flow-9")
     assert stored.updated_at == experiment.updated_at > created
     assert stored.updated_at.tzinfo is not None and stored.updated_at - created < timedelta(minutes=1)
+
+
+def test_ease_recall_is_stored_beside_popularity(database_url):
+    experiment_id = new_experiment()
+    attempt_id = store.record_attempt(experiment_id, 1, 0.1, "succeeded", "", epochs(1.0, 0.5))
+    store.record_recall(experiment_id, attempt_id, {5: 0.1, 10: 0.2}, {5: 0.05, 10: 0.1}, 60, 60, 30, False,
+                        ease={5: 0.12, 10: 0.18})
+    recall = store.experiment_view(experiment_id).recall
+    assert [(r.k, r.value, r.baseline, r.ease) for r in recall] == [(5, 0.1, 0.05, 0.12), (10, 0.2, 0.1, 0.18)]
+
+
+def test_a_database_from_before_the_ease_column_gets_it(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store.get_engine(url)
+    store.dispose_engines()
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        connection.execute('ALTER TABLE recall_result DROP COLUMN "ease"')
+    columns = [column["name"] for column in inspect(store.get_engine(url)).get_columns("recall_result")]
+    assert "ease" in columns
+    store.dispose_engines()
