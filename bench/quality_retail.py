@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from quality_movielens import ByFlag, train_and_evaluate
+from quality_movielens import train_and_evaluate
 from trainer.data import load_table, split_transactions
 from trainer.spec import SplitSpec, spec_from_dict
 from tune_movielens import override

@@ -82,8 +82,8 @@ from typing import Any
 import yaml
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from quality_movielens import EXAMPLE, ByFlag, train_and_evaluate, tutorial_config
 from baselines_movielens import L2_CANDIDATES, Protocol
+from quality_movielens import EXAMPLE, ByFlag, train_and_evaluate, tutorial_config
 from trainer.baselines import ease, item_knn
 from trainer.data import load_experiment_data, load_table, split_transactions
 from trainer.spec import SpecError, SplitSpec, spec_from_dict

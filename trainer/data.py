@@ -18,8 +18,8 @@ import pandas as pd
 
 from trainer.datasets import is_builtin, load_builtin
 from trainer.rules import data_uri_problem
-from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
 from trainer.schema import SchemaError, read_shards, table_format
+from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
 from trainer.storage import StorageError, is_pattern, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
