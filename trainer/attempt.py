@@ -64,6 +64,9 @@ CHECKPOINT_INDEX = f"{CHECKPOINTS_DIR}/checkpoint"  # tf.train.CheckpointManager
 EPOCHS_FILE = f"{CHECKPOINTS_DIR}/epochs.json"
 
 EpochCallback = Callable[[EpochMetrics], None]
+STEPS_PER_EXECUTION = 16
+"""Train steps per call into the compiled loop: the callbacks only read epochs, and one Python round
+trip per step cost ~10 % of the examples per CPU second (bench/bench_trainer.py)."""
 
 
 def distribution_strategy(cluster: Cluster = Cluster(), gpus_per_worker: int = 0) -> tf.distribute.Strategy:
@@ -406,7 +409,11 @@ def run_attempt(
         # the train step already sums the telemetry over replicas: every replica holds the totals, so
         # the logs take the first one's (Keras' default would sum them again across workers)
         model.distribute_reduction_method = "first"
-        model.compile(optimizer=build_optimizer(training, learning_rate), jit_compile=jit_compile(training))
+        model.compile(
+            optimizer=build_optimizer(training, learning_rate),
+            jit_compile=jit_compile(training),
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer
         getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)

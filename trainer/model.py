@@ -18,8 +18,8 @@ The string-to-index lookups run in the input pipeline, not in the train step: ev
 dict its embeddings take (keys `tower/column`), and TwoTowerModel's adds each row's sampling
 probability (logQ) or catalogue row. `make_dataset(..., preprocess=model.preprocess)` applies it once
 to every row (token ids padded to the frame's longest row; padding is masked, so the maths is the
-same), so each epoch only reshuffles and batches integer and float tensors, and the train step can
-be XLA-compiled (`training.jit_compile`). Towers and the model still take raw string columns (they
+same), so each epoch only reshuffles row indices and gathers batches of integer and float tensors,
+and the train step can be XLA-compiled (`training.jit_compile`). Towers and the model still take raw string columns (they
 preprocess them first): the export serves raw strings, and a model fed raw batches trains the same.
 
 In-batch negatives are training rows, so a product is a negative as often as it is popular: the
@@ -528,15 +528,20 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of feature dicts from `frame`; reshuffled every epoch when `shuffle_seed` is given.
 
-    With `preprocess` (a model's), it runs once over all the rows, vectorized, and the dataset holds
-    its ids and numbers: the epochs only reshuffle and batch them, and no string reaches the step."""
-    tensors = frame_tensors(frame, columns)
+    `preprocess` (a model's) runs once over all the rows, vectorized, so no string reaches the step.
+    An epoch shuffles row indices (the order shuffling the rows would give) and gathers each batch's
+    rows in a parallel map: tf.data never handles a row at a time."""
+    rows = {column: tf.constant(values) for column, values in frame_tensors(frame, columns).items()}
     if preprocess is not None:
-        tensors = preprocess({column: tf.constant(values) for column, values in tensors.items()})
-    dataset = tf.data.Dataset.from_tensor_slices(tensors)
+        rows = preprocess(rows)
+    dataset = tf.data.Dataset.range(len(frame))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(frame), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(
+        lambda index: {key: tf.gather(values, index) for key, values in rows.items()},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def embed(tower: tf_keras.layers.Layer, frame: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
