@@ -3,11 +3,15 @@ and the learning-rate probe (`validation.lr_probe`), a short measured range test
 
 from __future__ import annotations
 
+import os
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployments.multi_worker import pool_findings
 from tasks import events
 from tasks.report import experiment_slug, publish_findings, publish_probe
+from tasks.training import TRAINER_DEPLOYMENT_ENV, work_pool_type
 from trainer.probe_curve import ProbeCurve, probe_finding
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec
@@ -19,6 +23,8 @@ def validate(config: str | dict, overrides: list[str] | None = None, source_labe
     """Load and check a config; publish its findings; emit `validation.failed` / `validation.warned`."""
     logger = get_run_logger()
     report = validate_config(config, overrides)
+    if report.spec is not None:
+        report.findings.extend(where_attempts_run(report.spec))
     name = report.spec.name if report.spec else source_label
     config_hash = report.spec.content_hash() if report.spec else "invalid"
     publish_findings(experiment_slug(report.spec) if report.spec else "invalid-config", report.findings)
@@ -31,6 +37,15 @@ def validate(config: str | dict, overrides: list[str] | None = None, source_labe
     elif report.warnings:
         events.emit(events.VALIDATION_WARNED, config_hash, name, findings=summary)
     return report
+
+
+def where_attempts_run(spec: ExperimentSpec) -> list[Finding]:
+    """An error when `training.workers` > 1 but attempts run where only one process each can: in this
+    process (no trainer deployment) or on a pool type without a multi-worker template."""
+    if spec.training.workers == 1:
+        return []
+    deployment = os.environ.get(TRAINER_DEPLOYMENT_ENV)
+    return pool_findings(spec, work_pool_type(deployment) if deployment else None)
 
 
 @task(name="check-data", task_run_name="check the data of {spec.name}", cache_policy=NO_CACHE)

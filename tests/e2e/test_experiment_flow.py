@@ -112,6 +112,14 @@ def test_an_invalid_config_fails_and_leaves_no_rows(towerflow_env):
     assert [name for name, _ in towerflow_env] == [events.VALIDATION_FAILED]
 
 
+def test_several_workers_without_an_engine_fail_validation_naming_the_field(towerflow_env):
+    from flows.experiment import run_experiment
+
+    state = run_experiment(tiny_config(training__workers=2), return_state=True)  # attempts would run in-process
+    assert state.is_failed() and "training.workers" in state.message
+    assert store.list_experiments() == []
+
+
 def test_halt_policy_fails_naming_the_warnings(towerflow_env):
     from flows.experiment import run_experiment
 
