@@ -13,9 +13,9 @@ import argparse
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flows.local import debugging
 from trainer.errors import ExpectedError
@@ -225,13 +225,8 @@ def _sweep_results(args: argparse.Namespace) -> int:
     from flows.present import render_leaderboard
     from tasks import store
 
-    try:
-        sweep = store.find_sweep(args.sweep)
-    except LookupError as exc:
-        print(f"towerflow results: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    sweep = _stored("results", args.sweep, store.find_sweep, "sweep")
     if sweep is None:
-        print(f"towerflow results: no sweep named or numbered {args.sweep!r}", file=sys.stderr)
         return EXIT_INVALID
     view = store.sweep_view(sweep.id)
     if view.ks and args.k not in view.ks:
@@ -275,18 +270,23 @@ def report_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stored(command: str, key: str, find: Callable[[str], Any], noun: str) -> Any:
+    """The row `find` gives for `key` (a name, number or hash prefix); None (said on stderr) when there is none."""
+    try:
+        row = find(key)
+    except LookupError as exc:
+        print(f"towerflow {command}: {exc}", file=sys.stderr)
+        return None
+    if row is None:
+        print(f"towerflow {command}: no {noun} named or numbered {key!r}", file=sys.stderr)
+    return row
+
+
 def _stored_experiment(command: str, key: str) -> Experiment | None:
     """The experiment named, numbered or hash-prefixed by `key`; None (said on stderr) when there is none."""
     from tasks import store
 
-    try:
-        experiment = store.find_experiment(key)
-    except LookupError as exc:
-        print(f"towerflow {command}: {exc}", file=sys.stderr)
-        return None
-    if experiment is None:
-        print(f"towerflow {command}: no experiment named or numbered {key!r}", file=sys.stderr)
-    return experiment
+    return _stored(command, key, store.find_experiment, "experiment")
 
 
 def render_report(report: ValidationReport) -> str:
