@@ -66,7 +66,8 @@ EPOCHS_FILE = f"{CHECKPOINTS_DIR}/epochs.json"
 EpochCallback = Callable[[EpochMetrics], None]
 STEPS_PER_EXECUTION = 16
 """Train steps per call into the compiled loop: the callbacks only read epochs, and one Python round
-trip per step cost ~10 % of the examples per CPU second (bench/bench_trainer.py)."""
+trip per step cost ~10 % of the examples per CPU second (bench/bench_trainer.py). One worker only:
+tf-keras' multi-step loop fails under MultiWorkerMirroredStrategy ("destinations can not be empty")."""
 
 
 def distribution_strategy(cluster: Cluster = Cluster(), gpus_per_worker: int = 0) -> tf.distribute.Strategy:
@@ -399,9 +400,11 @@ def run_attempt(
     use_mixed_precision_if_gpu()
     with strategy.scope():
         model = build_model(spec, data.train, data.candidates)
-    # the lookups run here, once per row, so the train step sees only ids and numbers
+    # the lookups run here, once per row, so the train step sees only ids and numbers; not yet on several
+    # workers, whose step fails on looked-up batches ("destinations can not be empty"): they look up in the step
+    preprocess = model.preprocess if cluster.workers == 1 else None
     columns = model_columns(spec)
-    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess)
+    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=preprocess)
     train_data = sharded(batches(data.train, shuffle_seed=training.seed))
     validation = data.validation
     val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
@@ -412,7 +415,7 @@ def run_attempt(
         model.compile(
             optimizer=build_optimizer(training, learning_rate),
             jit_compile=jit_compile(training),
-            steps_per_execution=STEPS_PER_EXECUTION,
+            steps_per_execution=STEPS_PER_EXECUTION if cluster.workers == 1 else 1,
         )
         model.compute_loss(next(iter(train_data)))  # build every variable before restoring
         optimizer = model.optimizer
