@@ -123,6 +123,10 @@ def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_li
         os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # only the orchestrator's flow run process
         wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
                  timeout_s=300)
+        # the new orchestrator stores the result, then publishes its report and summary before it completes
+        wait_for("the orchestrators to end", lambda: all(
+            run["state_type"] in ("COMPLETED", "CRASHED", "FAILED") for run in read_flow_runs(api_url, "run-experiment")
+        ), timeout_s=60)
         orchestrators = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
         trainers = read_flow_runs(api_url, "train-attempt")
     finally:
