@@ -39,6 +39,17 @@ def trained_to(log, epoch: int):
     return check
 
 
+def ended_orchestrators(api_url: str) -> list[str]:
+    """The run-experiment flow runs' state names, once none is running: an orchestrator stores the
+    result, then publishes its report and summary, so the store says succeeded before Prefect does."""
+    def ended():
+        return all(run["state_type"] in ("COMPLETED", "CRASHED", "FAILED")
+                   for run in read_flow_runs(api_url, "run-experiment"))
+
+    wait_for("the orchestrators to end", ended, timeout_s=60)
+    return [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
+
+
 def only_detail() -> dict:
     [experiment] = store.list_experiments()
     return store.experiment_detail(experiment.id)
@@ -101,7 +112,7 @@ def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(e
         assert again_url == api_url  # the surviving API is reused
         wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
                  timeout_s=300)
-        states = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
+        states = ended_orchestrators(api_url)
     finally:
         stop_process(serve)
         stop_left_server(env)
@@ -123,11 +134,7 @@ def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_li
         os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # only the orchestrator's flow run process
         wait_for("the experiment to succeed", lambda: store.list_experiments()[0].status == "succeeded",
                  timeout_s=300)
-        # the new orchestrator stores the result, then publishes its report and summary before it completes
-        wait_for("the orchestrators to end", lambda: all(
-            run["state_type"] in ("COMPLETED", "CRASHED", "FAILED") for run in read_flow_runs(api_url, "run-experiment")
-        ), timeout_s=60)
-        orchestrators = [run["state_name"] for run in read_flow_runs(api_url, "run-experiment")]
+        orchestrators = ended_orchestrators(api_url)
         trainers = read_flow_runs(api_url, "train-attempt")
     finally:
         stop_process(serve)
