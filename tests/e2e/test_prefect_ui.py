@@ -148,26 +148,52 @@ def check_event_feed(pages: Pages) -> None:
 
 
 def check_approval_form(pages: Pages, env, api_url: str, config: Path) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
     from flows.experiment import SUGGESTED
     from trainer.rules import suggested_learning_rate
 
     assert towerflow(env, "submit", str(config)).returncode == 0
     paused = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
     (run,) = wait_for("the approval pause", lambda: post_json(api_url, "/flow_runs/filter", paused), timeout_s=180)
-    pages.open(f"/runs/flow-run/{run['id']}", "paused-run", "Resume")
-    pages.button("Resume").click()
-    dialog = wait_for("the approval form", lambda: pages.browser.find_elements(By.CSS_SELECTOR, "[role=dialog]"))[0]
-    wait_for("the form's fields", lambda: "Your decision" in dialog.text)
-    text = dialog.text
-    assert "suggested 0.01" in text and "waits 600 s" in text, text  # the rate and the timeout, in words
-    choice = Select(dialog.find_element(By.CSS_SELECTOR, "select"))
-    assert [option.text for option in choice.options][0] == SUGGESTED
-    full_page_screenshot(pages.browser, pages.shots / "approval-form.png")
-    choice.select_by_visible_text(SUGGESTED)
-    pages.button("Submit", within=dialog).click()
+    answer_approval_form(pages, api_url, run["id"], SUGGESTED)
     detail = wait_for("the approved run to end", lambda: ended(env, "approve-me"), timeout_s=300, every_s=2)
     [attempt] = detail["attempts"]
     assert attempt["learning_rate"] == pytest.approx(suggested_learning_rate(load_spec(str(config))))
+
+
+def answer_approval_form(pages: Pages, api_url: str, run_id: str, decision: str, tries: int = 3) -> None:
+    """Open the paused run's Resume form, check what it says, choose `decision` and submit it, until the
+    run leaves Paused. The form is rebuilt while its schema loads (a slow machine shows the first build
+    long enough to be found, then it goes stale), so each try finds its elements afresh."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from flows.experiment import SUGGESTED
+
+    def paused() -> bool:
+        return post_json(api_url, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})[0][
+            "state_type"] == "PAUSED"
+
+    for attempt in range(1, tries + 1):
+        pages.open(f"/runs/flow-run/{run_id}", f"paused-run-{attempt}", "Resume")
+        try:
+            pages.button("Resume").click()
+            dialog = wait_for("the approval form", lambda: pages.browser.find_elements(By.CSS_SELECTOR,
+                                                                                      "[role=dialog]"))[0]
+            wait_for("the form's fields", lambda: "Your decision" in dialog.text)
+            text = dialog.text
+            assert "suggested 0.01" in text and "waits 600 s" in text, text  # the rate and the timeout, in words
+            choice = Select(dialog.find_element(By.CSS_SELECTOR, "select"))
+            assert [option.text for option in choice.options][0] == SUGGESTED
+            full_page_screenshot(pages.browser, pages.shots / f"approval-form-{attempt}.png")
+            choice.select_by_visible_text(decision)
+            pages.button("Submit", within=dialog).click()
+        except StaleElementReferenceException:
+            continue  # the form was rebuilt under us: open it again
+        try:
+            wait_for("the run to leave Paused", lambda: not paused(), timeout_s=30, every_s=1)
+            return
+        except AssertionError:
+            full_page_screenshot(pages.browser, pages.shots / f"still-paused-{attempt}.png")
+    raise AssertionError(f"the approval form was answered {tries} times and the run is still Paused")
+
