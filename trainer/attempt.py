@@ -51,7 +51,7 @@ from trainer.model import (
 )
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.spec import ExperimentSpec, TrainingSpec
-from trainer.storage import Mirror, download, exists, join, makedirs, mirrored, read_bytes, write_bytes
+from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
 
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
@@ -220,9 +220,15 @@ class _Checkpoints:
             handle.write(text)
 
     def restore_weights(self, epoch: int) -> None:
-        """Load the model weights of `epoch` (its checkpoint must still be kept)."""
-        path = os.path.join(self.directory, f"ckpt-{epoch}")
-        tf.train.Checkpoint(model=self.model).restore(path).expect_partial()
+        """Load the tower weights of `epoch` (its checkpoint must still be kept)."""
+        restore_towers(self.model, os.path.join(self.directory, f"ckpt-{epoch}"))
+
+
+def restore_towers(model: TwoTowerModel, prefix: str) -> None:
+    """Load the buyer and product towers (every trained weight) from the checkpoint at `prefix`; the
+    optimizer stays as it is."""
+    towers = tf.train.Checkpoint(buyer=model.buyer, product=model.product)
+    tf.train.Checkpoint(model=towers).restore(prefix).expect_partial()
 
 
 class ServingModule(tf.Module):
@@ -349,10 +355,9 @@ def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress) ->
     checkpoint = join(start.workdir, CHECKPOINTS_DIR, f"ckpt-{start.epoch}.index")
     if source is None or not exists(checkpoint):
         return False
-    with tempfile.TemporaryDirectory(prefix="towerflow-start-") as local:
-        download(join(start.workdir, CHECKPOINTS_DIR), local)
-        towers = tf.train.Checkpoint(buyer=model.buyer, product=model.product)  # not the optimizer: a fresh one
-        tf.train.Checkpoint(model=towers).restore(os.path.join(local, f"ckpt-{start.epoch}")).expect_partial()
+    name = f"ckpt-{start.epoch}"
+    with local_copy(join(start.workdir, CHECKPOINTS_DIR), only=f"{name}.") as local:
+        restore_towers(model, os.path.join(local, name))  # not the optimizer: this attempt's is fresh
     for metrics in source.epochs[: start.epoch]:
         progress.record(metrics)
     return True

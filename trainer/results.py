@@ -57,6 +57,31 @@ EXPLODED_MARGIN = 0.05
 """Ending training with a loss/example this far (relative) above log(batch) counts as diverged."""
 
 
+def uniform_scores(m: EpochMetrics, collapse: CollapseSpec) -> bool:
+    """The epoch's loss sat at the uniform-score loss: every candidate scored alike."""
+    return m.uniform_gap is not None and m.uniform_gap < collapse.loss_tolerance
+
+
+def flat_gradients(m: EpochMetrics, collapse: CollapseSpec) -> bool:
+    """Every tower's mean gradient norm fell below the floor: nothing is learning."""
+    floor = collapse.min_grad_norm
+    return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
+
+
+def exploded(m: EpochMetrics) -> bool:
+    """The loss is more than EXPLODED_MARGIN above the uniform-score loss: worse than scoring alike."""
+    return m.uniform_loss is not None and m.loss > m.uniform_loss * (1 + EXPLODED_MARGIN)
+
+
+def healthy(m: EpochMetrics, collapse: CollapseSpec) -> bool:
+    """Whether an epoch is one to restart from: it ran, is finite, its gradients are not flat, and its loss
+    is below the uniform-score loss (by more than loss_tolerance): the model ranks. An epoch at or above it
+    is collapsed, exploded, or the noise after an explosion."""
+    finite = m.nonfinite_steps == 0 and math.isfinite(m.loss)
+    learning = m.uniform_loss is None or m.loss < m.uniform_loss - collapse.loss_tolerance
+    return m.steps > 0 and finite and learning and not flat_gradients(m, collapse)
+
+
 class CollapseDetector:
     """Decides, epoch by epoch, whether an attempt diverged or collapsed.
 
@@ -78,24 +103,6 @@ class CollapseDetector:
         self.last: EpochMetrics | None = None
         self.verdict: Verdict | None = None
 
-    def _uniform(self, m: EpochMetrics) -> bool:
-        return m.uniform_gap is not None and m.uniform_gap < self.collapse.loss_tolerance
-
-    def _exploded(self, m: EpochMetrics) -> bool:
-        return m.uniform_loss is not None and m.loss > m.uniform_loss * (1 + EXPLODED_MARGIN)
-
-    def _flat(self, m: EpochMetrics) -> bool:
-        floor = self.collapse.min_grad_norm
-        return m.buyer_grad_norm_mean < floor and m.product_grad_norm_mean < floor
-
-    def healthy(self, m: EpochMetrics) -> bool:
-        """Whether an epoch is one to restart from: it ran, is finite, its gradients are not flat, and
-        its loss is below the uniform-score loss (by more than loss_tolerance): the model ranks. An
-        epoch at or above it is collapsed, exploded, or the noise after an explosion."""
-        finite = m.nonfinite_steps == 0 and math.isfinite(m.loss)
-        learning = m.uniform_loss is None or m.loss < m.uniform_loss - self.collapse.loss_tolerance
-        return m.steps > 0 and finite and learning and not self._flat(m)
-
     def observe(self, m: EpochMetrics) -> Verdict | None:
         """Take one epoch; return the verdict once there is one (and keep returning it)."""
         if self.verdict is not None or m.steps == 0:
@@ -104,7 +111,7 @@ class CollapseDetector:
             self.verdict = Verdict("diverged", m.epoch, self._diverged_reason(m))
             return self.verdict
         self.last = m
-        self.streak = [*self.streak, m] if (self._uniform(m) or self._flat(m)) else []
+        self.streak = [*self.streak, m] if (uniform_scores(m, self.collapse) or flat_gradients(m, self.collapse)) else []
         if len(self.streak) >= self.collapse.patience:
             self.verdict = Verdict("collapsed", m.epoch, self._collapsed_reason(m))
         return self.verdict
@@ -114,9 +121,9 @@ class CollapseDetector:
         uniform scores (collapsed) or above them (exploded: diverged)."""
         last = self.last
         if self.verdict is None and last is not None:
-            if self._uniform(last):
+            if uniform_scores(last, self.collapse):
                 self.verdict = Verdict("collapsed", last.epoch, self._collapsed_reason(last, ended=True))
-            elif self._exploded(last):
+            elif exploded(last):
                 self.verdict = Verdict("diverged", last.epoch, self._exploded_reason(last))
         return self.verdict
 
@@ -138,7 +145,7 @@ class CollapseDetector:
         n = len(self.streak)
         span = f"for {n} epoch{'s' if n > 1 else ''}" + (" until training ended" if ended else "")
         norms = f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
-        if all(self._uniform(e) for e in self.streak):
+        if all(uniform_scores(e, self.collapse) for e in self.streak):
             uniform = f"log({self.batch_size})"
             if m.uniform_loss is not None and abs(m.uniform_loss - math.log(self.batch_size)) > 1e-3:
                 # a partial last batch, or logQ correction, moves the uniform-score loss off log(batch)
@@ -164,9 +171,8 @@ class StartPoint(BaseModel):
 def last_healthy_epoch(epochs: list[EpochMetrics], collapse: CollapseSpec) -> int | None:
     """The epoch before the trailing run of unhealthy epochs (where the failure signal began), or None
     when there is no healthy epoch before it."""
-    detector = CollapseDetector(collapse, batch_size=1)
     end = len(epochs)
-    while end > 0 and not detector.healthy(epochs[end - 1]):
+    while end > 0 and not healthy(epochs[end - 1], collapse):
         end -= 1
     return epochs[end - 1].epoch if end else None
 

@@ -212,11 +212,12 @@ def makedirs(uri: str) -> None:
             Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def download(uri: str, local_dir: str | Path) -> None:
-    """Copy the tree at `uri` into `local_dir`; NotFound when there is nothing there."""
+def download(uri: str, local_dir: str | Path, only: str = "") -> None:
+    """Copy the tree at `uri` into `local_dir`, or only its files whose path in it starts with `only`;
+    NotFound when there is nothing to copy."""
     with failing_as_storage_error(uri):
         fs, root = filesystem(uri)
-        files = fs.find(root)
+        files = [remote for remote in fs.find(root) if posixpath.relpath(remote, root).startswith(only)]
         if not files:
             raise FileNotFoundError(uri)
         for remote in files:
@@ -226,15 +227,15 @@ def download(uri: str, local_dir: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def local_copy(uri: str) -> Iterator[str]:
+def local_copy(uri: str, only: str = "") -> Iterator[str]:
     """A local path holding the tree at `uri` for the block: the path itself when local, else a
-    temporary download that is removed afterwards."""
+    temporary download (of the files `only` selects, as in `download`) that is removed afterwards."""
     path = local_path(uri)
     if path is not None:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="towerflow-") as staging:
-        download(uri, staging)
+        download(uri, staging, only)
         yield staging
 
 

@@ -189,6 +189,16 @@ def test_local_copy_of_a_remote_tree_is_removed_afterwards(memory_root, tmp_path
             pass
 
 
+def test_a_local_copy_can_take_only_the_files_one_checkpoint_needs(memory_root):
+    for name in ("ckpt-2.index", "ckpt-2.data-00000-of-00001", "ckpt-12.index", "ckpt-3.index", "checkpoint"):
+        storage.write_bytes(f"{memory_root}/ckpts/{name}", name.encode())
+    with storage.local_copy(f"{memory_root}/ckpts", only="ckpt-2.") as path:
+        assert sorted(os.listdir(path)) == ["ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    with pytest.raises(storage.NotFound):
+        with storage.local_copy(f"{memory_root}/ckpts", only="ckpt-9."):
+            pass
+
+
 def test_a_remote_compressed_file_reads_through_a_large_buffer_in_few_requests(memory_root, monkeypatch):
     import gzip
 
