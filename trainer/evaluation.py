@@ -2,7 +2,8 @@
 
 The exported model (see trainer.attempt) is used as served: its `embed_buyers` signature embeds
 each test buyer from the features of their latest test row, and its candidate embeddings + ids
-(one row per unique product) are ranked by trainer.recall. Popularity ranks the same candidates
+(one row per unique product) are ranked by trainer.recall, or on the GPU when one is visible
+(trainer.device_recall: same numbers within float rounding). Popularity ranks the same candidates
 by training purchase counts, on the same queries; with `evaluation.baselines` naming `ease`, so
 does EASE fitted on the training purchases (trainer.baselines), for catalogues up to
 `evaluation.ease_max_candidates`.
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR
 from trainer.baselines import ease, interactions, item_item_recall
 from trainer.data import ExperimentData, load_experiment_data
+from trainer.device_recall import gpu_device, recall_on_device
 from trainer.model import frame_tensors, input_dtype
 from trainer.recall import Queries, build_queries, popularity_recall, popularity_scores, recall_at_k
 from trainer.spec import ExperimentSpec
@@ -71,6 +73,15 @@ def embed_buyers(saved_model, spec: ExperimentSpec, rows: pd.DataFrame) -> np.nd
     return np.concatenate(parts, axis=0)
 
 
+def model_recall(query_embeddings: np.ndarray, candidate_embeddings: np.ndarray, queries: Queries,
+                 ks: list[int]) -> dict[int, float]:
+    """recall@k of the model's embeddings: on the first visible GPU, else on the CPU."""
+    device = gpu_device()
+    if device is None:
+        return recall_at_k(query_embeddings, candidate_embeddings, queries, ks)
+    return recall_on_device(query_embeddings, candidate_embeddings, queries, ks, device)
+
+
 def ease_recall(spec: ExperimentSpec, data: ExperimentData, candidate_ids: np.ndarray, queries: Queries) -> dict[int, float] | None:
     """recall@k of EASE fitted on the training purchases, on `queries`; None unless `evaluation.baselines`
     names it and the catalogue has at most `evaluation.ease_max_candidates` products."""
@@ -100,7 +111,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     query_embeddings = embed_buyers(saved_model, spec, rows)
     popularity = popularity_scores(data.train[product_column].to_numpy(), candidate_ids)
     return EvaluationResult(
-        model=recall_at_k(query_embeddings, candidate_embeddings, queries, ks),
+        model=model_recall(query_embeddings, candidate_embeddings, queries, ks),
         popularity=popularity_recall(popularity, queries, ks),
         ease=ease_recall(spec, data, candidate_ids, queries),
         n_candidates=len(candidate_ids),

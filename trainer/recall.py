@@ -5,25 +5,37 @@ test split. recall@k is the share of unique test (buyer, product) pairs whose pr
 the buyer's top k over *all* candidates, one row per unique product id (ranking against
 transaction rows instead lets popular products crowd out everything: the post-mortem's bug).
 
-Ranking is exact brute force, batched over queries: one batch holds a (queries x candidates)
-float32 score matrix, reused across batches, so peak memory is that buffer plus the embeddings.
+Ranking is exact brute force, fused with scoring: a batch of queries is scored one cache-sized tile of
+candidates at a time (a BLAS product), and each tile goes straight to `trainer.topk.TopScores`, which
+keeps every query's highest scores; no full score matrix is ever written. Batches rank in parallel
+threads (BLAS runs single-threaded meanwhile), so peak memory is a tile per thread plus the
+embeddings, and ranking costs about 1.5x the bare matrix product (bench/bench_recall.py).
 Ties are pessimistic: a positive tied with other candidates ranks after all of them, so a
 collapsed model that scores everything alike gets recall ~0, never 1.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+from trainer.topk import TopScores
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
-"""Default cap on one batch's score matrix (256 MiB): 671 queries per batch at 100k candidates."""
+DEFAULT_BATCH_SIZE = 128
+"""Queries ranked together, by one thread."""
+DEFAULT_TILE_BYTES = 4 * 2**20
+"""Default size of one score tile (4 MiB, about a core's share of the cache): 8192 candidates for a
+batch of 128 queries."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +119,25 @@ def recall_at_k(
     candidate_embeddings: np.ndarray,
     queries: Queries,
     ks: Sequence[int],
-    batch_size: int = 1024,
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    tile_bytes: int = DEFAULT_TILE_BYTES,
 ) -> dict[int, float]:
     """recall@k of a model: query i (row i of query_embeddings) scores candidate j by their dot product.
 
-    Queries are scored batch_size at a time, fewer when a batch's float32 score matrix would exceed
-    max_batch_bytes. Pass float32 C-contiguous embeddings to avoid copies.
+    Queries are ranked batch_size at a time, against tiles of candidates whose float32 scores take at
+    most tile_bytes (at least one candidate). Pass float32 C-contiguous embeddings to avoid copies.
     """
+    queries_f, candidates_f = checked_embeddings(query_embeddings, candidate_embeddings, queries)
+
+    def score(start: int, stop: int, first: int, last: int, out: np.ndarray) -> None:
+        np.matmul(queries_f[start:stop], candidates_f[first:last].T, out=out)
+
+    return _recall(score, len(candidates_f), queries, ks, batch_size, tile_bytes)
+
+
+def checked_embeddings(query_embeddings: np.ndarray, candidate_embeddings: np.ndarray,
+                       queries: Queries) -> tuple[np.ndarray, np.ndarray]:
+    """Both embeddings as finite float32 C-contiguous matrices of one dimension, one query row per query."""
     queries_f = _embeddings(query_embeddings, "query_embeddings")
     candidates_f = _embeddings(candidate_embeddings, "candidate_embeddings")
     if queries_f.shape[1] != candidates_f.shape[1]:
@@ -126,13 +149,7 @@ def recall_at_k(
         raise ValueError(
             f"query_embeddings have {len(queries_f)} rows for {queries.n_queries} queries"
         )
-    n_candidates = len(candidates_f)
-    rows = _batch_rows(batch_size, max_batch_bytes, n_candidates, queries.n_queries)
-
-    def score(start: int, stop: int, out: np.ndarray) -> None:
-        np.matmul(queries_f[start:stop], candidates_f.T, out=out)
-
-    return _recall(score, n_candidates, queries, ks, rows)
+    return queries_f, candidates_f
 
 
 def popularity_scores(train_product_ids: Sequence, candidate_ids: np.ndarray) -> np.ndarray:
@@ -148,66 +165,101 @@ def popularity_recall(
     scores: np.ndarray,
     queries: Queries,
     ks: Sequence[int],
-    batch_size: int = 1024,
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    tile_bytes: int = DEFAULT_TILE_BYTES,
 ) -> dict[int, float]:
     """recall@k of ranking every buyer's candidates by the same scores (e.g. popularity_scores)."""
     scores_f = np.asarray(scores, dtype=np.float32)
     if scores_f.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per candidate), got shape {scores_f.shape}")
     _check_finite(scores_f, "scores")
-    n_candidates = len(scores_f)
-    rows = _batch_rows(batch_size, max_batch_bytes, n_candidates, queries.n_queries)
 
-    def score(start: int, stop: int, out: np.ndarray) -> None:
-        out[:] = scores_f
+    def score(start: int, stop: int, first: int, last: int, out: np.ndarray) -> None:
+        out[:] = scores_f[first:last]
 
-    return _recall(score, n_candidates, queries, ks, rows)
+    return _recall(score, len(scores_f), queries, ks, batch_size, tile_bytes)
 
 
 def _recall(
-    score: Callable[[int, int, np.ndarray], None],
+    score: Callable[[int, int, int, int, np.ndarray], None],
     n_candidates: int,
     queries: Queries,
     ks: Sequence[int],
-    rows: int,
+    batch_size: int,
+    tile_bytes: int,
 ) -> dict[int, float]:
-    """Shared ranking loop: score(start, stop, out) fills out with the batch's scores."""
-    ks_array = _ks(ks)
-    _check_queries(queries, n_candidates)
-    if queries.n_pairs == 0:
-        raise ValueError("queries have no test pairs: recall is undefined")
-    buffer = np.empty((rows, n_candidates), dtype=np.float32)
-    hits = np.zeros(len(ks_array), dtype=np.int64)
-    for start in range(0, queries.n_queries, rows):
+    """Shared ranking loop: score(start, stop, first, last, out) fills out with the scores of queries
+    start..stop for candidates first..last."""
+    ks_array, top = ranking_depth(ks, queries, n_candidates)
+    rows, columns = _tile_shape(batch_size, tile_bytes, n_candidates, queries.n_queries)
+    buffers = threading.local()
+
+    def batch_hits(start: int) -> np.ndarray:
         stop = min(start + rows, queries.n_queries)
-        batch = buffer[: stop - start]
-        score(start, stop, batch)
-        hits += _batch_hits(batch, queries, start, stop, ks_array)
+        if getattr(buffers, "tile", None) is None:
+            buffers.tile = np.empty(rows * columns, dtype=np.float32)
+        return _batch_hits(score, buffers.tile, queries, start, stop, n_candidates, columns, top, ks_array)
+
+    starts = range(0, queries.n_queries, rows)
+    threads = min(os.cpu_count() or 1, len(starts))
+    with threadpool_limits(1 if threads > 1 else None), ThreadPoolExecutor(threads) as pool:
+        hits = sum(pool.map(batch_hits, starts))
     return {int(k): float(h) / queries.n_pairs for k, h in zip(ks_array, hits)}
 
 
 def _batch_hits(
-    scores: np.ndarray, queries: Queries, start: int, stop: int, ks: np.ndarray
+    score: Callable[[int, int, int, int, np.ndarray], None], buffer: np.ndarray, queries: Queries,
+    start: int, stop: int, n_candidates: int, columns: int, top: int, ks: np.ndarray,
 ) -> np.ndarray:
-    """Hits at each k for queries start..stop; scores (one row per query) is overwritten."""
+    """Hits at each k for queries start..stop, scored tile by tile into `buffer`."""
+    pair_rows, pair_cols, exclude_rows, exclude_cols = batch_pairs(queries, start, stop, n_candidates)
+    by_pair, by_exclusion = np.argsort(pair_cols, kind="stable"), np.argsort(exclude_cols, kind="stable")
+    pair_cuts = np.searchsorted(pair_cols[by_pair], np.arange(0, n_candidates + columns, columns))
+    exclude_cuts = np.searchsorted(exclude_cols[by_exclusion], np.arange(0, n_candidates + columns, columns))
+    positive_scores = np.empty(len(pair_cols), dtype=np.float32)
+    best = TopScores(stop - start, top)
+    for tile_number, first in enumerate(range(0, n_candidates, columns)):
+        last = min(first + columns, n_candidates)
+        tile = buffer[: (stop - start) * (last - first)].reshape(stop - start, last - first)
+        score(start, stop, first, last, tile)
+        mine = by_exclusion[exclude_cuts[tile_number] : exclude_cuts[tile_number + 1]]
+        tile[exclude_rows[mine], exclude_cols[mine] - first] = -np.inf
+        mine = by_pair[pair_cuts[tile_number] : pair_cuts[tile_number + 1]]
+        positive_scores[mine] = tile[pair_rows[mine], pair_cols[mine] - first]
+        best.add(tile)
+    return hits_at(best.head(), pair_rows, positive_scores, ks)
+
+
+def ranking_depth(ks: Sequence[int], queries: Queries, n_candidates: int) -> tuple[np.ndarray, int]:
+    """The sorted unique ks, and how many of each row's highest scores decide them (max(ks) + 1, at most
+    every candidate); checks the queries against the candidates first."""
+    ks_array = _ks(ks)
+    _check_queries(queries, n_candidates)
+    if queries.n_pairs == 0:
+        raise ValueError("queries have no test pairs: recall is undefined")
+    return ks_array, min(int(ks_array.max()) + 1, n_candidates)
+
+
+def batch_pairs(queries: Queries, start: int, stop: int, n_candidates: int) -> tuple[np.ndarray, ...]:
+    """For queries start..stop, as (batch row, candidate column) index arrays: their test pairs, and the
+    candidates removed from their ranking (their exclude lists less their own positives, which stay
+    ranked): (pair_rows, pair_cols, exclude_rows, exclude_cols)."""
     positives = queries.positives[start:stop]
     pair_rows = np.repeat(np.arange(stop - start), [len(p) for p in positives])
     pair_cols = np.concatenate(positives)
-    positive_scores = scores[pair_rows, pair_cols]
-    if queries.exclude is not None:
-        exclude = queries.exclude[start:stop]
-        exclude_rows = np.repeat(np.arange(stop - start), [len(e) for e in exclude])
-        scores[exclude_rows, np.concatenate(exclude)] = -np.inf
-        scores[pair_rows, pair_cols] = positive_scores
-    # Only ranks below max(ks) matter: keep each row's max(ks) + 1 highest scores. A positive
-    # outside them, or tied with the lowest of them, ranks at max(ks) or worse: a miss at every k.
-    n_candidates = scores.shape[1]
-    top = min(int(ks.max()) + 1, n_candidates)
-    if top < n_candidates:
-        scores.partition(n_candidates - top, axis=1)
-    head = scores[:, n_candidates - top :]
-    # Pessimistic 0-based rank: every other candidate scoring >= the positive ranks before it.
+    if queries.exclude is None:
+        return pair_rows, pair_cols, np.empty(0, np.int64), np.empty(0, np.int64)
+    exclude = queries.exclude[start:stop]
+    rows = np.repeat(np.arange(stop - start), [len(e) for e in exclude])
+    cols = np.concatenate(exclude)
+    kept = ~np.isin(rows * n_candidates + cols, pair_rows * n_candidates + pair_cols)
+    return pair_rows, pair_cols, rows[kept], cols[kept]
+
+
+def hits_at(head: np.ndarray, pair_rows: np.ndarray, positive_scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Hits at each k from each batch row's `top` = max(ks) + 1 highest scores (`head`) and the pairs'
+    scores. A positive outside the head, or tied with the lowest of it, ranks at max(ks) or worse: a miss
+    at every k. Ranks are pessimistic: every other candidate scoring >= the positive ranks before it."""
     ranks = np.count_nonzero(head[pair_rows] >= positive_scores[:, None], axis=1) - 1
     return np.count_nonzero(ranks[:, None] < ks[None, :], axis=0)
 
@@ -283,13 +335,14 @@ def _check_queries(queries: Queries, n_candidates: int) -> None:
             )
 
 
-def _batch_rows(batch_size: int, max_batch_bytes: int, n_candidates: int, n_queries: int) -> int:
-    """Queries per batch: batch_size, capped by max_batch_bytes of float32 scores, at least 1."""
+def _tile_shape(batch_size: int, tile_bytes: int, n_candidates: int, n_queries: int) -> tuple[int, int]:
+    """(queries per batch, candidates per tile): batch_size queries (fewer when there are fewer), and as
+    many candidates as fit tile_bytes of float32 scores, at least one."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if max_batch_bytes <= 0:
-        raise ValueError(f"max_batch_bytes must be positive, got {max_batch_bytes}")
+    if tile_bytes <= 0:
+        raise ValueError(f"tile_bytes must be positive, got {tile_bytes}")
     if n_candidates == 0:
         raise ValueError("there are no candidates")
-    by_memory = max(1, max_batch_bytes // (4 * n_candidates))
-    return max(1, min(batch_size, by_memory, n_queries))
+    rows = max(1, min(batch_size, n_queries))
+    return rows, max(1, min(n_candidates, tile_bytes // (4 * rows)))

@@ -97,8 +97,8 @@ def test_batch_size_does_not_change_the_result():
     full = recall_at_k(q, c, queries, ks, batch_size=len(q))
     assert recall_at_k(q, c, queries, ks, batch_size=1) == full
     assert recall_at_k(q, c, queries, ks, batch_size=7) == full
-    # The memory cap (40 candidates x 4 bytes = one query per batch) binds below batch_size.
-    assert recall_at_k(q, c, queries, ks, batch_size=1024, max_batch_bytes=1) == full
+    # The smallest tiles (one candidate each) rank the same.
+    assert recall_at_k(q, c, queries, ks, batch_size=1024, tile_bytes=1) == full
 
 
 def _product_vectors():
