@@ -26,6 +26,36 @@ def _above(row: np.ndarray, first: int, last: int, threshold: np.float32) -> int
 
 
 @njit(nogil=True, cache=True)
+def _select_highest(values: np.ndarray, size: int, top: int) -> np.float32:
+    """Move the `top` highest of values[:size] into values[:top] (in no order; quickselect, descending)
+    and return the lowest of them. Hand-written, like the loops here: numba's np.partition and slice arithmetic take seconds to compile."""
+    lo, hi, k = 0, size - 1, top - 1
+    while lo < hi:
+        a, b, c = values[lo], values[(lo + hi) // 2], values[hi]
+        pivot = max(min(a, b), min(max(a, b), c))  # median of three
+        i, j = lo, hi
+        while i <= j:
+            while values[i] > pivot:
+                i += 1
+            while values[j] < pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    lowest = values[0]
+    for j in range(1, top):
+        lowest = min(lowest, values[j])
+    return lowest
+
+
+@njit(nogil=True, cache=True)
 def _keep(tile: np.ndarray, kept: np.ndarray, sizes: np.ndarray, thresholds: np.ndarray, top: int) -> None:
     """Add each row of `tile` to its buffer in `kept`: every score above the row's threshold is kept,
     and a full buffer is cut back to its `top` highest, raising the threshold to the lowest of them."""
@@ -37,10 +67,8 @@ def _keep(tile: np.ndarray, kept: np.ndarray, sizes: np.ndarray, thresholds: np.
             if _above(row, first, last, threshold) == 0:
                 continue
             if size + CHUNK > capacity:
-                buffer[:size] = np.partition(buffer[:size], size - top)
-                buffer[:top] = buffer[size - top : size]
+                threshold = _select_highest(buffer, size, top)
                 size = top
-                threshold = buffer[:top].min()
             for j in range(first, last):  # branch-free: write every score, advance past the kept ones
                 buffer[size] = row[j]
                 size += row[j] > threshold
@@ -52,10 +80,11 @@ def _head(kept: np.ndarray, sizes: np.ndarray, head: np.ndarray) -> None:
     top = head.shape[1]
     for r in range(len(sizes)):
         size = sizes[r]
-        values = kept[r, :size]
         if size > top:
-            values = np.partition(values, size - top)[size - top :]
-        head[r, : len(values)] = values
+            _select_highest(kept[r], size, top)
+            size = top
+        for j in range(size):
+            head[r, j] = kept[r, j]
 
 
 class TopScores:

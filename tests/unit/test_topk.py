@@ -18,11 +18,13 @@ def _expected_head(scores: np.ndarray, top: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("columns", [1, 7, 32, 1000, 5000])
-def test_the_kept_scores_are_each_rows_highest_across_tiles(columns):
+@pytest.mark.parametrize("top", [1, 5, 101])
+def test_the_kept_scores_are_each_rows_highest_across_tiles(columns, top):
     rng = np.random.default_rng(columns)
     scores = rng.standard_normal((9, 5000)).astype(np.float32)
     scores[3] = np.sort(scores[3])  # rising scores: every chunk raises the threshold
-    assert np.array_equal(_streamed_head(scores, 101, columns), _expected_head(scores, 101))
+    scores[4] = np.sort(scores[4])[::-1]  # falling: the first chunk holds them all
+    assert np.array_equal(_streamed_head(scores, top, columns), _expected_head(scores, top))
 
 
 def test_ties_and_excluded_scores_keep_the_same_multiset():
