@@ -1,0 +1,109 @@
+"""Benchmark how one attempt (1 epoch + evaluation, `python -m trainer`) grows with the transaction log.
+
+For each size, a Parquet file of retail-like transactions is written in chunks (customer ids, product
+ids with a Zipf popularity tail, a timestamp; about 15 rows per customer and 60 per product, as the
+scaling issue's 3M-row case: 200k customers, 50k products), then one attempt trains on it in a
+subprocess, split by time. Printed per size: the subprocess's peak RSS (its own ru_maxrss, from
+wait4), bytes of peak RSS per row, wall seconds, and training examples per second (from result.json).
+The first size is the baseline the throughput ratio is taken against. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows
+    .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes (30M needs > 24 GiB today)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+CHUNK_ROWS = 1_000_000
+ROWS_PER_CUSTOMER, ROWS_PER_PRODUCT = 15, 60
+
+
+def write_transactions(path: Path, rows: int, seed: int) -> None:
+    """`rows` transactions in Parquet, written CHUNK_ROWS at a time (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    customers, products = max(1, rows // ROWS_PER_CUSTOMER), max(1, rows // ROWS_PER_PRODUCT)
+    weights = 1.0 / np.arange(1, products + 1)
+    cumulative = np.cumsum(weights / weights.sum())
+    schema = pa.schema([("customer_id", pa.string()), ("product_id", pa.string()), ("timestamp", pa.int64())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, CHUNK_ROWS):
+            n = min(CHUNK_ROWS, rows - start)
+            customer = rng.integers(customers, size=n)
+            # a customer's taste: products near a customer-specific offset are likelier (a learnable signal)
+            rank = np.searchsorted(cumulative, rng.random(n))
+            product = np.where(rng.random(n) < 0.5, (customer * 7919 + rank) % products, rank)
+            table = pa.table({
+                "customer_id": pa.array(np.char.add("c", customer.astype(str))),
+                "product_id": pa.array(np.char.add("p", product.astype(str))),
+                "timestamp": pa.array(rng.integers(0, 365 * 86400, size=n)),
+            }, schema=schema)
+            writer.write_table(table)
+
+
+def config(path: Path) -> dict:
+    return {
+        "name": f"scale-{path.stem}",
+        "data": {"transactions": str(path), "split": {"strategy": "time", "column": "timestamp",
+                                                      "test_fraction": 0.1}},
+        "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 32}],
+        "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 32}],
+        "model": {"output_dim": 32, "buyer_layers": [{"type": "dense", "units": 32}],
+                  "product_layers": [{"type": "dense", "units": 32}]},
+        "training": {"epochs": 1, "batch_size": 4096, "learning_rate": 0.05},
+        "evaluation": {"ks": [10, 100]},
+    }
+
+
+def run_attempt(data: Path, workdir: Path) -> dict:
+    """One attempt in a subprocess: its peak RSS, wall seconds and training examples per second."""
+    spec = workdir / "spec.yaml"
+    spec.write_text(yaml.safe_dump(config(data)))
+    command = [sys.executable, "-m", "trainer", "--config", str(spec), "--out", str(workdir / "attempt"), "--evaluate"]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the attempt failed:\n{output[-3000:]}")
+    [epoch] = json.loads((workdir / "attempt" / "result.json").read_text())["epochs"]
+    return {"peak_rss": usage.ru_maxrss * 1024, "seconds": seconds, "examples_per_s": epoch["examples"] / epoch["seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="1e6,3e6", help="comma-separated sizes (1e6 = a million rows)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    sizes = [int(float(size)) for size in args.rows.split(",")]
+    print("| rows | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs first |")
+    print("|---|---|---|---|---|---|---|")
+    first = None
+    for rows in sizes:
+        with tempfile.TemporaryDirectory(prefix="towerflow-scale-") as scratch:
+            data = Path(scratch) / f"tx-{rows}.parquet"
+            write_transactions(data, rows, args.seed)
+            figures = run_attempt(data, Path(scratch))
+            first = first or figures
+            print(f"| {rows:,} | {data.stat().st_size / 2**20:.0f} | {figures['peak_rss'] / GIB:.2f} | "
+                  f"{figures['peak_rss'] / rows:.0f} | {figures['seconds']:.0f} | {figures['examples_per_s']:,.0f} | "
+                  f"{figures['examples_per_s'] / first['examples_per_s']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
