@@ -73,13 +73,18 @@ def exploded(m: EpochMetrics) -> bool:
     return m.uniform_loss is not None and m.loss > m.uniform_loss * (1 + EXPLODED_MARGIN)
 
 
+def ranks_better_than_uniform(m: EpochMetrics, collapse: CollapseSpec) -> bool:
+    """The epoch's loss is below the uniform-score loss by more than loss_tolerance: the model ranks
+    better than scoring every candidate alike (True when the uniform loss is unknown)."""
+    return m.uniform_loss is None or m.loss < m.uniform_loss - collapse.loss_tolerance
+
+
 def healthy(m: EpochMetrics, collapse: CollapseSpec) -> bool:
     """Whether an epoch is one to restart from: it ran, is finite, its gradients are not flat, and its loss
     is below the uniform-score loss (by more than loss_tolerance): the model ranks. An epoch at or above it
     is collapsed, exploded, or the noise after an explosion."""
     finite = m.nonfinite_steps == 0 and math.isfinite(m.loss)
-    learning = m.uniform_loss is None or m.loss < m.uniform_loss - collapse.loss_tolerance
-    return m.steps > 0 and finite and learning and not flat_gradients(m, collapse)
+    return m.steps > 0 and finite and ranks_better_than_uniform(m, collapse) and not flat_gradients(m, collapse)
 
 
 class CollapseDetector:
@@ -117,14 +122,17 @@ class CollapseDetector:
         return self.verdict
 
     def conclude(self) -> Verdict | None:
-        """The verdict once training has ended: the one found so far, else whether it ended at
-        uniform scores (collapsed) or above them (exploded: diverged)."""
+        """The verdict once training has ended: the one found so far, else whether it ended at uniform
+        scores (collapsed), far above them (exploded: diverged), or no better than them: a loss not below
+        the uniform-score loss by loss_tolerance ranks like scoring alike, however it got there (collapsed)."""
         last = self.last
         if self.verdict is None and last is not None:
             if uniform_scores(last, self.collapse):
                 self.verdict = Verdict("collapsed", last.epoch, self._collapsed_reason(last, ended=True))
             elif exploded(last):
                 self.verdict = Verdict("diverged", last.epoch, self._exploded_reason(last))
+            elif not ranks_better_than_uniform(last, self.collapse):
+                self.verdict = Verdict("collapsed", last.epoch, self._no_better_reason(last))
         return self.verdict
 
     def _diverged_reason(self, m: EpochMetrics) -> str:
@@ -139,6 +147,14 @@ class CollapseDetector:
             f"diverged: training ended at epoch {m.epoch} with loss/example {_num(m.loss)} above the uniform-score "
             f"loss {m.uniform_loss:.3f} (worse than scoring every candidate alike); "
             f"buyer grad norm {_num(m.buyer_grad_norm_mean)}, product {_num(m.product_grad_norm_mean)}"
+        )
+
+    def _no_better_reason(self, m: EpochMetrics) -> str:
+        return (
+            f"collapsed: training ended at epoch {m.epoch} with loss/example {m.loss:.4f}, no better than the "
+            f"uniform-score loss {m.uniform_loss:.4f} (within {self.collapse.loss_tolerance:g}: it ranks like scoring "
+            f"every candidate alike); buyer grad norm {_num(m.buyer_grad_norm_mean)}, product "
+            f"{_num(m.product_grad_norm_mean)}"
         )
 
     def _collapsed_reason(self, m: EpochMetrics, ended: bool = False) -> str:

@@ -19,7 +19,8 @@ from trainer.evaluation import evaluate_model
 from trainer.spec import spec_from_dict
 
 DATA = "synthetic-retail://{table}?customers=300&products=60&transactions=8000&clusters=4&seed=3"
-HIGH_LR = 1.0  # collapses this deep buyer tower (measured: epoch 3-4, norms ~1e-4, never < 1e-7)
+HIGH_LR = 3.0  # collapses this deep buyer tower (measured: loss 7.7e4 at epoch 1, uniform from epoch 3, norms ~0.05)
+SAFE_LR = 0.1  # trains it (lr 1.0 is chaotic: one CPU collapsed at epoch 3-4, another came back to 6.477 ~ uniform)
 
 
 def _spec(epochs: int = 5, clipnorm: float | None = 1.0, ks=(5, 10, 20)):
@@ -69,9 +70,9 @@ def test_a_deep_tower_at_a_high_learning_rate_is_reported_collapsed_within_patie
     assert load_result(str(tmp_path)) == result
 
 
-def test_the_same_at_a_tenth_of_the_learning_rate_trains_and_beats_popularity(tmp_path):
+def test_the_same_at_a_safe_learning_rate_trains_and_beats_popularity(tmp_path):
     spec = _spec(epochs=3)
-    result = run_attempt(spec, HIGH_LR / 10, str(tmp_path))
+    result = run_attempt(spec, SAFE_LR, str(tmp_path))
     assert result.status == "succeeded", result.reason
     assert result.epochs[-1].loss < result.epochs[0].loss < result.epochs[0].uniform_loss
     evaluation = evaluate_model(spec, result.model_uri)
