@@ -9,6 +9,7 @@ The first size is the baseline the throughput ratio is taken against. Prints fig
 
     .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows
     .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes (30M needs > 24 GiB today)
+    .venv/bin/python bench/bench_scale.py --rows 1e6 --stages    # where the memory goes, stage by stage
 """
 
 from __future__ import annotations
@@ -85,12 +86,51 @@ def run_attempt(data: Path, workdir: Path) -> dict:
     return {"peak_rss": usage.ru_maxrss * 1024, "seconds": seconds, "examples_per_s": epoch["examples"] / epoch["seconds"]}
 
 
+def rss_mib() -> tuple[float, float]:
+    """This process's resident set and its peak so far (VmRSS, VmHWM), in MiB."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
+
+
+def stages(data: Path) -> None:
+    """In this process: resident memory after each stage an attempt goes through before its first steps."""
+    import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+    from trainer.spec import spec_from_dict
+
+    print("| stage | RSS MiB | peak MiB |\n|---|---|---|")
+    print("| Parquet written, nothing imported | %.0f | %.0f |" % rss_mib())
+    import tensorflow  # noqa: F401
+
+    print("| TensorFlow imported | %.0f | %.0f |" % rss_mib())
+    from trainer.data import load_experiment_data
+    from trainer.model import build_model, make_dataset, model_columns
+
+    spec = spec_from_dict(config(data))
+    loaded = load_experiment_data(spec)
+    print("| data loaded and split | %.0f | %.0f |" % rss_mib())
+    model = build_model(spec, loaded.train, loaded.candidates)
+    print("| model built | %.0f | %.0f |" % rss_mib())
+    dataset = make_dataset(loaded.train, model_columns(spec), 4096, shuffle_seed=1, preprocess=model.preprocess)
+    print("| training dataset made (lookups done) | %.0f | %.0f |" % rss_mib())
+    for _ in dataset.take(20):
+        pass
+    print("| 20 batches read | %.0f | %.0f |" % rss_mib())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1e6,3e6", help="comma-separated sizes (1e6 = a million rows)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stages", action="store_true", help="memory after each stage, for the first size")
     args = parser.parse_args()
     sizes = [int(float(size)) for size in args.rows.split(",")]
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="towerflow-scale-") as scratch:
+            data = Path(scratch) / f"tx-{sizes[0]}.parquet"
+            write_transactions(data, sizes[0], args.seed)
+            stages(data)
+        return
     print("| rows | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs first |")
     print("|---|---|---|---|---|---|---|")
     first = None
