@@ -151,7 +151,8 @@ def bench_speed(args: argparse.Namespace) -> None:
     print(f"  median of {args.repeat} turns each; every turn's ratio to the matmul: "
           + ", ".join(f"{o / m:.2f}x" for o, m in zip(times["ours"], times["matmul"])))
     print(f"  recall_at_k:                          {ours_seconds:8.2f} s")
-    print(f"  the score matrix alone (numpy matmul): {matmul_seconds:7.2f} s  ratio {ours_seconds / matmul_seconds:.2f}x "
+    print(f"  the score matrix alone (numpy matmul): {matmul_seconds:7.2f} s  "
+          f"ratio {ours_seconds / matmul_seconds:.2f}x "
           "(goal <= 1.5x)")
     print(f"  the same tiles alone, same threads:    {tiled_seconds:7.2f} s  ratio {ours_seconds / tiled_seconds:.2f}x")
     if args.skip_tfrs:

@@ -83,7 +83,8 @@ def run_attempt(data: Path, workdir: Path) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the attempt failed:\n{output[-3000:]}")
     [epoch] = json.loads((workdir / "attempt" / "result.json").read_text())["epochs"]
-    return {"peak_rss": usage.ru_maxrss * 1024, "seconds": seconds, "examples_per_s": epoch["examples"] / epoch["seconds"]}
+    throughput = epoch["examples"] / epoch["seconds"]
+    return {"peak_rss": usage.ru_maxrss * 1024, "seconds": seconds, "examples_per_s": throughput}
 
 
 def rss_mib() -> tuple[float, float]:

@@ -116,7 +116,8 @@ class CollapseDetector:
             self.verdict = Verdict("diverged", m.epoch, self._diverged_reason(m))
             return self.verdict
         self.last = m
-        self.streak = [*self.streak, m] if (uniform_scores(m, self.collapse) or flat_gradients(m, self.collapse)) else []
+        failing = uniform_scores(m, self.collapse) or flat_gradients(m, self.collapse)
+        self.streak = [*self.streak, m] if failing else []
         if len(self.streak) >= self.collapse.patience:
             self.verdict = Verdict("collapsed", m.epoch, self._collapsed_reason(m))
         return self.verdict

@@ -28,7 +28,8 @@ def _above(row: np.ndarray, first: int, last: int, threshold: np.float32) -> int
 @njit(nogil=True, cache=True)
 def _select_highest(values: np.ndarray, size: int, top: int) -> np.float32:
     """Move the `top` highest of values[:size] into values[:top] (in no order; quickselect, descending)
-    and return the lowest of them. Hand-written, like the loops here: numba's np.partition and slice arithmetic take seconds to compile."""
+    and return the lowest of them. Hand-written, like the loops here: numba's np.partition and slice
+    arithmetic take seconds to compile."""
     lo, hi, k = 0, size - 1, top - 1
     while lo < hi:
         a, b, c = values[lo], values[(lo + hi) // 2], values[hi]
