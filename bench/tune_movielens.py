@@ -68,6 +68,19 @@ Ten epochs with normalized towers at temperature 0.1 and the zip code and title 
 +0.009 at @10 and +0.020 at @100; nothing else tried moved @10 past that: neither the exact
 softmax over the whole catalogue (`model.negatives: catalogue`) nor the user's purchase history
 as a feature. On validation the chosen config is 0.96x EASE at @10 and 1.01x at @100.
+
+Third round (2026-12-02): decoupled weight decay (`training.weight_decay`, AdamW-style, on every
+weight), since EASE's strength on this data is its heavy l2 and the catalogue softmax, which should
+have won, overfit. Each candidate is the example (second round's winner) plus:
+
+    candidate (validation, exclude_seen)      @10      @100     train s
+    example, rerun (no decay)                 0.1212   0.5644   37
+    wd0.01 / wd0.05 / wd0.2 / wd1.0           0.1222 / 0.1248 / 0.1206 / 0.1149
+                                              0.5603 / 0.5602 / 0.5552 / 0.5220
+    wd0.05-e20 / wd0.2-e20 (20 epochs)        0.1210 / 0.1231   0.5597 / 0.5613   ~100
+
+The best, wd0.05, gains +0.004 at @10 (about twice the run-to-run noise) and loses 0.004 at @100:
+a trade, not a gain, so the example keeps no decay; the field stays for teams whose data overfits.
 """
 
 from __future__ import annotations
@@ -200,6 +213,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         **LOGQ, "model.normalize": True, "model.temperature": 0.1, "training.epochs": 10, "model.output_dim": 64,
         "model.buyer_layers": [{"units": 256}, {"units": 64}], "model.product_layers": [{"units": 256}, {"units": 64}],
     },
+    **{f"wd{decay}": {"training.weight_decay": decay} for decay in (0.01, 0.05, 0.2, 1.0)},
+    **{f"wd{decay}-e20": {"training.weight_decay": decay, "training.epochs": 20} for decay in (0.05, 0.2, 1.0)},
 }  # fmt: skip
 """Candidate name -> overrides of the example config (dotted path -> value)."""
 

@@ -87,13 +87,16 @@ second (34-39k against 44-51k), so it stays off; not yet measured on a GPU."""
 
 
 def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.optimizers.Optimizer:
-    """The spec's optimizer at `learning_rate`, with the spec's clipping (clipnorm / global_clipnorm)."""
+    """The spec's optimizer at `learning_rate`, with its clipping (clipnorm / global_clipnorm) and weight decay."""
     name = training.optimizer.lower()
     if name not in OPTIMIZERS:
         known = ", ".join(sorted(OPTIMIZERS))
         raise ValueError(f"training.optimizer: unknown optimizer {training.optimizer!r}; known: {known}")
     return OPTIMIZERS[name](
-        learning_rate=learning_rate, clipnorm=training.clipnorm, global_clipnorm=training.global_clipnorm
+        learning_rate=learning_rate,
+        clipnorm=training.clipnorm,
+        global_clipnorm=training.global_clipnorm,
+        weight_decay=training.weight_decay,
     )
 
 

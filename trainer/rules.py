@@ -107,6 +107,7 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("training.batch_size", "a batch size such as 1024"),
     _positive("training.clipnorm", "clipnorm: 1.0, or null to disable clipping"),
     _positive("training.global_clipnorm", "global_clipnorm: 1.0, or null to disable it"),
+    _positive("training.weight_decay", "weight_decay: 0.1, or null for none"),
     Bound("training.validation_fraction", low=0, high=1, low_inclusive=True),
     Bound("training.early_stopping_patience", low=1, low_inclusive=True),
     Bound("training.workers", low=1, low_inclusive=True, suggestion="workers: 1 (one process), or the machines to train on"),

@@ -111,6 +111,7 @@ class TrainingSpec(_Strict):
     learning_rate: float = 0.1
     clipnorm: float | None = 1.0
     global_clipnorm: float | None = None
+    weight_decay: float | None = None  # decoupled weight decay (AdamW-style) on every weight; null: none
     epochs: int = 6
     batch_size: int = 1024
     seed: int = 42

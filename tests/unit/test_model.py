@@ -81,12 +81,14 @@ def test_model_trains_on_a_frame_and_rejects_towers_that_cannot_be_dotted():
         build_model(_spec(buyer_layers=[{"units": 8}], product_layers=[{"units": 16}]), TRAIN)
 
 
-def test_optimizer_comes_from_the_whitelist_with_the_spec_clipping():
+def test_optimizer_comes_from_the_whitelist_with_the_spec_clipping_and_weight_decay():
     adagrad = build_optimizer(TrainingSpec(optimizer="Adagrad", clipnorm=0.5), 0.2)
     assert type(adagrad).__name__ == "Adagrad" and adagrad.clipnorm == 0.5 and adagrad.global_clipnorm is None
     assert math.isclose(float(adagrad.learning_rate), 0.2, rel_tol=1e-6)
     sgd = build_optimizer(TrainingSpec(optimizer="sgd", clipnorm=None, global_clipnorm=2.0), 0.1)
-    assert sgd.global_clipnorm == 2.0 and sgd.clipnorm is None
+    assert sgd.global_clipnorm == 2.0 and sgd.clipnorm is None and sgd.weight_decay is None
+    adam = build_optimizer(TrainingSpec(optimizer="adam", weight_decay=0.05), 0.01)
+    assert adam.weight_decay == 0.05
     with pytest.raises(ValueError, match="training.optimizer: unknown optimizer '__import__'"):
         build_optimizer(TrainingSpec(optimizer="__import__"), 0.1)
 

@@ -122,6 +122,7 @@ FIRES = [
     ("patience 0", put("training.collapse.patience", 0), None, "out_of_range", "training.collapse.patience", "error"),
     ("embedding dim 0", put("buyer_features.0.embedding_dim", 0), None, "out_of_range", "buyer_features[0].embedding_dim", "error"),
     ("clipnorm 0", put("training.clipnorm", 0.0), None, "out_of_range", "training.clipnorm", "error"),
+    ("negative weight decay", put("training.weight_decay", -0.01), None, "out_of_range", "training.weight_decay", "error"),
     ("negative global clipnorm", both(put("training.clipnorm", None), put("training.global_clipnorm", -1.0)), None, "out_of_range", "training.global_clipnorm", "error"),
     ("both clipnorms", put("training.global_clipnorm", 1.0), None, "conflicting_clipping", "training.global_clipnorm", "error"),
     ("high lr, deep buyer tower", both(put("training.learning_rate", 0.1), put("model.buyer_layers", dense(3))), None, "high_learning_rate", "training.learning_rate", "warning"),
