@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -94,43 +95,84 @@ def rss_mib() -> tuple[float, float]:
     return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
 
 
-def stages(data: Path) -> None:
-    """In this process: resident memory after each stage an attempt goes through before its first steps."""
-    import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-    from trainer.spec import spec_from_dict
+class PeakSampler:
+    """The highest resident set seen since the last `take()`, sampled every 20 ms in a thread
+    (VmHWM only ever rises, so it cannot say what one later stage peaked at)."""
 
-    print("| stage | RSS MiB | peak MiB |\n|---|---|---|")
-    print("| Parquet written, nothing imported | %.0f | %.0f |" % rss_mib())
+    def __init__(self) -> None:
+        self.peak = 0.0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mib()[0])
+            time.sleep(0.02)
+
+    def take(self) -> tuple[float, float]:
+        """(resident now, peak since the last take), in MiB; the next stage's peak starts here."""
+        now = rss_mib()[0]
+        peak, self.peak = max(self.peak, now), now
+        return now, peak
+
+
+def stages(data: Path, workdir: Path) -> None:
+    """In this process: resident memory after each stage of one attempt and its evaluation, and the
+    peak within each stage."""
+    sampler = PeakSampler()
+
+    def report(stage: str) -> None:
+        print("| %s | %.0f | %.0f |" % (stage, *sampler.take()), flush=True)
+
+    print("| stage | RSS MiB after | peak MiB during |\n|---|---|---|")
+    report("Parquet written, nothing imported")
+    import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
     import tensorflow  # noqa: F401
 
-    print("| TensorFlow imported | %.0f | %.0f |" % rss_mib())
+    report("TensorFlow imported")
+    from trainer.attempt import export_model, run_attempt
+    from trainer.datacheck import check_loaded
     from trainer.data import load_experiment_data
-    from trainer.model import build_model, make_dataset, model_columns
+    from trainer.evaluation import evaluate_model
+    from trainer.model import build_model, build_optimizer, make_dataset, model_columns
+    from trainer.spec import spec_from_dict
 
     spec = spec_from_dict(config(data))
     loaded = load_experiment_data(spec)
-    print("| data loaded and split | %.0f | %.0f |" % rss_mib())
+    report("data loaded and split")
     model = build_model(spec, loaded.train, loaded.candidates)
-    print("| model built | %.0f | %.0f |" % rss_mib())
+    report("model built")
     dataset = make_dataset(loaded.train, model_columns(spec), 4096, shuffle_seed=1, preprocess=model.preprocess)
-    print("| training dataset made (lookups done) | %.0f | %.0f |" % rss_mib())
+    report("training dataset made (lookups done)")
     for _ in dataset.take(20):
         pass
-    print("| 20 batches read | %.0f | %.0f |" % rss_mib())
+    report("20 batches read")
+    check_loaded(spec, loaded)
+    report("data check")
+    model.compile(optimizer=build_optimizer(spec.training, spec.training.learning_rate))
+    model.fit(dataset, epochs=1, verbose=0)
+    report("1 epoch (model.fit, no checkpoints)")
+    export_model(model, spec, loaded, str(workdir / "export"))
+    report("export_model")
+    del loaded, model, dataset
+    report("those dropped")
+    result = run_attempt(spec, spec.training.learning_rate, str(workdir / "attempt"))
+    report(f"run_attempt: load, 1 epoch, export ({result.status})")
+    evaluate_model(spec, result.model_uri)
+    report("evaluate_model: reload, recall@k")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1e6,3e6", help="comma-separated sizes (1e6 = a million rows)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stages", action="store_true", help="memory after each stage, for the first size")
+    parser.add_argument("--stages", action="store_true", help="memory at each stage of an attempt, first size only")
     args = parser.parse_args()
     sizes = [int(float(size)) for size in args.rows.split(",")]
     if args.stages:
         with tempfile.TemporaryDirectory(prefix="towerflow-scale-") as scratch:
             data = Path(scratch) / f"tx-{sizes[0]}.parquet"
             write_transactions(data, sizes[0], args.seed)
-            stages(data)
+            stages(data, Path(scratch))
         return
     print("| rows | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs first |")
     print("|---|---|---|---|---|---|---|")

@@ -176,9 +176,9 @@ def unique_candidates(
     """
     kept = [product_id, *dict.fromkeys(c for c in columns if c != product_id)]
     _require_columns(rows, [*kept, *([time_column] if time_column else [])], "candidates")
-    if time_column:
-        rows = rows.iloc[np.argsort(_sort_key(rows, time_column).to_numpy(), kind="stable")]
-    latest = rows.drop_duplicates(product_id, keep="last")[kept]
+    by_time = np.argsort(_sort_key(rows, time_column).to_numpy(), kind="stable") if time_column else None
+    rows = rows[kept] if by_time is None else rows[kept].iloc[by_time]  # only the product columns are copied
+    latest = rows.drop_duplicates(product_id, keep="last")
     return latest.sort_values(product_id, kind="stable"), len(rows)
 
 
@@ -253,7 +253,10 @@ def is_blank(values: pd.Series) -> np.ndarray:
 
 
 def _as_text(values: pd.Series) -> pd.Series:
-    """Strings, missing -> ''; whole-number floats (ids read as float because of gaps) lose the '.0'."""
+    """Strings, missing -> ''; whole-number floats (ids read as float because of gaps) lose the '.0'.
+    A string column stays in its Arrow buffers (as Python objects it took ~4x the memory)."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.fillna("").astype(str)
     if pd.api.types.is_float_dtype(values):
         present = values.dropna()
         if (present % 1 == 0).all():

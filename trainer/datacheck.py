@@ -168,7 +168,8 @@ def _cold_start(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]
         ("buyer_features", "buyers", spec.buyer_id_column),
     ):
         test_ids = data.test[column]
-        cold_rows = ~test_ids.isin(data.train[column]).to_numpy()
+        # against the distinct training ids: isin over the whole column converts every row to an object (+0.3 GiB at 1M)
+        cold_rows = ~test_ids.isin(data.train[column].unique()).to_numpy()
         rows = int(cold_rows.sum())
         if not rows or rows < COLD_START_SHARE * n_test:
             continue

@@ -109,7 +109,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     saved_model = load_saved_model(join(model_uri, SAVED_MODEL_DIR))
     rows = latest_rows(data.test, buyer_column, queries.buyer_ids, spec.data.split.column)
     query_embeddings = embed_buyers(saved_model, spec, rows)
-    popularity = popularity_scores(data.train[product_column].to_numpy(), candidate_ids)
+    popularity = popularity_scores(data.train[product_column], candidate_ids)
     return EvaluationResult(
         model=model_recall(query_embeddings, candidate_embeddings, queries, ks),
         popularity=popularity_recall(popularity, queries, ks),

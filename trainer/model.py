@@ -522,6 +522,33 @@ def frame_tensors(frame: pd.DataFrame, columns: dict[str, tf.DType]) -> dict[str
 Preprocess = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
 
 
+PREPROCESS_CHUNK_ROWS = 1 << 16
+"""Rows looked up at a time: only one chunk's strings are ever Python objects or TF strings at once
+(whole 3M-row columns of them were a 0.46 GiB peak, measured by bench/bench_scale.py --stages)."""
+
+
+def _looked_up(
+    frame: pd.DataFrame, columns: dict[str, tf.DType], preprocess: Preprocess | None
+) -> dict[str, tf.Tensor]:
+    """`frame`'s columns as tensors: as they are, or through `preprocess` a chunk of rows at a time,
+    token matrices padded with 0 (the mask id) to the widest chunk's width."""
+    if preprocess is None:
+        return {column: tf.constant(values) for column, values in frame_tensors(frame, columns).items()}
+    starts = range(0, max(len(frame), 1), PREPROCESS_CHUNK_ROWS)
+    chunks = [
+        preprocess({column: tf.constant(values) for column, values in frame_tensors(part, columns).items()})
+        for part in (frame.iloc[start : start + PREPROCESS_CHUNK_ROWS] for start in starts)
+    ]
+    return {key: _concat_padded([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
+def _concat_padded(parts: list[tf.Tensor]) -> tf.Tensor:
+    if parts[0].shape.rank == 2:
+        width = max(part.shape[1] for part in parts)
+        parts = [tf.pad(part, [[0, 0], [0, width - part.shape[1]]]) for part in parts]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+
+
 def make_dataset(
     frame: pd.DataFrame,
     columns: dict[str, tf.DType],
@@ -532,19 +559,33 @@ def make_dataset(
     """Batches of feature dicts from `frame`; reshuffled every epoch when `shuffle_seed` is given.
 
     `preprocess` (a model's) runs once over all the rows, vectorized, so no string reaches the step.
-    An epoch shuffles row indices (the order shuffling the rows would give) and gathers each batch's
-    rows in a parallel map: tf.data never handles a row at a time."""
-    rows = {column: tf.constant(values) for column, values in frame_tensors(frame, columns).items()}
-    if preprocess is not None:
-        rows = preprocess(rows)
-    dataset = tf.data.Dataset.range(len(frame))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(frame), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
+    An epoch permutes the row indices and gathers each batch's rows in a parallel map: tf.data never
+    handles a row at a time."""
+    rows = _looked_up(frame, columns, preprocess)
+    dataset = _batch_indices(len(frame), batch_size, shuffle_seed).map(
         lambda index: {key: tf.gather(values, index) for key, values in rows.items()},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_indices(n_rows: int, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    """Batches of row indices: in order, or slices of a new seeded permutation of all rows each time
+    the dataset is iterated (each epoch). One int64 tensor per epoch: a tf.data shuffle buffer of every
+    row held ~190 bytes per row (0.55 GiB at 3M rows, measured by bench/bench_scale.py --stages)."""
+    if shuffle_seed is None:
+        return tf.data.Dataset.range(n_rows).batch(batch_size)
+    n_batches = -(-n_rows // batch_size)
+
+    def permutation(seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.experimental.stateless_shuffle(tf.range(n_rows, dtype=tf.int64), seed=tf.stack([seed, 0]))
+
+    def slices(order: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.range(n_batches).map(lambda i: order[i * batch_size : (i + 1) * batch_size])
+
+    epoch_seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1)
+    indices = epoch_seeds.map(permutation).flat_map(slices)
+    return indices.apply(tf.data.experimental.assert_cardinality(n_batches))
 
 
 def embed(tower: tf_keras.layers.Layer, frame: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:

@@ -148,6 +148,34 @@ def test_the_input_pipeline_does_the_lookups_so_the_step_sees_no_string_and_the_
     np.testing.assert_allclose(model.buyer(looked_up).numpy(), model.buyer(raw).numpy(), rtol=1e-6)  # own product left out
 
 
+def test_lookups_done_a_chunk_of_rows_at_a_time_equal_the_whole_frame_at_once(monkeypatch):
+    spec = _history_spec()
+    model = build_model(spec, HISTORY, HISTORY.drop_duplicates("item"))
+    whole = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
+    monkeypatch.setattr("trainer.model.PREPROCESS_CHUNK_ROWS", 1)  # the longest history is in the third chunk
+    chunked = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
+    assert chunked.keys() == whole.keys()
+    for key, tensor in whole.items():
+        np.testing.assert_array_equal(chunked[key].numpy(), tensor.numpy(), err_msg=key)
+    assert whole["buyer/bought"].shape == (4, 3)
+
+
+def test_each_epoch_is_a_new_permutation_of_every_row_and_the_seed_repeats_them():
+    frame = pd.DataFrame({"x": np.arange(10, dtype=np.float32)})
+
+    def epochs(seed, n=2):
+        dataset = make_dataset(frame, {"x": tf.float32}, batch_size=4, shuffle_seed=seed)
+        return [[batch["x"].numpy().tolist() for batch in dataset] for _ in range(n)]
+
+    first, second = epochs(3)
+    assert [len(batch) for batch in first] == [4, 4, 2]
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(10))
+    assert first != second and epochs(3) == [first, second] and epochs(4)[0] != first
+    in_order = make_dataset(frame, {"x": tf.float32}, batch_size=4)
+    assert sum((batch["x"].numpy().tolist() for batch in in_order), []) == list(range(10))
+    assert in_order.cardinality() == 3 == make_dataset(frame, {"x": tf.float32}, 4, shuffle_seed=3).cardinality()
+
+
 def test_jit_compiled_training_gives_the_losses_of_the_plain_train_step():
     spec = _history_spec()
     losses = {}
