@@ -185,8 +185,17 @@ def _key_column(features: list[FeatureSpec]) -> str | None:
 
 
 def spec_hash(spec: ExperimentSpec) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Only values that differ from their defaults count, so a field a later towerflow adds (with a
+    default) leaves every stored config's hash, experiment and attempts where they were."""
+    values = _without_empty(spec.model_dump(mode="json", exclude_defaults=True))
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _without_empty(values: dict) -> dict:
+    """`values` less the sections that hold nothing but defaults (left as `{}` by exclude_defaults)."""
+    pruned = {key: _without_empty(value) if isinstance(value, dict) else value for key, value in values.items()}
+    return {key: value for key, value in pruned.items() if value != {}}
 
 
 # --- the old platform's format -------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.spec import SpecError, load_spec, spec_from_dict
+from trainer.spec import ExperimentSpec, SpecError, load_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -350,6 +350,15 @@ def test_hash_ignores_spelled_out_defaults():
         "training": {"optimizer": "adagrad", "clipnorm": 1.0},
     }
     assert spec_from_dict(explicit).content_hash() == spec_from_dict(MINIMAL).content_hash()
+
+
+def test_a_field_added_later_with_a_default_leaves_the_hash_alone():
+    class Later(ExperimentSpec):
+        warmup_epochs: int = 0
+
+    spec = spec_from_dict({**MINIMAL, "training": {"epochs": 4}})
+    assert Later(**spec.model_dump()).content_hash() == spec.content_hash()
+    assert Later(**spec.model_dump(), warmup_epochs=2).content_hash() != spec.content_hash()
 
 
 @pytest.mark.parametrize(
