@@ -40,7 +40,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
-from tensorflow.core.framework import summary_pb2
 
 from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import ExperimentData, load_experiment_data
@@ -167,11 +166,6 @@ def _epoch_handler(
     return handle
 
 
-# tf.summary.scalar needs the tensorboard package (not a dependency); a rank-0 tensor tagged for
-# the "scalars" plugin is what it writes, and what TensorBoard reads.
-_SCALAR = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-
-
 def _write_scalars(writer, metrics: EpochMetrics) -> None:
     values = {
         "loss_per_example": metrics.loss,
@@ -186,7 +180,7 @@ def _write_scalars(writer, metrics: EpochMetrics) -> None:
     with writer.as_default():
         for name, value in values.items():
             if value is not None:
-                tf.summary.write(name, tf.constant(value, tf.float32), step=metrics.epoch, metadata=_SCALAR)
+                tf.summary.scalar(name, value, step=metrics.epoch)
     writer.flush()
 
 
