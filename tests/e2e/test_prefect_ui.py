@@ -128,6 +128,7 @@ def check_artifacts_and_report(pages: Pages, run_id: str, api_url: str, config_h
     artifacts = post_json(api_url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     keys = [artifact["key"] for artifact in artifacts]
     assert f"{slug}-findings" in keys  # the validate task's, on its task run
+    assert f"{slug}-summary" in keys  # the run's summary card
     assert keys.count(f"{slug}-lineage") == 1 and keys.count(f"{slug}-progress") == 1  # updated, not duplicated
     report = next(artifact for artifact in artifacts if artifact["key"] == f"{slug}-report")
     pages.open(f"/artifacts/artifact/{report['id']}", "report-artifact", "collapse-demo report")

@@ -244,9 +244,12 @@ def test_the_flow_links_the_report_and_a_failure_to_write_it_only_warns(stored_e
     spec = load_spec(str(COLLAPSE_DEMO))
     monkeypatch.setenv("TOWERFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("TOWERFLOW_REPORT_URL", "http://127.0.0.1:8765")  # a report server serves the artifacts
-    links = []
+    links, summaries = [], []
     monkeypatch.setattr(flow_module, "create_link_artifact", lambda link, **kwargs: links.append((link, kwargs)))
+    # the summary card goes to Prefect (test_prefect_ui checks it there); here no Prefect API is needed
+    monkeypatch.setattr(flow_module, "publish_summary", lambda spec, view: summaries.append(view.experiment.id))
     flow_module._link_report(spec, stored_experiment.id)
+    assert summaries == [stored_experiment.id]
     path = tmp_path / "artifacts" / spec.content_hash() / f"my-demo-exp-{stored_experiment.id}.html"
     assert [link for link, _ in links] == [f"http://127.0.0.1:8765/{spec.content_hash()}/{path.name}"]
     assert links[0][1]["key"] == f"collapse-demo-{spec.content_hash()[:8]}-report"  # the hash keeps configs apart
