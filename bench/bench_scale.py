@@ -8,7 +8,7 @@ wait4), bytes of peak RSS per row, wall seconds, and training examples per secon
 The first size is the baseline the throughput ratio is taken against. Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows
-    .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes (30M needs > 24 GiB today)
+    .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes
     .venv/bin/python bench/bench_scale.py --rows 1e6 --stages    # where the memory goes, stage by stage
 """
 
@@ -101,17 +101,21 @@ class PeakSampler:
 
     def __init__(self) -> None:
         self.peak = 0.0
+        self._lock = threading.Lock()
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, rss_mib()[0])
+            resident = rss_mib()[0]
+            with self._lock:
+                self.peak = max(self.peak, resident)
             time.sleep(0.02)
 
     def take(self) -> tuple[float, float]:
         """(resident now, peak since the last take), in MiB; the next stage's peak starts here."""
-        now = rss_mib()[0]
-        peak, self.peak = max(self.peak, now), now
+        with self._lock:
+            now = rss_mib()[0]
+            peak, self.peak = max(self.peak, now), now
         return now, peak
 
 
