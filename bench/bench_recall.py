@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from trainer.recall import DEFAULT_BATCH_SIZE, DEFAULT_TILE_BYTES, Queries, _tile_shape, recall_at_k
+from trainer.recall import DEFAULT_BATCH_SIZE, DEFAULT_TILE_BYTES, Queries, _tile_shape, recall_at_k, usable_cpus
 
 MIB = 2**20
 MATMUL_BATCH_BYTES = 256 * MIB
@@ -115,7 +114,7 @@ def tiled_matmul_seconds(q: np.ndarray, c: np.ndarray) -> float:
     """Seconds for the same products recall_at_k computes (its batches, tiles and threads), unranked."""
     rows, columns = _tile_shape(DEFAULT_BATCH_SIZE, DEFAULT_TILE_BYTES, len(c), len(q))
     starts = range(0, len(q), rows)
-    threads = min(os.cpu_count() or 1, len(starts))
+    threads = min(usable_cpus(), len(starts))
 
     def batch(first: int) -> None:
         tile = np.empty((rows, columns), dtype=np.float32)

@@ -135,6 +135,13 @@ def recall_at_k(
     return _recall(score, len(candidates_f), queries, ks, batch_size, tile_bytes)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, `taskset`), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def checked_embeddings(query_embeddings: np.ndarray, candidate_embeddings: np.ndarray,
                        queries: Queries) -> tuple[np.ndarray, np.ndarray]:
     """Both embeddings as finite float32 C-contiguous matrices of one dimension, one query row per query."""
@@ -203,7 +210,7 @@ def _recall(
         return _batch_hits(score, buffers.tile, queries, start, stop, n_candidates, columns, top, ks_array)
 
     starts = range(0, queries.n_queries, rows)
-    threads = min(os.cpu_count() or 1, len(starts))
+    threads = min(usable_cpus(), len(starts))
     with threadpool_limits(1 if threads > 1 else None), ThreadPoolExecutor(threads) as pool:
         hits = sum(pool.map(batch_hits, starts))
     return {int(k): float(h) / queries.n_pairs for k, h in zip(ks_array, hits)}

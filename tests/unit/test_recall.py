@@ -10,6 +10,7 @@ from trainer.recall import (
     popularity_recall,
     popularity_scores,
     recall_at_k,
+    usable_cpus,
 )
 
 # Candidates c0..c3 and two buyers; scores are the dot products.
@@ -245,3 +246,11 @@ def test_no_tensorflow_import():
     code = "import sys, trainer.recall; print('tensorflow' in sys.modules, 'prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_threads_follow_the_cpus_this_process_may_use_not_the_machine(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert usable_cpus() == 2
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)
+    assert usable_cpus() == 64
