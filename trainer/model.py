@@ -530,10 +530,9 @@ PREPROCESS_CHUNK_ROWS = 1 << 16
 def _looked_up(
     frame: pd.DataFrame, columns: dict[str, tf.DType], preprocess: Preprocess | None
 ) -> dict[str, tf.Tensor]:
-    """`frame`'s columns as tensors: as they are, or through `preprocess` a chunk of rows at a time,
-    token matrices padded with 0 (the mask id) to the widest chunk's width."""
-    if preprocess is None:
-        return {column: tf.constant(values) for column, values in frame_tensors(frame, columns).items()}
+    """`frame`'s columns as tensors, through `preprocess` (if any) a chunk of rows at a time, token
+    matrices padded with 0 (the mask id) to the widest chunk's width."""
+    preprocess = preprocess or (lambda tensors: tensors)
     starts = range(0, max(len(frame), 1), PREPROCESS_CHUNK_ROWS)
     chunks = [
         preprocess({column: tf.constant(values) for column, values in frame_tensors(part, columns).items()})
@@ -572,7 +571,8 @@ def make_dataset(
 def _batch_indices(n_rows: int, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     """Batches of row indices: in order, or slices of a new seeded permutation of all rows each time
     the dataset is iterated (each epoch). One int64 tensor per epoch: a tf.data shuffle buffer of every
-    row held ~190 bytes per row (0.55 GiB at 3M rows, measured by bench/bench_scale.py --stages)."""
+    row index held ~190 bytes per row (0.55 GiB at 3M rows, measured ad hoc; the epoch's peak in
+    bench/bench_scale.py --stages fell with it)."""
     if shuffle_seed is None:
         return tf.data.Dataset.range(n_rows).batch(batch_size)
     n_batches = -(-n_rows // batch_size)
