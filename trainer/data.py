@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Collection, Iterator, Mapping
+import hashlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from trainer.datasets import is_builtin, load_builtin
 from trainer.rules import data_uri_problem
-from trainer.schema import SchemaError, read_shards, table_format
+from trainer.schema import SchemaError, read_columns, read_shards, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
 from trainer.storage import StorageError, is_pattern, open_uri
 
@@ -52,14 +54,18 @@ def _blame(field: str) -> Iterator[None]:
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
+def load_table(
+    uri: str, *, text_columns: Collection[str] = (), columns: Collection[str] | None = None
+) -> pd.DataFrame:
     """Load a built-in dataset URI, a CSV/Parquet file or shards of one (local, file://, memory://, gs://).
 
     Shards (a glob, or a folder or prefix ending in `/`) must agree in format and columns
     (`trainer.schema.read_shards`); they are read in name order into one frame, indexed 0..n-1,
     wholly in memory. `text_columns` are read as strings from CSV files, so ids such as `00042`
-    keep their zeros. A URI that `rules.data_uri_problem` refuses is never opened. Errors have
-    code `data_unreadable` unless the shards disagree (their SchemaError's code).
+    keep their zeros. With `columns`, only those of them the table has are read (Parquet reads
+    just their column chunks, CSV parses just their fields), in the table's order; the caller
+    names any that are missing. A URI that `rules.data_uri_problem` refuses is never opened.
+    Errors have code `data_unreadable` unless the shards disagree (their SchemaError's code).
     """
     uri = str(uri)
     problem = data_uri_problem(uri)
@@ -67,24 +73,29 @@ def load_table(uri: str, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
         raise DataError(f"{uri}: {problem}", code="data_unreadable")
     if is_builtin(uri):
         try:
-            return load_builtin(uri)
+            table = load_builtin(uri)
         except (ValueError, ImportError, OSError) as exc:
             raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}", code="data_unreadable") from None
+        return table if columns is None else table[[column for column in table.columns if column in columns]]
     try:
         if not is_pattern(uri):
-            return _read_file(uri, table_format(uri), text_columns)
+            return _read_file(uri, table_format(uri), text_columns, columns)
         shards = read_shards(uri)
     except SchemaError as exc:
         raise DataError(str(exc), code=exc.code) from None
-    return pd.concat([_read_file(file, shards.format, text_columns) for file in shards.files], ignore_index=True)
+    frames = [_read_file(file, shards.format, text_columns, columns) for file in shards.files]
+    return pd.concat(frames, ignore_index=True)
 
 
-def _read_file(uri: str, kind: str, text_columns: Collection[str]) -> pd.DataFrame:
+def _read_file(uri: str, kind: str, text_columns: Collection[str], columns: Collection[str] | None) -> pd.DataFrame:
     try:
         with open_uri(uri, "rb", compression="infer") as handle:
             if kind == "parquet":
-                return pd.read_parquet(handle)
-            return pd.read_csv(handle, dtype={column: str for column in text_columns})
+                names = None if columns is None else [name for name in pq.read_schema(handle).names if name in columns]
+                handle.seek(0)
+                return pd.read_parquet(handle, columns=names)
+            usecols = None if columns is None else set(columns).__contains__
+            return pd.read_csv(handle, dtype={column: str for column in text_columns}, usecols=usecols)
     except FileNotFoundError:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
     except StorageError as exc:
@@ -93,9 +104,10 @@ def _read_file(uri: str, kind: str, text_columns: Collection[str]) -> pd.DataFra
         raise DataError(f"{uri}: cannot be read as {kind}: {exc}", code="data_unreadable") from None
 
 
-def _read(uri: str, text_columns: Collection[str]) -> pd.DataFrame:
-    """A spec's table, its index the row positions in the file (0 = first data row); DataError if empty."""
-    rows = load_table(uri, text_columns=text_columns).reset_index(drop=True)
+def _read(uri: str, text_columns: Collection[str], columns: Collection[str]) -> pd.DataFrame:
+    """A spec's table (only `columns`), its index the row positions in the file (0 = first data
+    row); DataError if empty."""
+    rows = load_table(uri, text_columns=text_columns, columns=columns).reset_index(drop=True)
     if rows.empty:
         raise DataError(f"{uri}: no rows (nothing but the column names)", code="no_rows")
     return rows
@@ -132,20 +144,29 @@ def _sort_key(df: pd.DataFrame, column: str) -> pd.Series:
     return values
 
 
-def split_transactions(df: pd.DataFrame, split: SplitSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test): `round(len * test_fraction)` rows go to test, each part keeping the input order
-    and the input's index labels.
+def split_transactions(
+    df: pd.DataFrame, split: SplitSpec, key: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test), each part keeping the input order and the input's index labels.
 
-    random: a seeded permutation picks the test rows. time: the latest rows by `split.column`
-    go to test, so every test time is >= every train time.
+    random: a seeded permutation picks `round(len * test_fraction)` test rows. time: that many of
+    the latest rows by `split.column` go to test, so every test time is >= every train time; with
+    `split.cutoff`, the rows at or after the cutoff instead. hash: a row is a test row when the
+    seeded hash of its `split.key` columns (default `key`) falls below `test_fraction`, so about
+    that fraction is held out and a row's side follows from its own values (equal keys, same side).
     """
-    return _split(df, split, split.test_fraction, split.seed, "data.split.test_fraction")
+    if split.strategy == "time" and split.cutoff is not None:
+        return _cut(df, split)
+    return _split(df, split, split.test_fraction, split.seed, "data.split.test_fraction", split.key or key)
 
 
 def _split(
-    df: pd.DataFrame, split: SplitSpec, fraction: float, seed: int, field: str
+    df: pd.DataFrame, split: SplitSpec, fraction: float, seed: int, field: str, key: Sequence[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_test = _test_size(len(df), fraction, field)
+    if split.strategy == "hash":
+        is_test = _hash_unit(df, key, f"{field}:{seed}") < fraction
+        return _parts(df, is_test, field, f"{fraction} of {len(df)} rows by the hash of {', '.join(key)}")
     if split.strategy == "random":
         order = np.random.default_rng(seed).permutation(len(df))
     else:
@@ -157,13 +178,68 @@ def _split(
     return df.iloc[train_rows], df.iloc[test_rows]
 
 
+def _parts(df: pd.DataFrame, is_test: np.ndarray, field: str, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows not flagged, rows flagged); DataError naming `field` and the `rule` if either is empty."""
+    n_test = int(is_test.sum())
+    if n_test == 0 or n_test == len(df):
+        message = f"{field}: {rule} puts {'no' if n_test == 0 else 'every'} row in test"
+        raise DataError(message, field=field, code="too_little_data")
+    return df[~is_test], df[is_test]
+
+
+def _hash_unit(df: pd.DataFrame, key: Sequence[str], salt: str) -> np.ndarray:
+    """A number in [0, 1) per row from its `key` values and `salt`: equal keys give equal numbers,
+    whatever the row order; other salts give independent numbers."""
+    if not key:
+        raise DataError("data.split.key: strategy 'hash' needs the columns that identify a row", field="data.split.key")
+    with _blame("data.split.key"):
+        _require_columns(df, key, "data.split.key")
+    hash_key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # the 16 characters pandas wants
+    hashed = pd.util.hash_pandas_object(df[list(key)], index=False, hash_key=hash_key).to_numpy()
+    return (hashed >> np.uint64(11)) / float(2**53)
+
+
+def _cut(df: pd.DataFrame, split: SplitSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows before `split.cutoff`, rows at or after it) by the time column."""
+    times = _sort_key(df, split.column)
+    cutoff = _as_time(split.cutoff, times)
+    field = "data.split.cutoff"
+    first, last = times.min(), times.max()
+    return _parts(df, (times >= cutoff).to_numpy(), field, f"{split.cutoff} (times run from {first} to {last})")
+
+
+def _as_time(value: str | float, times: pd.Series) -> pd.Timestamp | float:
+    """`value` as the kind of thing `times` holds (a date for dates, a number for numbers)."""
+    field = "data.split.cutoff"
+    if pd.api.types.is_datetime64_any_dtype(times):
+        try:
+            cutoff = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise DataError(f"{field}: {value!r} is not a date, and the time column holds dates", field=field) from None
+        zone = times.dt.tz
+        if zone is not None and cutoff.tzinfo is None:
+            return cutoff.tz_localize(zone)
+        return cutoff if zone is not None else cutoff.tz_localize(None)
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (ValueError, TypeError):
+        raise DataError(f"{field}: {value!r} is not a number, and the time column holds numbers", field=field) from None
+
+
 # --- candidates ----------------------------------------------------------------------------
 
 
-def _require_columns(df: pd.DataFrame, columns: Collection[str], where: str) -> None:
+def _require_columns(df: pd.DataFrame, columns: Collection[str], where: str, uri: str | None = None) -> None:
+    """DataError naming the `columns` that `df` lacks and what it has (all of `uri`'s columns,
+    when `df` was read from it with only some)."""
     missing = [column for column in columns if column not in df.columns]
     if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})")
+        has = df.columns
+        with contextlib.suppress(SchemaError):
+            has = read_columns(uri) if uri else has
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, has))})")
 
 
 def unique_candidates(
@@ -337,21 +413,23 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     split = spec.data.split
     time_column = split.column if split.column else None
     keep = [*types, *([time_column] if time_column and time_column not in types else [])]
+    key = split.key or [buyer_id, product_id, *([time_column] if time_column else [])]
+    keep += [column for column in key if column not in keep]
 
     keys = {buyer_id: feature_field(spec, buyer_id, "buyer_features")}
     keys[product_id] = feature_field(spec, product_id, "product_features")
 
     source = spec.data.transactions
     with _blame("data.transactions"):
-        rows = _read(source, text)
-        _require_columns(rows, keys, source)
+        rows = _read(source, text, keep)
+        _require_columns(rows, keys, source, source)
         _require_ids(rows, keys, source)
     catalogue, joined = None, []
     if spec.data.products:
         catalogue_uri = spec.data.products
         with _blame("data.products"):
-            catalogue = _read(catalogue_uri, text)
-            _require_columns(catalogue, product_columns, catalogue_uri)
+            catalogue = _read(catalogue_uri, text, product_columns)
+            _require_columns(catalogue, product_columns, catalogue_uri, catalogue_uri)
             _require_ids(catalogue, {product_id: keys[product_id]}, catalogue_uri)
             catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
         joined = [column for column in product_columns if column not in rows.columns]
@@ -359,7 +437,7 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
             catalogue.drop_duplicates(product_id, keep="last")[[product_id, *joined]], on=product_id, how="left"
         )
     with _blame("data.transactions"):
-        _require_columns(rows, keep, source)
+        _require_columns(rows, keep, source, source)
         rows = _as_numbers(_cast_text(rows[keep], text), numeric, source)
 
     if catalogue is not None:
@@ -367,11 +445,11 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     else:
         candidates, n_before = unique_candidates(rows, product_id, product_columns, time_column)
 
-    train, test = split_transactions(rows, split)
+    train, test = split_transactions(rows, split, key)
     validation = None
     if spec.training.validation_fraction > 0:
-        fraction = spec.training.validation_fraction
-        train, validation = _split(train, split, fraction, spec.training.seed, "training.validation_fraction")
+        fraction, seed = spec.training.validation_fraction, spec.training.seed
+        train, validation = _split(train, split, fraction, seed, "training.validation_fraction", key)
 
     n_test = len(test)
     test = test[test[product_id].isin(candidates[product_id])]

@@ -325,6 +325,20 @@ def time_split_column(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Find
         )
 
 
+def split_options(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """`cutoff` belongs to a time split and `key` to a hash split; a cutoff makes test_fraction moot."""
+    split = spec.data.split
+    for option, strategy in (("cutoff", "time"), ("key", "hash")):
+        if getattr(split, option) is not None and split.strategy != strategy:
+            message = f"data.split.{option} applies to strategy {strategy!r} only, not {split.strategy!r}"
+            yield error("split_option_unused", f"data.split.{option}", message, f"strategy: {strategy}")
+    if split.key == []:
+        yield error("empty_split_key", "data.split.key", "data.split.key lists no column", "key: [customer_id, product_id]")
+    if split.strategy == "time" and split.cutoff is not None and "test_fraction" in split.model_fields_set:
+        message = f"data.split.test_fraction {split.test_fraction} is ignored: the cutoff {split.cutoff} decides the test rows"
+        yield warning("test_fraction_ignored", "data.split.test_fraction", message, "remove test_fraction or cutoff")
+
+
 def empty_ks(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     if not spec.evaluation.ks:
         yield error("no_ks", "evaluation.ks", "evaluation.ks is empty: no recall@k to compute", "ks: [5, 10, 50, 100]")
@@ -438,6 +452,9 @@ def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
         wanted.append((f"product_features[{index}].column", key, transactions, schema.transactions))
     if spec.data.split.column:  # read for any strategy: it also picks each product's latest row
         wanted.append(("data.split.column", spec.data.split.column, transactions, schema.transactions))
+    if spec.data.split.strategy == "hash":
+        key = enumerate(spec.data.split.key or [])
+        wanted += [(f"data.split.key[{i}]", column, transactions, schema.transactions) for i, column in key]
     for field, column, uri, columns in wanted:
         if columns is not None and column not in columns:
             yield error(
@@ -515,6 +532,7 @@ RULES: tuple[Rule, ...] = (
     clipping,
     replica_batch,
     time_split_column,
+    split_options,
     empty_ks,
     high_learning_rate,
     no_primary_id,

@@ -9,13 +9,14 @@ No TensorFlow or Prefect import here.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FeatureType = Literal["id", "categorical", "numeric", "text", "history"]
 """`history` is derived, not read: the buyer's training purchases (product ids), see trainer.data."""
@@ -40,10 +41,22 @@ class _Strict(BaseModel):
 
 
 class SplitSpec(_Strict):
-    strategy: Literal["random", "time"] = "random"
+    """How transactions are held out: `random` (a seeded permutation), `time` (the latest rows by
+    `column`, or those at or after `cutoff`) or `hash` (a seeded hash of each row's `key` columns:
+    a row's side depends on its values alone, not on row order, shards or the other rows)."""
+
+    strategy: Literal["random", "time", "hash"] = "random"
     test_fraction: float = 0.2
     seed: int = 42
     column: str | None = None  # the timestamp column, for strategy "time"
+    cutoff: str | int | float | None = None  # strategy "time": test = rows at or after this time (default: by test_fraction)
+    key: list[str] | None = None  # strategy "hash": the row's key columns (default: buyer id, product id, `column`)
+
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        """YAML reads `cutoff: 2024-06-01` as a date; keep it as its ISO text, as JSON would give it."""
+        return value.isoformat() if isinstance(value, datetime.date) else value
 
 
 class DataSpec(_Strict):

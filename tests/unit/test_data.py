@@ -159,6 +159,64 @@ def test_time_split_refuses_missing_times():
         split_transactions(rows, SplitSpec(strategy="time", column="ts"))
 
 
+def _keyed_rows(n: int = 2000) -> pd.DataFrame:
+    rng = np.random.default_rng(8)
+    return pd.DataFrame({"buyer": rng.integers(0, 50, n).astype(str), "product": rng.integers(0, 90, n).astype(str),
+                         "ts": rng.integers(0, 10**6, n)})
+
+
+def test_hash_split_follows_each_rows_values_not_the_row_order_or_the_other_rows():
+    rows, split, key = _keyed_rows(), SplitSpec(strategy="hash", test_fraction=0.2), ["buyer", "product", "ts"]
+    test = split_transactions(rows, split, key)[1]
+    assert 0.17 < len(test) / len(rows) < 0.23
+    shuffled = rows.sample(frac=1.0, random_state=1)
+    assert sorted(split_transactions(shuffled, split, key)[1].index) == sorted(test.index)
+    half = rows.iloc[::2]  # as one shard of two: each row keeps its side
+    assert sorted(split_transactions(half, split, key)[1].index) == sorted(test.index[test.index % 2 == 0])
+    assert sorted(split_transactions(rows, split.model_copy(update={"seed": 7}), key)[1].index) != sorted(test.index)
+
+
+def test_hash_split_puts_equal_keys_on_one_side_and_prefers_the_specs_key():
+    rows = pd.concat([_keyed_rows(500)] * 2, ignore_index=True)  # every row twice
+    train, test = split_transactions(rows, SplitSpec(strategy="hash", key=["buyer", "product", "ts"]))
+    key = ["buyer", "product", "ts"]
+    assert train.merge(test, on=key).empty
+    by_buyer = split_transactions(rows, SplitSpec(strategy="hash", key=["buyer"]), ["product"])[1]
+    assert set(by_buyer["buyer"]).isdisjoint(set(rows.drop(by_buyer.index)["buyer"]))
+
+
+def test_hash_split_errors_name_the_key():
+    with pytest.raises(DataError, match="data.split.key: strategy 'hash' needs the columns"):
+        split_transactions(_keyed_rows(), SplitSpec(strategy="hash"))
+    with pytest.raises(DataError, match=r"data.split.key: missing column\(s\) shop") as info:
+        split_transactions(_keyed_rows(), SplitSpec(strategy="hash", key=["buyer", "shop"]))
+    assert info.value.field == "data.split.key"
+
+
+@pytest.mark.parametrize(("times", "cutoff"), [
+    (np.arange(100), 70),
+    (pd.date_range("2024-01-01", periods=100, freq="D"), "2024-03-11"),
+    (pd.date_range("2024-01-01", periods=100, freq="D").strftime("%Y-%m-%d"), "2024-03-11"),
+    (pd.date_range("2024-01-01", periods=100, freq="D", tz="UTC"), "2024-03-11"),
+])
+def test_a_cutoff_puts_the_rows_at_or_after_it_in_test(times, cutoff):
+    rows = pd.DataFrame({"row": range(100), "when": times}).sample(frac=1.0, random_state=2)
+    train, test = split_transactions(rows, SplitSpec(strategy="time", column="when", cutoff=cutoff))
+    assert sorted(test["row"]) == list(range(70, 100)) and sorted(train["row"]) == list(range(70))
+
+
+@pytest.mark.parametrize(("cutoff", "message"), [
+    (500, r"data.split.cutoff: 500 \(times run from 0 to 99\) puts no row in test"),
+    (0, "data.split.cutoff: 0 .* puts every row in test"),
+    ("June", "data.split.cutoff: 'June' is not a number, and the time column holds numbers"),
+])
+def test_a_cutoff_that_leaves_an_empty_side_or_is_not_a_time_is_named(cutoff, message):
+    rows = pd.DataFrame({"when": np.arange(100)})
+    with pytest.raises(DataError, match=message) as info:
+        split_transactions(rows, SplitSpec(strategy="time", column="when", cutoff=cutoff))
+    assert info.value.field == "data.split.cutoff"
+
+
 # --- unique_candidates ---------------------------------------------------------------------
 
 
@@ -330,6 +388,27 @@ def test_a_history_keeps_the_most_recent_purchases_in_time_order_with_repeats():
 def test_history_columns_are_not_read_from_the_data():
     data = load_experiment_data(_history_spec())  # the synthetic table has no column "bought"
     assert "bought" in data.train.columns and "bought" not in load_table(SMALL).columns
+
+
+def test_a_hash_split_carves_validation_independently_of_test():
+    spec = _spec(SMALL, data={"split": {"strategy": "hash", "test_fraction": 0.25, "seed": 42}},
+                 training={"validation_fraction": 0.2, "seed": 42})  # one seed for both: the salts differ
+    data = load_experiment_data(spec)
+    n = len(load_table(SMALL))
+    assert 0.2 < len(data.test) / n < 0.3 and 0.15 < len(data.validation) / (n - len(data.test)) < 0.25
+    assert not set(data.test.index) & set(data.validation.index)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_only_the_specs_columns_are_read_and_a_missing_one_is_named_with_the_files_columns(memory_dir, kind):
+    rows = load_table(SMALL).assign(note="x" * 200)  # a wide column no feature uses
+    uri = f"{memory_dir}/tx.{kind}"
+    _write_csv(rows, uri) if kind == "csv" else rows.to_parquet(uri, index=False)
+    projected = load_table(uri, text_columns=["customer_id"], columns=["product_id", "customer_id", "absent"])
+    assert list(projected.columns) == [c for c in rows.columns if c in ("customer_id", "product_id")]
+    assert "note" not in load_experiment_data(_spec(uri)).train.columns
+    with pytest.raises(DataError, match=rf"tx.{kind}: missing column\(s\) loyalty \(has: .*note"):
+        load_experiment_data(_with_buyer_feature(_spec(uri), "loyalty", "numeric"))
 
 
 # --- shards --------------------------------------------------------------------------------
