@@ -70,6 +70,7 @@ import tf_keras
 
 from trainer.gradients import TelemetryModel
 from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, TrainingSpec
+from trainer.vocabulary import read_vocabulary
 
 OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
     "adagrad": tf_keras.optimizers.Adagrad,
@@ -117,13 +118,16 @@ def _vocabulary(values: pd.Series) -> list[str]:
 
 
 class LookupEmbedding(tf_keras.layers.Layer):
-    """A string id or category: StringLookup (one OOV bucket) + Embedding. Takes the strings or
-    the ids `preprocess` gave them."""
+    """A string id or category: StringLookup (one OOV bucket), or with `buckets` Hashing into that
+    many rows (no vocabulary), + Embedding. Takes the strings or the ids `preprocess` gave them."""
 
-    def __init__(self, vocabulary: list[str], dim: int, **kwargs):
+    def __init__(self, vocabulary: list[str] | None, dim: int, buckets: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None)
-        self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
+        if buckets:
+            self.lookup = tf_keras.layers.Hashing(num_bins=buckets)
+        else:
+            self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None)
+        self.embedding = tf_keras.layers.Embedding(buckets or self.lookup.vocabulary_size(), dim)
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
         return self.lookup(values)
@@ -195,11 +199,14 @@ def feature_encoder(
     feature: FeatureSpec, train: pd.DataFrame, product_column: str | None = None
 ) -> tf_keras.layers.Layer:
     """The preprocessing + embedding layer of one feature, fitted on the training frame (a history
-    feature's vocabulary: the training rows' products, `product_column`)."""
+    feature's vocabulary: the training rows' products, `product_column`), unless the feature names
+    its vocabulary file or hashes its values."""
     name = f"{feature.column}_{feature.type}"
+    dim = feature.embedding_dim
+    if feature.hash_buckets:
+        return LookupEmbedding(None, dim, buckets=feature.hash_buckets, name=name)
     if feature.type == "history":
-        products = _vocabulary(train[product_column].astype(str))
-        return PurchaseHistoryEmbedding(products, feature.embedding_dim, name=name)
+        return PurchaseHistoryEmbedding(_fitted(feature, lambda: train[product_column].astype(str)), dim, name=name)
     if feature.column not in train.columns:
         raise ValueError(f"feature column {feature.column!r} is missing from the training data")
     values = train[feature.column]
@@ -209,11 +216,15 @@ def feature_encoder(
         mean = float(finite.mean()) if finite.size else 0.0
         variance = float(finite.var()) if finite.size else 1.0
         return NormalizedNumber(mean, variance, name=name)
-    strings = values.astype(str)
     if feature.type == "text":
-        tokens = strings.str.split().explode().dropna()
-        return TokenBagEmbedding(_vocabulary(tokens), feature.embedding_dim, name=name)
-    return LookupEmbedding(_vocabulary(strings), feature.embedding_dim, name=name)
+        tokens = _fitted(feature, lambda: values.astype(str).str.split().explode().dropna())
+        return TokenBagEmbedding(tokens, dim, name=name)
+    return LookupEmbedding(_fitted(feature, lambda: values.astype(str)), dim, name=name)
+
+
+def _fitted(feature: FeatureSpec, values: Callable[[], pd.Series]) -> list[str]:
+    """The feature's vocabulary: its file's values, else those of `values()` by frequency."""
+    return read_vocabulary(feature.vocabulary) if feature.vocabulary else _vocabulary(values())
 
 
 def tower_layers(layers: Sequence[LayerSpec], output_dim: int, tower: str) -> list[tf_keras.layers.Layer]:

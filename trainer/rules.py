@@ -130,6 +130,8 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("model.product_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),
     _positive("buyer_features[].embedding_dim"),
     _positive("product_features[].embedding_dim"),
+    Bound("buyer_features[].hash_buckets", low=2, low_inclusive=True, suggestion="hash_buckets: about 2x the distinct ids"),
+    Bound("product_features[].hash_buckets", low=2, low_inclusive=True, suggestion="hash_buckets: about 2x the distinct ids"),
     _positive("validation.approval_timeout_s"),
     Bound("validation.min_train_rows", low=1, low_inclusive=True),
     Bound("validation.min_test_pairs", low=1, low_inclusive=True),
@@ -415,6 +417,22 @@ def history_features(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findi
             )
 
 
+def feature_vocabularies(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """`hash_buckets` replaces the vocabulary of an id or a category; `vocabulary` names one for any
+    string feature; a feature has at most one of the two."""
+    features = ((f"{key}[{i}]", feature) for _, key, all_, _, _ in _towers(spec) for i, feature in enumerate(all_))
+    for path, feature in features:
+        if feature.hash_buckets is not None and feature.type not in ("id", "categorical"):
+            message = f"hash_buckets hashes an id or a category, not a {feature.type} feature ({feature.column!r})"
+            yield error("hash_buckets_unsupported", f"{path}.hash_buckets", message, "remove hash_buckets")
+        if feature.vocabulary is not None and feature.type == "numeric":
+            message = f"numeric feature {feature.column!r} has no vocabulary"
+            yield error("vocabulary_unsupported", f"{path}.vocabulary", message, "remove vocabulary")
+        if feature.vocabulary is not None and feature.hash_buckets is not None:
+            message = f"{feature.column!r} names a vocabulary and hash_buckets: it can be looked up or hashed, not both"
+            yield error("vocabulary_and_hashing", f"{path}.hash_buckets", message, "keep one of the two")
+
+
 NORMALIZED_TEMPERATURE_MAX = 0.5
 
 
@@ -525,6 +543,7 @@ RULES: tuple[Rule, ...] = (
     multiple_primary_ids,
     missing_columns,
     history_features,
+    feature_vocabularies,
     normalized_temperature,
     unknown_optimizer,
     layer_structure,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec
 from trainer.storage import StorageError, expand, is_pattern, open_uri
+from trainer.vocabulary import VocabularyError, read_vocabulary
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
 SUGGESTIONS = {
@@ -170,4 +172,18 @@ def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
                     suggestion=SUGGESTIONS.get(exc.code, SUGGESTIONS["data_unreadable"]),
                 )
             )
-    return DataSchema(**columns), findings
+    return DataSchema(**columns), [*findings, *_vocabulary_findings(spec)]
+
+
+def _vocabulary_findings(spec: ExperimentSpec) -> Iterator[Finding]:
+    """An error for each vocabulary file that cannot be read or holds nothing (it is read whole)."""
+    for tower in ("buyer_features", "product_features"):
+        for i, feature in enumerate(getattr(spec, tower)):
+            if feature.vocabulary is None or feature.type == "numeric":
+                continue
+            try:
+                read_vocabulary(feature.vocabulary)
+            except VocabularyError as exc:
+                field = f"{tower}[{i}].vocabulary"
+                suggestion = "one value per line, or remove vocabulary to count the training rows"
+                yield Finding(code="vocabulary_unreadable", severity="error", field=field, message=str(exc), suggestion=suggestion)

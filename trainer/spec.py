@@ -70,6 +70,12 @@ class FeatureSpec(_Strict):
     type: FeatureType = "categorical"
     embedding_dim: int | None = None
     is_primary_id: bool = False
+    vocabulary: str | None = None
+    """A file (local or a URI) of one value per line (tokens, for text; product ids, for a history),
+    used as the vocabulary instead of counting the training rows; values not in it share one row."""
+    hash_buckets: int | None = None
+    """id and categorical: hash each value into this many embeddings, with no vocabulary at all
+    (for id spaces too large to enumerate; unrelated values may share a row)."""
 
     @model_validator(mode="after")
     def _default_embedding_dim(self) -> FeatureSpec:

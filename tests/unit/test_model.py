@@ -43,6 +43,26 @@ def test_id_vocabulary_comes_from_training_rows_and_unseen_ids_share_one_bucket(
     assert not np.allclose(seen, unseen_a)
 
 
+def test_hashed_ids_need_no_vocabulary_and_keep_unseen_ids_apart():
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, hash_buckets=1000), TRAIN.iloc[:0])
+    assert encoder.embedding.input_dim == 1000  # fitted on no rows at all
+    ids = encoder.preprocess(tf.constant(["i1", "i1", "test-only-1", "test-only-2"])).numpy()
+    assert ids[0] == ids[1] and len(set(ids[1:])) == 3 and ((0 <= ids) & (ids < 1000)).all()
+    vectors = encoder(tf.constant(["test-only-1", "test-only-2"])).numpy()
+    assert not np.allclose(*vectors)  # a vocabulary would have given both the one OOV row
+
+
+def test_a_vocabulary_file_replaces_the_training_rows_counts(tmp_path):
+    path = tmp_path / "items.txt"
+    path.write_text("i3\n\ni9\ni3\n i1 \n")  # blank lines skipped, repeats kept once, spaces stripped
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, vocabulary=str(path)), TRAIN)
+    assert encoder.lookup.get_vocabulary() == ["[UNK]", "i3", "i9", "i1"]  # file order; i2 is out of it
+    words = tmp_path / "words.txt"
+    words.write_text("shoe\nred\n")
+    text = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3, vocabulary=str(words)), TRAIN)
+    np.testing.assert_array_equal(text.preprocess(tf.constant(["red blue shoe"])).numpy(), [[3, 1, 2]])
+
+
 def test_numeric_is_standardized_with_training_statistics_and_missing_becomes_the_mean():
     encoder = feature_encoder(FeatureSpec(column="age", type="numeric"), TRAIN)
     mean, std = TRAIN["age"].mean(), TRAIN["age"].std(ddof=0)

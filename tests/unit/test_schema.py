@@ -136,6 +136,21 @@ def test_unreadable_catalogue_is_an_error_at_data_products(tmp_path):
     assert missing in finding.message
 
 
+@pytest.mark.parametrize(("content", "reason"), [(None, "file not found"), ("\n  \n", "holds no value")])
+def test_an_unreadable_or_empty_vocabulary_file_is_an_error_at_its_feature(tmp_path, content, reason):
+    vocabulary = tmp_path / "regions.txt"
+    if content is not None:
+        vocabulary.write_text(content)
+    spec = spec_for(write_csv(tmp_path / "t.csv"))
+    region = spec.buyer_features[1].model_copy(update={"vocabulary": str(vocabulary)})
+    spec = spec.model_copy(update={"buyer_features": [spec.buyer_features[0], region]})
+    (finding,) = read_schema(spec)[1]
+    assert (finding.code, finding.field) == ("vocabulary_unreadable", "buyer_features[1].vocabulary")
+    assert f"{vocabulary}: {reason}" in finding.message
+    vocabulary.write_text("north\nsouth\n")
+    assert read_schema(spec)[1] == []
+
+
 # --- validate_config -------------------------------------------------------------------------
 
 RAW = {
