@@ -66,7 +66,8 @@ EpochCallback = Callable[[EpochMetrics], None]
 STEPS_PER_EXECUTION = 16
 """Train steps per call into the compiled loop: the callbacks only read epochs, and one Python round
 trip per step cost ~10 % of the examples per CPU second (bench/bench_trainer.py). One worker only:
-tf-keras' multi-step loop fails under MultiWorkerMirroredStrategy ("destinations can not be empty")."""
+under MultiWorkerMirroredStrategy tf-keras' multi-step loop gets the workers' collectives out of step
+(a 128-row gather meets a 256-row one)."""
 
 
 def distribution_strategy(cluster: Cluster = Cluster(), gpus_per_worker: int = 0) -> tf.distribute.Strategy:
@@ -399,11 +400,9 @@ def run_attempt(
     use_mixed_precision_if_gpu()
     with strategy.scope():
         model = build_model(spec, data.train, data.candidates)
-    # the lookups run here, once per row, so the train step sees only ids and numbers; not yet on several
-    # workers, whose step fails on looked-up batches ("destinations can not be empty"): they look up in the step
-    preprocess = model.preprocess if cluster.workers == 1 else None
+    # the lookups run here, once per row, so the train step sees only ids and numbers
     columns = model_columns(spec)
-    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=preprocess)
+    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess)
     train_data = sharded(batches(data.train, shuffle_seed=training.seed))
     validation = data.validation
     val_data = sharded(batches(validation)) if validation is not None and len(validation) else None

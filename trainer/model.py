@@ -358,6 +358,9 @@ def gather_across_replicas(*local: tf.Tensor) -> tuple[tf.Tensor, ...]:
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return local
+    # a batch's input tensor (a looked-up sampling probability) has no device under MultiWorkerMirroredStrategy,
+    # and all_gather refuses it ("destinations can not be empty"); an identity is placed on the replica's device
+    local = tuple(tf.identity(rows) for rows in local)
     sizes = context.all_gather(tf.shape(local[0])[:1], axis=0)
     offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
     # one all_gather per tensor: all_gather's gradient cannot take a list of tensors of different ranks
