@@ -182,7 +182,7 @@ def _parts(df: pd.DataFrame, is_test: np.ndarray, field: str, rule: str) -> tupl
     """(rows not flagged, rows flagged); DataError naming `field` and the `rule` if either is empty."""
     n_test = int(is_test.sum())
     if n_test == 0 or n_test == len(df):
-        message = f"{field}: {rule} puts {'no' if n_test == 0 else 'every'} row in test"
+        message = f"{field}: {rule} holds out {'no' if n_test == 0 else 'every'} row"
         raise DataError(message, field=field, code="too_little_data")
     return df[~is_test], df[is_test]
 

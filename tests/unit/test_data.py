@@ -206,8 +206,8 @@ def test_a_cutoff_puts_the_rows_at_or_after_it_in_test(times, cutoff):
 
 
 @pytest.mark.parametrize(("cutoff", "message"), [
-    (500, r"data.split.cutoff: 500 \(times run from 0 to 99\) puts no row in test"),
-    (0, "data.split.cutoff: 0 .* puts every row in test"),
+    (500, r"data.split.cutoff: 500 \(times run from 0 to 99\) holds out no row"),
+    (0, "data.split.cutoff: 0 .* holds out every row"),
     ("June", "data.split.cutoff: 'June' is not a number, and the time column holds numbers"),
 ])
 def test_a_cutoff_that_leaves_an_empty_side_or_is_not_a_time_is_named(cutoff, message):
