@@ -5,6 +5,7 @@ No TensorFlow import here: validation reads the file to check it, the model to b
 
 from __future__ import annotations
 
+from trainer.rules import data_uri_problem
 from trainer.storage import StorageError, open_uri
 
 
@@ -13,7 +14,11 @@ class VocabularyError(ValueError):
 
 
 def read_vocabulary(uri: str) -> list[str]:
-    """The file's distinct values in file order, each line stripped; blank lines are skipped."""
+    """The file's distinct values in file order, each line stripped; blank lines are skipped. A URI
+    that data may not come from (`rules.data_uri_problem`: http without opting in) is never opened."""
+    problem = data_uri_problem(uri)
+    if problem:
+        raise VocabularyError(f"{uri}: {problem}")
     try:
         with open_uri(uri, "rt", compression="infer", encoding="utf-8") as handle:
             values = list(dict.fromkeys(line.strip() for line in handle))

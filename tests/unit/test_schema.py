@@ -136,19 +136,29 @@ def test_unreadable_catalogue_is_an_error_at_data_products(tmp_path):
     assert missing in finding.message
 
 
+def _with_region_vocabulary(spec, vocabulary: str):
+    region = spec.buyer_features[1].model_copy(update={"vocabulary": vocabulary})
+    return spec.model_copy(update={"buyer_features": [spec.buyer_features[0], region]})
+
+
 @pytest.mark.parametrize(("content", "reason"), [(None, "file not found"), ("\n  \n", "holds no value")])
 def test_an_unreadable_or_empty_vocabulary_file_is_an_error_at_its_feature(tmp_path, content, reason):
     vocabulary = tmp_path / "regions.txt"
     if content is not None:
         vocabulary.write_text(content)
-    spec = spec_for(write_csv(tmp_path / "t.csv"))
-    region = spec.buyer_features[1].model_copy(update={"vocabulary": str(vocabulary)})
-    spec = spec.model_copy(update={"buyer_features": [spec.buyer_features[0], region]})
+    spec = _with_region_vocabulary(spec_for(write_csv(tmp_path / "t.csv")), str(vocabulary))
     (finding,) = read_schema(spec)[1]
     assert (finding.code, finding.field) == ("vocabulary_unreadable", "buyer_features[1].vocabulary")
     assert f"{vocabulary}: {reason}" in finding.message
     vocabulary.write_text("north\nsouth\n")
     assert read_schema(spec)[1] == []
+
+
+def test_a_vocabulary_over_http_is_refused_unopened(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOWERFLOW_ALLOW_HTTP_DATA", raising=False)
+    spec = _with_region_vocabulary(spec_for(write_csv(tmp_path / "t.csv")), "http://127.0.0.1:9/regions.txt")
+    (finding,) = read_schema(spec)[1]
+    assert finding.field == "buyer_features[1].vocabulary" and "not read over http://" in finding.message
 
 
 # --- validate_config -------------------------------------------------------------------------
