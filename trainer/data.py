@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from trainer.datasets import is_builtin, load_builtin
 from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, table_format
-from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec
+from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
 from trainer.storage import StorageError, is_pattern, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
@@ -286,9 +286,8 @@ class ExperimentData:
 
 def feature_fields(spec: ExperimentSpec) -> Iterator[tuple[str, FeatureSpec]]:
     """(spec path of its column, feature) for every feature, buyer tower first."""
-    for tower in ("buyer_features", "product_features"):
-        for i, feature in enumerate(getattr(spec, tower)):
-            yield f"{tower}[{i}].column", feature
+    for path, feature in feature_paths(spec):
+        yield f"{path}.column", feature
 
 
 def feature_field(spec: ExperimentSpec, column: str, tower: str = "") -> str:

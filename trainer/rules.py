@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from trainer.datasets import builtin_columns, is_builtin
-from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec
+from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, feature_paths
 
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # the names trainer.model builds, spelled exactly
 # the activation names tf-keras resolves
@@ -420,8 +420,7 @@ def history_features(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findi
 def feature_vocabularies(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     """`hash_buckets` replaces the vocabulary of an id or a category; `vocabulary` names one for any
     string feature; a feature has at most one of the two."""
-    features = ((f"{key}[{i}]", feature) for _, key, all_, _, _ in _towers(spec) for i, feature in enumerate(all_))
-    for path, feature in features:
+    for path, feature in feature_paths(spec):
         if feature.hash_buckets is not None and feature.type not in ("id", "categorical"):
             message = f"hash_buckets hashes an id or a category, not a {feature.type} feature ({feature.column!r})"
             yield error("hash_buckets_unsupported", f"{path}.hash_buckets", message, "remove hash_buckets")

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
-from trainer.spec import ExperimentSpec
+from trainer.spec import ExperimentSpec, feature_paths
 from trainer.storage import StorageError, expand, is_pattern, open_uri
 from trainer.vocabulary import VocabularyError, read_vocabulary
 
@@ -177,13 +177,12 @@ def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
 
 def _vocabulary_findings(spec: ExperimentSpec) -> Iterator[Finding]:
     """An error for each vocabulary file that cannot be read or holds nothing (it is read whole)."""
-    for tower in ("buyer_features", "product_features"):
-        for i, feature in enumerate(getattr(spec, tower)):
-            if feature.vocabulary is None or feature.type == "numeric":
-                continue
-            try:
-                read_vocabulary(feature.vocabulary)
-            except VocabularyError as exc:
-                field = f"{tower}[{i}].vocabulary"
-                suggestion = "one value per line, or remove vocabulary to count the training rows"
-                yield Finding(code="vocabulary_unreadable", severity="error", field=field, message=str(exc), suggestion=suggestion)
+    for path, feature in feature_paths(spec):
+        if feature.vocabulary is None or feature.type == "numeric":
+            continue
+        try:
+            read_vocabulary(feature.vocabulary)
+        except VocabularyError as exc:
+            suggestion = "one value per line, or remove vocabulary to count the training rows"
+            yield Finding(code="vocabulary_unreadable", severity="error", field=f"{path}.vocabulary",
+                          message=str(exc), suggestion=suggestion)

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import yaml
@@ -201,6 +202,13 @@ def _key_column(features: list[FeatureSpec]) -> str | None:
         if feature.type == "id":
             return feature.column
     return features[0].column if features else None
+
+
+def feature_paths(spec: ExperimentSpec) -> Iterator[tuple[str, FeatureSpec]]:
+    """(spec path of the feature, e.g. `buyer_features[0]`, the feature) for every feature, buyer tower first."""
+    for tower in ("buyer_features", "product_features"):
+        for i, feature in enumerate(getattr(spec, tower)):
+            yield f"{tower}[{i}]", feature
 
 
 def spec_hash(spec: ExperimentSpec) -> str:
