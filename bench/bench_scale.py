@@ -155,7 +155,7 @@ def stages(data: Path, workdir: Path) -> None:
     model.compile(optimizer=build_optimizer(spec.training, spec.training.learning_rate))
     model.fit(dataset, epochs=1, verbose=0)
     report("1 epoch (model.fit, no checkpoints)")
-    export_model(model, spec, loaded, str(workdir / "export"))
+    export_model(model, spec, loaded.candidates, str(workdir / "export"))
     report("export_model")
     del loaded, model, dataset
     report("those dropped")

@@ -37,12 +37,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
 from trainer.cluster import Cluster, cluster_from_env
-from trainer.data import ExperimentData, load_experiment_data
+from trainer.data import load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.model import (
@@ -261,12 +262,12 @@ def _quiet_get_config_warning():
         logger.removeFilter(keep)
 
 
-def export_model(model: TwoTowerModel, spec: ExperimentSpec, data: ExperimentData, export_dir: str) -> str:
-    """Write the SavedModel (query tower + BruteForce index) and candidate embeddings + ids to the local
-    directory `export_dir`; return it."""
+def export_model(model: TwoTowerModel, spec: ExperimentSpec, candidates: pd.DataFrame, export_dir: str) -> str:
+    """Write the SavedModel (query tower + BruteForce index) and the embeddings + ids of `candidates`
+    (one row per product) to the local directory `export_dir`; return it."""
     product_column = spec.product_id_column
-    candidate_ids = data.candidates[product_column].astype(str).to_numpy()
-    embeddings = embed(model.product, data.candidates)
+    candidate_ids = candidates[product_column].astype(str).to_numpy()
+    embeddings = embed(model.product, candidates)
     k = min(max(spec.evaluation.ks), len(candidate_ids))
     index = tfrs.layers.factorized_top_k.BruteForce(model.buyer, k=k)
     index.index(tf.constant(embeddings), tf.constant(candidate_ids))
@@ -406,6 +407,8 @@ def run_attempt(
     train_data = sharded(batches(data.train, shuffle_seed=training.seed))
     validation = data.validation
     val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
+    candidates = data.candidates
+    del data, validation  # the datasets hold the looked-up rows; the frames are not needed again
     with strategy.scope():
         # the train step already sums the telemetry over replicas: every replica holds the totals, so
         # the logs take the first one's (Keras' default would sum them again across workers)
@@ -452,7 +455,7 @@ def run_attempt(
         if verdict is None:
             if progress.early_stopped:
                 checkpoints.restore_weights(progress.best.epoch)
-            export_model(model, spec, data, os.path.join(mirror.path, EXPORT_DIR))
+            export_model(model, spec, candidates, os.path.join(mirror.path, EXPORT_DIR))
             model_uri = join(workdir, EXPORT_DIR)
         mirror.push()
     reason = verdict.reason if verdict else _success_reason(progress)
