@@ -81,6 +81,16 @@ have won, overfit. Each candidate is the example (second round's winner) plus:
 
 The best, wd0.05, gains +0.004 at @10 (about twice the run-to-run noise) and loses 0.004 at @100:
 a trade, not a gain, so the example keeps no decay; the field stays for teams whose data overfits.
+
+Fourth round (2026-12-03): the exact catalogue softmax, which overfit alone, with weight decay, and
+wider id embeddings held back by decay. Each candidate is the example plus:
+
+    candidate (validation, exclude_seen)      @10      @100     train s
+    example, rerun                            0.1182   0.5584   13
+    catalogue-wd0.05 / catalogue-wd0.2        0.1146 / 0.1148   0.5573 / 0.5483   15
+    ids128-wd0.05 (128-d id embeddings)       0.1169   0.5569   14
+
+None gains: the example stays, at 0.93-0.96x EASE's validation @10 across reruns (the goal is not met).
 """
 
 from __future__ import annotations
@@ -215,6 +225,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     **{f"wd{decay}": {"training.weight_decay": decay} for decay in (0.01, 0.05, 0.2, 1.0)},
     **{f"wd{decay}-e20": {"training.weight_decay": decay, "training.epochs": 20} for decay in (0.05, 0.2, 1.0)},
+    **{f"catalogue-wd{decay}": {"model.negatives": "catalogue", "training.weight_decay": decay} for decay in (0.05, 0.2)},
+    "ids128-wd0.05": {
+        "buyer_features[0].embedding_dim": 128, "product_features[0].embedding_dim": 128, "training.weight_decay": 0.05,
+    },
 }  # fmt: skip
 """Candidate name -> overrides of the example config (dotted path -> value)."""
 
