@@ -85,6 +85,9 @@ JIT_BY_DEFAULT = False
 """What `training.jit_compile: None` means. Measured on the project's 2-core CPU box (retail_synthetic,
 batch 1024, lookups in the pipeline): XLA trains the telemetry step at ~25 % fewer examples per CPU
 second (34-39k against 44-51k), so it stays off; not yet measured on a GPU."""
+ID_DTYPE = tf.int32
+"""What the lookups give the embeddings: half the bytes of the lookup layers' int64 in every
+looked-up row the training dataset holds (a vocabulary past 2**31 entries cannot be embedded anyway)."""
 
 
 def build_optimizer(training: TrainingSpec, learning_rate: float) -> tf_keras.optimizers.Optimizer:
@@ -130,7 +133,7 @@ class LookupEmbedding(tf_keras.layers.Layer):
         self.embedding = tf_keras.layers.Embedding(buckets or self.lookup.vocabulary_size(), dim)
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
-        return self.lookup(values)
+        return tf.cast(self.lookup(values), ID_DTYPE)
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         return self.embedding(self.preprocess(values) if values.dtype == tf.string else values)
@@ -146,7 +149,7 @@ class TokenBagEmbedding(tf_keras.layers.Layer):
         self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
-        return self.lookup(tf.strings.split(values).to_tensor(default_value=""))
+        return tf.cast(self.lookup(tf.strings.split(values).to_tensor(default_value="")), ID_DTYPE)
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         ids = self.preprocess(values) if values.dtype == tf.string else values
@@ -169,7 +172,7 @@ class PurchaseHistoryEmbedding(TokenBagEmbedding):
 
     def preprocess(self, values: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
         tokens = tf.strings.split(values).to_tensor(default_value="")
-        ids = self.lookup(tokens)
+        ids = tf.cast(self.lookup(tokens), ID_DTYPE)
         if exclude is None:
             return ids
         own = tf.equal(tokens, exclude[:, None])
@@ -343,7 +346,7 @@ class CatalogueNegatives(tf_keras.layers.Layer):
         raw = {column: tf.constant(values) for column, values in frame_tensors(candidates, columns).items()}
         self.features = {key: tf.constant(values.numpy()) for key, values in product.preprocess(raw).items()}
         ids = tf.constant(candidates[product_column].astype(str).to_numpy(dtype=object), tf.string)
-        rows = tf.range(tf.size(ids, out_type=tf.int64), dtype=tf.int64)
+        rows = tf.range(tf.size(ids, out_type=ID_DTYPE), dtype=ID_DTYPE)
         self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, rows), default_value=-1)
         self.size = len(candidates)
 
@@ -584,7 +587,7 @@ def make_dataset(
 
 def _batch_indices(n_rows: int, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     """Batches of row indices: in order, or slices of a new seeded permutation of all rows each time
-    the dataset is iterated (each epoch). One int64 tensor per epoch: a tf.data shuffle buffer of every
+    the dataset is iterated (each epoch). One int32 tensor per epoch: a tf.data shuffle buffer of every
     row index held ~190 bytes per row (0.55 GiB at 3M rows, measured ad hoc; the epoch's peak in
     bench/bench_scale.py --stages fell with it)."""
     if shuffle_seed is None:
@@ -592,7 +595,8 @@ def _batch_indices(n_rows: int, batch_size: int, shuffle_seed: int | None) -> tf
     n_batches = -(-n_rows // batch_size)
 
     def permutation(seed: tf.Tensor) -> tf.Tensor:
-        return tf.random.experimental.stateless_shuffle(tf.range(n_rows, dtype=tf.int64), seed=tf.stack([seed, 0]))
+        rows = tf.range(n_rows, dtype=tf.int32 if n_rows < 2**31 else tf.int64)
+        return tf.random.experimental.stateless_shuffle(rows, seed=tf.stack([seed, 0]))
 
     def slices(order: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.range(n_batches).map(lambda i: order[i * batch_size : (i + 1) * batch_size])

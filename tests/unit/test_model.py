@@ -162,7 +162,7 @@ def test_the_input_pipeline_does_the_lookups_so_the_step_sees_no_string_and_the_
     model = build_model(spec, HISTORY, HISTORY.drop_duplicates("item"))
     raw = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4)))
     looked_up = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
-    assert all(tensor.dtype in (tf.int64, tf.float32) for tensor in looked_up.values())
+    assert all(tensor.dtype in (tf.int32, tf.float32) for tensor in looked_up.values())  # ids: 4 bytes a row
     assert float(model.compute_loss(looked_up)) == pytest.approx(float(model.compute_loss(raw)), rel=1e-6)
     assert float(model.uniform_loss_sum(looked_up)) == pytest.approx(float(model.uniform_loss_sum(raw)), rel=1e-6)
     np.testing.assert_allclose(model.buyer(looked_up).numpy(), model.buyer(raw).numpy(), rtol=1e-6)  # own product left out
