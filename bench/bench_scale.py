@@ -10,6 +10,7 @@ The first size is the baseline the throughput ratio is taken against. Prints fig
     .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows
     .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes
     .venv/bin/python bench/bench_scale.py --rows 1e6 --stages    # where the memory goes, stage by stage
+    .venv/bin/python bench/bench_scale.py --record bench/scale_results.json   # keep the figures for the plot
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from scale_plot import record
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -170,6 +172,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1e6,3e6", help="comma-separated sizes (1e6 = a million rows)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", action="store_true", help="memory at each stage of an attempt, first size only")
+    parser.add_argument("--record", type=Path, metavar="JSON", help="keep each size's figures in this file "
+                        "(bench/scale_results.json; bench/scale_plot.py draws it)")
     args = parser.parse_args()
     sizes = [int(float(size)) for size in args.rows.split(",")]
     if args.stages:
@@ -190,6 +194,12 @@ def main() -> None:
             print(f"| {rows:,} | {data.stat().st_size / 2**20:.0f} | {figures['peak_rss'] / GIB:.2f} | "
                   f"{figures['peak_rss'] / rows:.0f} | {figures['seconds']:.0f} | {figures['examples_per_s']:,.0f} | "
                   f"{figures['examples_per_s'] / first['examples_per_s']:.2f}x |", flush=True)
+            if args.record:
+                record(args.record, {"rows": rows, "parquet_mib": round(data.stat().st_size / 2**20, 1),
+                                     "peak_rss_gib": round(figures["peak_rss"] / GIB, 3),
+                                     "seconds": round(figures["seconds"], 1),
+                                     "examples_per_s": round(figures["examples_per_s"]),
+                                     "measured": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count()})
 
 
 if __name__ == "__main__":
