@@ -411,6 +411,29 @@ def test_only_the_specs_columns_are_read_and_a_missing_one_is_named_with_the_fil
         load_experiment_data(_with_buyer_feature(_spec(uri), "loyalty", "numeric"))
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_text_columns_are_held_once_per_value_as_sorted_categories_with_the_same_values(memory_dir, kind):
+    rows = load_table(SMALL)
+    rows.loc[[5, 9], "category"] = [None, " "]  # a missing and a blank category
+    uri = f"{memory_dir}/tx.{kind}"
+    _write_csv(rows, uri) if kind == "csv" else rows.to_parquet(uri, index=False)
+    data = load_experiment_data(_spec(uri))
+    for column in ("customer_id", "product_id", "category"):
+        values = data.train[column]
+        assert isinstance(values.dtype, pd.CategoricalDtype), column
+        assert list(values.cat.categories) == sorted(values.cat.categories), column
+        expected = rows.loc[data.train.index, column].fillna("").astype(str)
+        assert values.astype(str).tolist() == expected.tolist(), column
+    assert data.train.sort_values("product_id")["product_id"].astype(str).is_monotonic_increasing
+
+
+def test_a_blank_id_is_found_among_categories_as_among_strings():
+    from trainer.data import is_blank
+
+    values = pd.Series(["a", None, " ", "", "b"])
+    assert is_blank(values.astype("category")).tolist() == is_blank(values).tolist() == [False, True, True, True, False]
+
+
 # --- shards --------------------------------------------------------------------------------
 
 
