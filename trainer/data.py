@@ -355,6 +355,34 @@ def is_blank(values: pd.Series) -> np.ndarray:
     return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
 
 
+def value_counts(values: pd.Series) -> pd.Series:
+    """Rows per value (the values as strings, those present only); a Categorical is counted by its
+    codes, never spelled out row by row."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype(str).value_counts(sort=False)
+    counts = values.value_counts(sort=False)
+    counts = counts[counts > 0]
+    return pd.Series(counts.to_numpy(), index=pd.Index(counts.index.astype(str), name=values.name))
+
+
+def as_strings(values: pd.Series) -> np.ndarray:
+    """`values` as a numpy array of Python strings; a Categorical's rows share its categories'
+    string objects (no string is made per row)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        if codes.size == 0 or codes.min() >= 0:
+            return values.cat.categories.astype(str).to_numpy(dtype=object)[codes]
+    return values.astype(str).to_numpy(dtype=object)
+
+
+def token_counts(values: pd.Series) -> pd.Series:
+    """Rows per whitespace-separated token of text `values` (a token twice in a row counts twice),
+    each distinct text split once."""
+    counts = value_counts(values)
+    per_text = pd.DataFrame({"token": counts.index.str.split(), "rows": counts.to_numpy()}).explode("token")
+    return per_text.dropna().groupby("token")["rows"].sum()
+
+
 def _spelled(values: pd.Series) -> pd.Series:
     """Strings, missing -> ''; whole-number floats (ids read as float because of gaps) lose the '.0'."""
     if isinstance(values.dtype, pd.StringDtype):

@@ -68,6 +68,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
+from trainer.data import as_strings, token_counts, value_counts
 from trainer.gradients import TelemetryModel
 from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, TrainingSpec
 from trainer.vocabulary import read_vocabulary
@@ -113,9 +114,10 @@ def input_dtype(feature: FeatureSpec) -> tf.DType:
     return tf.string if feature.type in STRING_TYPES else tf.float32
 
 
-def _vocabulary(values: pd.Series) -> list[str]:
-    """Distinct non-empty values, most frequent first (ties by value), so builds are deterministic."""
-    counts = values[values != ""].value_counts()
+def _vocabulary(counts: pd.Series) -> list[str]:
+    """The non-empty values of `counts` (value -> rows), most frequent first (ties by value), so
+    builds are deterministic."""
+    counts = counts[counts.index != ""]
     order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [value for value, _ in order]
 
@@ -209,7 +211,7 @@ def feature_encoder(
     if feature.hash_buckets:
         return LookupEmbedding(None, dim, buckets=feature.hash_buckets, name=name)
     if feature.type == "history":
-        return PurchaseHistoryEmbedding(_fitted(feature, lambda: train[product_column].astype(str)), dim, name=name)
+        return PurchaseHistoryEmbedding(_fitted(feature, lambda: value_counts(train[product_column])), dim, name=name)
     if feature.column not in train.columns:
         raise ValueError(f"feature column {feature.column!r} is missing from the training data")
     values = train[feature.column]
@@ -220,14 +222,13 @@ def feature_encoder(
         variance = float(finite.var()) if finite.size else 1.0
         return NormalizedNumber(mean, variance, name=name)
     if feature.type == "text":
-        tokens = _fitted(feature, lambda: values.astype(str).str.split().explode().dropna())
-        return TokenBagEmbedding(tokens, dim, name=name)
-    return LookupEmbedding(_fitted(feature, lambda: values.astype(str)), dim, name=name)
+        return TokenBagEmbedding(_fitted(feature, lambda: token_counts(values)), dim, name=name)
+    return LookupEmbedding(_fitted(feature, lambda: value_counts(values)), dim, name=name)
 
 
-def _fitted(feature: FeatureSpec, values: Callable[[], pd.Series]) -> list[str]:
-    """The feature's vocabulary: its file's values, else those of `values()` by frequency."""
-    return read_vocabulary(feature.vocabulary) if feature.vocabulary else _vocabulary(values())
+def _fitted(feature: FeatureSpec, counts: Callable[[], pd.Series]) -> list[str]:
+    """The feature's vocabulary: its file's values, else those `counts()` counts, by frequency."""
+    return read_vocabulary(feature.vocabulary) if feature.vocabulary else _vocabulary(counts())
 
 
 def tower_layers(layers: Sequence[LayerSpec], output_dim: int, tower: str) -> list[tf_keras.layers.Layer]:
@@ -324,7 +325,7 @@ class SamplingProbability(tf_keras.layers.Layer):
 
     def __init__(self, product_ids: pd.Series, **kwargs):
         super().__init__(**kwargs)
-        counts = product_ids.astype(str).value_counts()
+        counts = value_counts(product_ids)
         total = float(counts.sum())
         keys = tf.constant(counts.index.to_numpy(dtype=object), tf.string)
         shares = tf.constant((counts.to_numpy() / total).astype(np.float32))
@@ -529,7 +530,7 @@ def frame_tensors(frame: pd.DataFrame, columns: dict[str, tf.DType]) -> dict[str
     if missing:
         raise ValueError(f"columns {missing} are missing from the data frame (have {list(frame.columns)})")
     return {
-        column: frame[column].astype(str).to_numpy(dtype=object)
+        column: as_strings(frame[column])
         if dtype == tf.string
         else frame[column].to_numpy(dtype=np.float32)
         for column, dtype in columns.items()
