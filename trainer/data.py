@@ -400,11 +400,12 @@ def _as_text(values: pd.Series) -> pd.Series:
     if not isinstance(values.dtype, pd.CategoricalDtype):
         return _spelled(values).astype("category")
     spelled = _spelled(pd.Series(values.cat.categories))
-    if spelled.duplicated().any() or (values.isna().any() and spelled.eq("").any()):
+    if spelled.duplicated().any():
         return _spelled(values.astype(object)).astype("category")  # two categories spell the same
     values = values.cat.rename_categories(spelled.to_numpy())
     if values.isna().any():
-        values = values.cat.add_categories([""]).fillna("")
+        values = values if "" in values.cat.categories else values.cat.add_categories([""])
+        values = values.fillna("")
     return values.cat.reorder_categories(sorted(values.cat.categories))
 
 

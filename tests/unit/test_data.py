@@ -414,7 +414,7 @@ def test_only_the_specs_columns_are_read_and_a_missing_one_is_named_with_the_fil
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_text_columns_are_held_once_per_value_as_sorted_categories_with_the_same_values(memory_dir, kind):
     rows = load_table(SMALL)
-    rows.loc[[5, 9], "category"] = [None, " "]  # a missing and a blank category
+    rows.loc[[5, 9, 12], "category"] = [None, " ", ""]  # missing, blank and empty: Parquet keeps "" apart from None
     uri = f"{memory_dir}/tx.{kind}"
     _write_csv(rows, uri) if kind == "csv" else rows.to_parquet(uri, index=False)
     data = load_experiment_data(_spec(uri))
