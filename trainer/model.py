@@ -541,8 +541,9 @@ Preprocess = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
 
 
 PREPROCESS_CHUNK_ROWS = 1 << 16
-"""Rows looked up at a time: only one chunk's strings are ever Python objects or TF strings at once
-(whole 3M-row columns of them were a 0.46 GiB peak, measured by bench/bench_scale.py --stages)."""
+"""Rows looked up at a time: only one chunk's strings are ever TF strings at once (whole 3M-row columns
+of them were a 0.46 GiB peak, measured by bench/bench_scale.py --stages). The numpy columns are made
+once: the experiment's text columns are Categoricals, whose rows share their categories' strings."""
 
 
 def _looked_up(
@@ -551,10 +552,11 @@ def _looked_up(
     """`frame`'s columns as tensors, through `preprocess` (if any) a chunk of rows at a time, token
     matrices padded with 0 (the mask id) to the widest chunk's width."""
     preprocess = preprocess or (lambda tensors: tensors)
-    starts = range(0, max(len(frame), 1), PREPROCESS_CHUNK_ROWS)
+    arrays = frame_tensors(frame, columns)
+    step = PREPROCESS_CHUNK_ROWS
     chunks = [
-        preprocess({column: tf.constant(values) for column, values in frame_tensors(part, columns).items()})
-        for part in (frame.iloc[start : start + PREPROCESS_CHUNK_ROWS] for start in starts)
+        preprocess({column: tf.constant(values[start : start + step]) for column, values in arrays.items()})
+        for start in range(0, max(len(frame), 1), step)
     ]
     return {key: _concat_padded([chunk[key] for chunk in chunks]) for key in chunks[0]}
 
