@@ -46,6 +46,7 @@ from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
+from trainer.memory import keep_less_freed_memory, release_freed_memory
 from trainer.model import (
     TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
 )
@@ -395,6 +396,7 @@ def run_attempt(
     strategy = distribution_strategy(cluster, training.gpus_per_worker)
     if cluster.workers > 1:
         say(f"{name}: {cluster.name} of {cluster.workers} workers, {strategy.num_replicas_in_sync} replicas")
+    keep_less_freed_memory()
     data = load_experiment_data(spec)
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
     tf_keras.utils.set_random_seed(training.seed)
@@ -409,6 +411,7 @@ def run_attempt(
     val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
     candidates = data.candidates
     del data, validation  # the datasets hold the looked-up rows; the frames are not needed again
+    release_freed_memory()
     with strategy.scope():
         # the train step already sums the telemetry over replicas: every replica holds the totals, so
         # the logs take the first one's (Keras' default would sum them again across workers)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainer.datasets import is_builtin, load_builtin
+from trainer.memory import release_freed_memory
 from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
@@ -543,12 +544,5 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
         numeric_missing={column: int(train[column].isna().sum()) for column in numeric},
         joined_columns=tuple(joined),
     )
-    _release_freed_arrow_memory()
+    release_freed_memory()
     return data
-
-
-def _release_freed_arrow_memory() -> None:
-    """Hand the pages Arrow's allocator kept from the reads and casts back to the system. Its pool
-    (mimalloc) keeps freed pages for Arrow alone, so TensorFlow could not reuse them: at 3M rows
-    0.13 GiB of the attempt's resident memory, in an ad hoc probe."""
-    pa.default_memory_pool().release_unused()

@@ -22,6 +22,7 @@ from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR
 from trainer.baselines import ease, interactions, item_item_recall
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.device_recall import gpu_device, recall_on_device
+from trainer.memory import keep_less_freed_memory
 from trainer.model import frame_tensors, input_dtype
 from trainer.recall import Queries, build_queries, popularity_recall, popularity_scores, recall_at_k
 from trainer.spec import ExperimentSpec
@@ -97,6 +98,7 @@ def ease_recall(spec: ExperimentSpec, data: ExperimentData, candidate_ids: np.nd
 
 def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | None = None) -> EvaluationResult:
     """recall@k (spec.evaluation.ks) of the model exported at `model_uri` and of popularity on the test split."""
+    keep_less_freed_memory()
     data = data if data is not None else load_experiment_data(spec)
     buyer_column, product_column = spec.buyer_id_column, spec.product_id_column
     candidate_ids = load_array(join(model_uri, CANDIDATE_IDS))

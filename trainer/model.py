@@ -542,20 +542,31 @@ Preprocess = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
 
 PREPROCESS_CHUNK_ROWS = 1 << 16
 """Rows looked up at a time: only one chunk's strings are ever TF strings at once (whole 3M-row columns
-of them were a 0.46 GiB peak, measured by bench/bench_scale.py --stages). The numpy columns are made
-once: the experiment's text columns are Categoricals, whose rows share their categories' strings."""
+of them were a 0.46 GiB peak, measured by bench/bench_scale.py --stages)."""
 
 
 def _looked_up(
     frame: pd.DataFrame, columns: dict[str, tf.DType], preprocess: Preprocess | None
 ) -> dict[str, tf.Tensor]:
     """`frame`'s columns as tensors, through `preprocess` (if any) a chunk of rows at a time, token
-    matrices padded with 0 (the mask id) to the widest chunk's width."""
+    matrices padded with 0 (the mask id) to the widest chunk's width.
+
+    When every string column is a Categorical (the experiment's data), the numpy columns are made
+    once for the whole frame: their rows share the categories' strings. A plain string column would
+    make one Python string per row, so it is spelled a chunk at a time instead."""
     preprocess = preprocess or (lambda tensors: tensors)
-    arrays = frame_tensors(frame, columns)
+    strings = [column for column, dtype in columns.items() if dtype == tf.string and column in frame.columns]
+    whole = all(isinstance(frame[column].dtype, pd.CategoricalDtype) for column in strings)
+    arrays = frame_tensors(frame, columns) if whole else None
     step = PREPROCESS_CHUNK_ROWS
+
+    def chunk(start: int) -> dict[str, np.ndarray]:
+        if arrays is None:
+            return frame_tensors(frame.iloc[start : start + step], columns)
+        return {column: values[start : start + step] for column, values in arrays.items()}
+
     chunks = [
-        preprocess({column: tf.constant(values[start : start + step]) for column, values in arrays.items()})
+        preprocess({column: tf.constant(values) for column, values in chunk(start).items()})
         for start in range(0, max(len(frame), 1), step)
     ]
     return {key: _concat_padded([chunk[key] for chunk in chunks]) for key in chunks[0]}

@@ -168,12 +168,14 @@ def test_the_input_pipeline_does_the_lookups_so_the_step_sees_no_string_and_the_
     np.testing.assert_allclose(model.buyer(looked_up).numpy(), model.buyer(raw).numpy(), rtol=1e-6)  # own product left out
 
 
-def test_lookups_done_a_chunk_of_rows_at_a_time_equal_the_whole_frame_at_once(monkeypatch):
+@pytest.mark.parametrize("categorical", [False, True], ids=["plain strings", "Categoricals"])
+def test_lookups_done_a_chunk_of_rows_at_a_time_equal_the_whole_frame_at_once(monkeypatch, categorical):
     spec = _history_spec()
     model = build_model(spec, HISTORY, HISTORY.drop_duplicates("item"))
     whole = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
     monkeypatch.setattr("trainer.model.PREPROCESS_CHUNK_ROWS", 1)  # the longest history is in the third chunk
-    chunked = next(iter(make_dataset(HISTORY, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
+    frame = HISTORY.astype(dict.fromkeys(["buyer", "item", "words", "bought"], "category")) if categorical else HISTORY
+    chunked = next(iter(make_dataset(frame, model_columns(spec), batch_size=4, preprocess=model.preprocess)))
     assert chunked.keys() == whole.keys()
     for key, tensor in whole.items():
         np.testing.assert_array_equal(chunked[key].numpy(), tensor.numpy(), err_msg=key)
