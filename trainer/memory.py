@@ -3,9 +3,9 @@
 glibc's malloc keeps freed memory for the process: large blocks land on its heaps once it has raised
 its mmap threshold to their size, and each of up to 8 x cores arenas keeps its own free pages, so a
 frame freed before training still counts in the attempt's resident memory. Arrow's pool (mimalloc)
-keeps freed pages for Arrow alone. At 3M rows, in an ad hoc probe (load, lookups, `model.fit`), the
-allocator settings below took the fit's peak from 1365 to 1260 MiB; bench/bench_scale.py measures the
-attempt. Linux with glibc only; elsewhere these do nothing. No TensorFlow import here.
+keeps freed pages for Arrow alone. With both, one attempt on 3M rows peaked at 1.09 GiB against 1.22 GiB
+without, training as fast (bench/bench_scale.py, same run; bench/README.md "Data size"). Linux with glibc
+only; elsewhere these do nothing. No TensorFlow import here.
 """
 
 from __future__ import annotations
