@@ -560,13 +560,13 @@ def _looked_up(
     arrays = frame_tensors(frame, columns) if whole else None
     step = PREPROCESS_CHUNK_ROWS
 
-    def chunk(start: int) -> dict[str, np.ndarray]:
+    def rows_from(start: int) -> dict[str, np.ndarray]:
         if arrays is None:
             return frame_tensors(frame.iloc[start : start + step], columns)
         return {column: values[start : start + step] for column, values in arrays.items()}
 
     chunks = [
-        preprocess({column: tf.constant(values) for column, values in chunk(start).items()})
+        preprocess({column: tf.constant(values) for column, values in rows_from(start).items()})
         for start in range(0, max(len(frame), 1), step)
     ]
     return {key: _concat_padded([chunk[key] for chunk in chunks]) for key in chunks[0]}
