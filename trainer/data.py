@@ -112,7 +112,8 @@ def _read_file(
                 names = None if columns is None else [name for name in schema.names if name in columns]
                 dictionary = [field.name for field in schema if as_categories and field.name in text_columns
                               and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
-                return pq.read_table(handle, columns=names, read_dictionary=dictionary).to_pandas()
+                table = pq.read_table(handle, columns=names, read_dictionary=dictionary)
+                return table.to_pandas(split_blocks=True, self_destruct=True)  # frees each column once converted
             usecols = None if columns is None else set(columns).__contains__
             rows = pd.read_csv(handle, dtype={column: str for column in text_columns}, usecols=usecols)
             categories = {column: "category" for column in text_columns if as_categories and column in rows}
@@ -189,14 +190,30 @@ def _split(
         is_test = _hash_unit(df, key, f"{field}:{seed}") < fraction
         return _parts(df, is_test, field, f"{fraction} of {len(df)} rows by the hash of {', '.join(key)}")
     if split.strategy == "random":
-        order = np.random.default_rng(seed).permutation(len(df))
+        is_test = np.zeros(len(df), dtype=bool)
+        is_test[np.random.default_rng(seed).permutation(len(df))[:n_test]] = True
     else:
         if split.column is None:
             raise DataError("data.split.column: strategy 'time' needs the time column", field="data.split.column")
-        by_time = np.argsort(_sort_key(df, split.column).to_numpy(), kind="stable")
-        order = by_time[::-1]  # latest first, so the first n_test rows are the test rows
-    test_rows, train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return df.iloc[train_rows], df.iloc[test_rows]
+        is_test = _latest(_orderable(_sort_key(df, split.column)), n_test)
+    return df[~is_test], df[is_test]
+
+
+def _orderable(times: pd.Series) -> np.ndarray:
+    """The times as a numpy array that orders as they do (zoned dates in UTC, not as objects)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times.to_numpy()
+
+
+def _latest(times: np.ndarray, n: int) -> np.ndarray:
+    """A mask of the `n` latest rows by time, of rows at the same time the later ones in the file:
+    what a stable sort would put last, found by a partition (no sort, no index arrays of every row)."""
+    threshold = np.partition(times, len(times) - n)[len(times) - n]
+    later = times > threshold
+    at_threshold = np.flatnonzero(times == threshold)
+    later[at_threshold[len(at_threshold) - (n - int(later.sum())) :]] = True
+    return later
 
 
 def _parts(df: pd.DataFrame, is_test: np.ndarray, field: str, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -273,10 +290,13 @@ def unique_candidates(
     """
     kept = [product_id, *dict.fromkeys(c for c in columns if c != product_id)]
     _require_columns(rows, [*kept, *([time_column] if time_column else [])], "candidates")
-    by_time = np.argsort(_sort_key(rows, time_column).to_numpy(), kind="stable") if time_column else None
-    rows = rows[kept] if by_time is None else rows[kept].iloc[by_time]  # only the product columns are copied
-    latest = rows.drop_duplicates(product_id, keep="last")
-    return latest.sort_values(product_id, kind="stable"), len(rows)
+    n_rows = len(rows)
+    if time_column:  # a product's rows at its latest time, in file order; the last of them is its latest
+        times = pd.Series(_orderable(_sort_key(rows, time_column)), index=rows.index)
+        latest_time = times.groupby(rows[product_id], observed=True, sort=False).transform("max")
+        rows = rows[(times == latest_time).to_numpy()]
+    latest = rows[kept].drop_duplicates(product_id, keep="last")
+    return latest.sort_values(product_id, kind="stable"), n_rows
 
 
 # --- the experiment's data -----------------------------------------------------------------

@@ -132,6 +132,36 @@ def test_time_split_puts_the_latest_rows_in_test():
     assert test["ts"].min() >= train["ts"].max()
 
 
+def _tied_times(kind: str, n: int = 500) -> pd.Series:
+    """Times with many ties: small integers, or those as naive or zoned dates."""
+    ticks = np.random.default_rng(len(kind)).integers(0, 12, size=n)
+    if kind == "numbers":
+        return pd.Series(ticks)
+    dates = pd.to_datetime(ticks, unit="D", origin="2026-01-01")
+    return pd.Series(dates.tz_localize("Europe/Paris") if kind == "zoned dates" else dates)
+
+
+@pytest.mark.parametrize("kind", ["numbers", "dates", "zoned dates"])
+@pytest.mark.parametrize("fraction", [0.01, 0.3, 0.97])
+def test_time_split_holds_out_what_a_stable_sort_puts_last(kind, fraction):
+    rows = pd.DataFrame({"ts": _tied_times(kind), "row": np.arange(500)})
+    train, test = split_transactions(rows, SplitSpec(strategy="time", test_fraction=fraction, column="ts"))
+    n_test = round(500 * fraction)
+    by_time = np.argsort(rows["ts"].to_numpy(), kind="stable")  # ties: the later file row sorts later
+    assert test["row"].tolist() == sorted(by_time[len(rows) - n_test :])
+    assert train["row"].tolist() == sorted(by_time[: len(rows) - n_test])
+
+
+@pytest.mark.parametrize("kind", ["numbers", "zoned dates"])
+def test_candidates_keep_a_products_latest_row_and_of_tied_rows_the_last(kind):
+    rows = pd.DataFrame({"ts": _tied_times(kind), "row": np.arange(500)})
+    rows["product"] = pd.Categorical([f"p{i % 37}" for i in range(500)])
+    candidates, before = unique_candidates(rows, "product", ["row"], "ts")
+    expected = rows.iloc[np.argsort(rows["ts"].to_numpy(), kind="stable")].drop_duplicates("product", keep="last")
+    assert before == 500
+    assert candidates["row"].tolist() == expected.sort_values("product")["row"].tolist()
+
+
 def test_time_split_parses_text_dates():
     rows = pd.DataFrame({"row": range(4), "when": ["2024-03-01", "2024-01-15", "2024-12-31", "2024-02-01"]})
     train, test = split_transactions(rows, SplitSpec(strategy="time", test_fraction=0.5, column="when"))
