@@ -10,7 +10,7 @@ Prefect import here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,48 +78,55 @@ def _features(spec: ExperimentSpec, kind: str) -> Iterator[tuple[str, str]]:
             yield path, feature.column
 
 
-def _sources(spec: ExperimentSpec, data: ExperimentData, column: str) -> Iterator[tuple[str, pd.Series]]:
-    """(file, the column's loaded values indexed by file row) for each file the column came from.
+def _sources(spec: ExperimentSpec, data: ExperimentData, column: str) -> Iterator[tuple[str, list[pd.Series]]]:
+    """(file, the column's loaded values in parts, each indexed by file row) for each file the column came from.
 
     The transactions (train, validation and test rows), unless the column was joined from the
     catalogue; the catalogue (its candidate rows), for a product column when there is one.
     """
     if column not in data.joined_columns:
-        frames = [frame for frame in (data.train, data.validation, data.test) if frame is not None]
-        yield spec.data.transactions, pd.concat([frame[column] for frame in frames])
+        yield spec.data.transactions, [f[column] for f in (data.train, data.validation, data.test) if f is not None]
     if spec.data.products and column in data.candidates.columns:
-        yield spec.data.products, data.candidates[column]
+        yield spec.data.products, [data.candidates[column]]
 
 
-def _first_row(values: pd.Series, flagged: np.ndarray) -> int:
-    """The file's data row number (1 = the first row after any header) of the first flagged value."""
-    return int(values.index[flagged].min()) + 1
+def _flagged(parts: list[pd.Series], flag: Callable[[pd.Series], np.ndarray]) -> tuple[int, int | None]:
+    """(values `flag` marks, the file's data row number of the first: 1 = the first row after any
+    header), part by part: the parts are never copied into one column."""
+    count, first = 0, None
+    for values in parts:
+        flagged = flag(values)
+        if flagged.any():
+            count += int(flagged.sum())
+            row = int(values.index[flagged].min()) + 1
+            first = row if first is None else min(first, row)
+    return count, first
 
 
 def _non_finite(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     for path, column in _features(spec, "numeric"):
-        for uri, values in _sources(spec, data, column):
-            flagged = ~np.isfinite(values.to_numpy(dtype=np.float64))
-            if flagged.any():
+        for uri, parts in _sources(spec, data, column):
+            count, first = _flagged(parts, lambda values: ~np.isfinite(values.to_numpy(dtype=np.float64)))
+            if count:
                 yield error(
                     "non_finite_values",
                     path,
-                    f"column {column!r} has {int(flagged.sum())} non-finite value(s) (inf, -inf, or too large for "
-                    f"float32) in {uri}, first at data row {_first_row(values, flagged)}",
+                    f"column {column!r} has {count} non-finite value(s) (inf, -inf, or too large for "
+                    f"float32) in {uri}, first at data row {first}",
                     "fix or drop those rows: a model fed them diverges whatever its learning rate",
                 )
 
 
 def _blank_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     for path, column in _features(spec, "id"):
-        for uri, values in _sources(spec, data, column):
-            flagged = is_blank(values)
-            if flagged.any():
+        for uri, parts in _sources(spec, data, column):
+            count, first = _flagged(parts, is_blank)
+            if count:
                 yield error(
                     "blank_ids",
                     path,
-                    f"id column {column!r} is blank (missing or whitespace only) in {int(flagged.sum())} row(s) of "
-                    f"{uri}, first at data row {_first_row(values, flagged)}",
+                    f"id column {column!r} is blank (missing or whitespace only) in {count} row(s) of "
+                    f"{uri}, first at data row {first}",
                     "fill in the ids or drop those rows: a blank id would be learned as one real buyer or product",
                 )
 

@@ -79,6 +79,17 @@ def test_non_finite_values_name_the_column_the_count_and_the_first_row(tmp_path,
     )
 
 
+def test_the_first_row_named_is_the_files_first_whichever_split_holds_it(tmp_path):
+    rows = purchases()
+    split = load_experiment_data(spec_for(write(rows, tmp_path / "clean.csv")))
+    first_train, last_test = int(split.train.index.min()), int(split.test.index.max())
+    assert first_train < last_test
+    rows.loc[[first_train, last_test], "age"] = np.inf
+    (finding,) = check_data(spec_for(write(rows, tmp_path / "t.csv")))[1]
+    assert finding.message.endswith(f"has 2 non-finite value(s) (inf, -inf, or too large for float32) in "
+                                    f"{tmp_path / 't.csv'}, first at data row {first_train + 1}")
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_a_number_too_large_for_float32_is_non_finite(tmp_path):
     rows = purchases()
