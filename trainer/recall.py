@@ -102,7 +102,7 @@ def build_queries(
             f"not candidates (e.g. {list(unknown[:3])})"
         )
     codes, buyer_ids = pd.factorize(pairs[buyer_column], sort=True)
-    positives = _group(codes, rows, len(buyer_ids))
+    positives = _group(codes, rows, len(buyer_ids), len(index))
 
     exclude = None
     if train is not None:
@@ -110,7 +110,7 @@ def build_queries(
         seen_codes = pd.Index(buyer_ids).get_indexer(seen[buyer_column])
         seen_rows = index.get_indexer(seen[product_column])
         known = (seen_codes >= 0) & (seen_rows >= 0)
-        exclude = _group(seen_codes[known], seen_rows[known], len(buyer_ids))
+        exclude = _group(seen_codes[known], seen_rows[known], len(buyer_ids), len(index))
     return Queries(np.asarray(buyer_ids), positives, exclude, n_candidates=len(index))
 
 
@@ -293,11 +293,19 @@ def _columns(frame: pd.DataFrame, name: str, *columns: str) -> pd.DataFrame:
     return frame[list(columns)]
 
 
-def _group(codes: np.ndarray, rows: np.ndarray, n_groups: int) -> list[np.ndarray]:
-    """Unique sorted rows per group code 0..n_groups-1."""
-    pairs = np.unique(np.stack([codes, rows]).astype(np.int64), axis=1)
-    bounds = np.searchsorted(pairs[0], np.arange(1, n_groups))
-    return np.split(pairs[1], bounds)
+def _group(codes: np.ndarray, rows: np.ndarray, n_groups: int, n_rows: int) -> list[np.ndarray]:
+    """Unique sorted rows (0..n_rows-1) per group code 0..n_groups-1, as views into one array.
+
+    One int64 key per pair, sorted in place and de-duplicated: the only copies of every pair are
+    the keys and the result (a unique over the stacked pairs made several, and its views kept
+    both rows alive)."""
+    keys = np.asarray(codes, dtype=np.int64) * n_rows
+    keys += rows
+    keys.sort()
+    if keys.size:
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    bounds = np.searchsorted(keys, np.arange(1, n_groups, dtype=np.int64) * n_rows)
+    return np.split(np.remainder(keys, n_rows, out=keys), bounds)
 
 
 def _embeddings(array: np.ndarray, name: str) -> np.ndarray:

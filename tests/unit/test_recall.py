@@ -163,6 +163,12 @@ def test_build_queries_maps_unique_pairs_and_training_products():
     assert build_queries(TEST, "buyer", "product", CATALOGUE).exclude is None
 
 
+def test_a_product_bought_again_is_excluded_once_and_exclusions_are_in_candidate_order():
+    again = pd.concat([TRAIN, pd.DataFrame({"buyer": ["A", "B", "A"], "product": ["p2", "p2", "p3"]})])
+    queries = build_queries(TEST, "buyer", "product", CATALOGUE, train=again)
+    assert [list(e) for e in queries.exclude] == [[0, 2, 3], [2]]
+
+
 def test_popularity_hand_example():
     scores = popularity_scores(TRAIN["product"], CATALOGUE)
     assert scores.tolist() == [2.0, 1.0, 3.0, 1.0]
