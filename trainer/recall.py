@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,26 +39,67 @@ batch of 128 queries."""
 
 
 @dataclass(frozen=True)
+class Ragged:
+    """Candidate rows per query, query i's being values[offsets[i]:offsets[i + 1]]: one flat array
+    and its offsets, where an array per query cost ~100 bytes of numpy object each (two lists of
+    500k buyers: 0.1 GiB)."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence, name: str) -> Ragged:
+        """One 1-D array of candidate indices per query (lists or arrays) as a Ragged."""
+        parts = []
+        for i, rows in enumerate(arrays):
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+                raise ValueError(f"Queries.{name}[{i}] must be 1-D candidate indices, got {rows!r}")
+            parts.append(rows.astype(np.int64, copy=False))
+        offsets = np.concatenate(([0], np.cumsum([len(rows) for rows in parts], dtype=np.int64)))
+        return cls(np.concatenate(parts) if parts else np.empty(0, np.int64), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row within start..stop, candidate index) of every value of queries start..stop."""
+        rows = np.repeat(np.arange(stop - start), self.lengths[start:stop])
+        return rows, self.values[self.offsets[start] : self.offsets[stop]]
+
+
+@dataclass(frozen=True)
 class Queries:
     """Evaluation queries: one per test buyer, with candidate row indices.
 
     positives[i]: candidate rows of buyer_ids[i]'s test products (unique).
     exclude[i]: candidate rows removed from buyer_ids[i]'s ranking (their training products);
     a row that is also one of the buyer's positives stays ranked.
+    Either is given as a Ragged or one array (or list) per query, and held as a Ragged.
     n_candidates: number of candidates the indices refer to, when known; recall_at_k then
     checks the candidate embeddings have exactly that many rows.
     """
 
     buyer_ids: np.ndarray
-    positives: list[np.ndarray]
-    exclude: list[np.ndarray] | None = None
+    positives: Ragged | Sequence
+    exclude: Ragged | Sequence | None = None
     n_candidates: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.buyer_ids)
-        object.__setattr__(self, "positives", _index_arrays(self.positives, "positives", n))
+        object.__setattr__(self, "positives", _ragged(self.positives, "positives", n))
         if self.exclude is not None:
-            object.__setattr__(self, "exclude", _index_arrays(self.exclude, "exclude", n))
+            object.__setattr__(self, "exclude", _ragged(self.exclude, "exclude", n))
 
     @property
     def n_queries(self) -> int:
@@ -68,7 +109,7 @@ class Queries:
     @property
     def n_pairs(self) -> int:
         """Number of unique test (buyer, product) pairs: recall's denominator."""
-        return sum(len(p) for p in self.positives)
+        return len(self.positives.values)
 
 
 def build_queries(
@@ -253,14 +294,10 @@ def batch_pairs(queries: Queries, start: int, stop: int, n_candidates: int) -> t
     """For queries start..stop, as (batch row, candidate column) index arrays: their test pairs, and the
     candidates removed from their ranking (their exclude lists less their own positives, which stay
     ranked): (pair_rows, pair_cols, exclude_rows, exclude_cols)."""
-    positives = queries.positives[start:stop]
-    pair_rows = np.repeat(np.arange(stop - start), [len(p) for p in positives])
-    pair_cols = np.concatenate(positives)
+    pair_rows, pair_cols = queries.positives.pairs(start, stop)
     if queries.exclude is None:
         return pair_rows, pair_cols, np.empty(0, np.int64), np.empty(0, np.int64)
-    exclude = queries.exclude[start:stop]
-    rows = np.repeat(np.arange(stop - start), [len(e) for e in exclude])
-    cols = np.concatenate(exclude)
+    rows, cols = queries.exclude.pairs(start, stop)
     kept = ~np.isin(rows * n_candidates + cols, pair_rows * n_candidates + pair_cols)
     return pair_rows, pair_cols, rows[kept], cols[kept]
 
@@ -273,17 +310,11 @@ def hits_at(head: np.ndarray, pair_rows: np.ndarray, positive_scores: np.ndarray
     return np.count_nonzero(ranks[:, None] < ks[None, :], axis=0)
 
 
-def _index_arrays(arrays: Sequence, name: str, n_queries: int) -> list[np.ndarray]:
-    """arrays as a list of 1-D int64 arrays, one per query."""
-    if len(arrays) != n_queries:
-        raise ValueError(f"Queries: {len(arrays)} {name} arrays for {n_queries} buyer_ids")
-    result = []
-    for i, rows in enumerate(arrays):
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
-            raise ValueError(f"Queries.{name}[{i}] must be 1-D candidate indices, got {rows!r}")
-        result.append(rows.astype(np.int64, copy=False))
-    return result
+def _ragged(arrays: Ragged | Sequence, name: str, n_queries: int) -> Ragged:
+    ragged = arrays if isinstance(arrays, Ragged) else Ragged.from_arrays(arrays, name)
+    if len(ragged) != n_queries:
+        raise ValueError(f"Queries: {len(ragged)} {name} arrays for {n_queries} buyer_ids")
+    return ragged
 
 
 def _columns(frame: pd.DataFrame, name: str, *columns: str) -> pd.DataFrame:
@@ -293,19 +324,18 @@ def _columns(frame: pd.DataFrame, name: str, *columns: str) -> pd.DataFrame:
     return frame[list(columns)]
 
 
-def _group(codes: np.ndarray, rows: np.ndarray, n_groups: int, n_rows: int) -> list[np.ndarray]:
-    """Unique sorted rows (0..n_rows-1) per group code 0..n_groups-1, as views into one array.
+def _group(codes: np.ndarray, rows: np.ndarray, n_groups: int, n_rows: int) -> Ragged:
+    """Unique sorted rows (0..n_rows-1) per group code 0..n_groups-1.
 
     One int64 key per pair, sorted in place and de-duplicated: the only copies of every pair are
-    the keys and the result (a unique over the stacked pairs made several, and its views kept
-    both rows alive)."""
+    the keys and the result (a unique over the stacked pairs made several)."""
     keys = np.asarray(codes, dtype=np.int64) * n_rows
     keys += rows
     keys.sort()
     if keys.size:
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    bounds = np.searchsorted(keys, np.arange(1, n_groups, dtype=np.int64) * n_rows)
-    return np.split(np.remainder(keys, n_rows, out=keys), bounds)
+    offsets = np.searchsorted(keys, np.arange(n_groups + 1, dtype=np.int64) * n_rows)
+    return Ragged(np.remainder(keys, n_rows, out=keys), offsets)
 
 
 def _embeddings(array: np.ndarray, name: str) -> np.ndarray:
@@ -341,14 +371,13 @@ def _check_queries(queries: Queries, n_candidates: int) -> None:
     lists = [("positives", queries.positives)]
     if queries.exclude is not None:
         lists.append(("exclude", queries.exclude))
-    for name, arrays in lists:
-        flat = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
-        bad = np.flatnonzero((flat < 0) | (flat >= n_candidates))
+    for name, ragged in lists:
+        bad = np.flatnonzero((ragged.values < 0) | (ragged.values >= n_candidates))
         if bad.size:
-            i = int(np.searchsorted(np.cumsum([len(a) for a in arrays]), bad[0], side="right"))
+            i = int(np.searchsorted(ragged.offsets, bad[0], side="right")) - 1
             raise ValueError(
                 f"queries.{name}[{i}] (buyer {queries.buyer_ids[i]}) has candidate index "
-                f"{flat[bad[0]]}, outside 0..{n_candidates - 1}"
+                f"{ragged.values[bad[0]]}, outside 0..{n_candidates - 1}"
             )
 
 
