@@ -68,13 +68,9 @@ class Ragged:
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(len(self)))
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
     def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(row within start..stop, candidate index) of every value of queries start..stop."""
-        rows = np.repeat(np.arange(stop - start), self.lengths[start:stop])
+        rows = np.repeat(np.arange(stop - start), np.diff(self.offsets[start : stop + 1]))
         return rows, self.values[self.offsets[start] : self.offsets[stop]]
 
 
