@@ -110,6 +110,12 @@ denoising of Mult-DAE (history-only-wide 0.1212 / 0.5531, -wide-catalogue 0.1230
 epochs 0.1192 / 0.5597, 256-d 0.1191 / 0.5464, the example's features + a 128-d history, catalogue
 0.1189 / 0.5610). Every model lands at 0.115-0.123 at @10 against EASE's 0.1266 (run-to-run noise is about
 +-0.003); several pass EASE at @100 (0.5581) but none at both. The goal is still not met.
+
+One more ad hoc probe points where to go next: the scores of several independently trained models summed
+(their query and candidate embeddings concatenated, so it is still one dot product and one index). The
+example at seeds 42-45: 1 model 0.1179 / 0.5601, 2 0.1221 / 0.5673, 3 0.1237 / 0.5705, 4 0.1246 / 0.5709;
+three examples and three history-only-wide models alternating: 0.1245 / 0.5694 at 6. That is 0.98x EASE at
+@10 and 1.02x at @100 on validation, for 4x the training; towerflow cannot yet train such a model.
 """
 
 from __future__ import annotations
