@@ -2,7 +2,7 @@
 
 Tables come from built-in dataset URIs (`movielens100k://ratings`) or from CSV (`.csv`,
 `.csv.gz`, `.csv.bz2`, `.csv.zst`) and Parquet (`.parquet`, `.pq`) files or shards of them (a glob
-or a folder ending in `/`) through trainer.storage: local paths, `file://`, `memory://`, `gs://`.
+or a folder) through trainer.storage: local paths, `file://`, `memory://`, `gs://`.
 No TensorFlow import here.
 """
 
@@ -24,7 +24,7 @@ from trainer.memory import release_freed_memory
 from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
-from trainer.storage import StorageError, is_pattern, local_path, open_uri
+from trainer.storage import StorageError, as_pattern, is_pattern, local_path, open_uri
 
 TEXT_TYPES = ("id", "categorical", "text")
 HISTORY_LIMIT = 100  # a `history` feature holds a buyer's most recent training purchases, at most this many
@@ -61,7 +61,7 @@ def load_table(
 ) -> pd.DataFrame:
     """Load a built-in dataset URI, a CSV/Parquet file or shards of one (local, file://, memory://, gs://).
 
-    Shards (a glob, or a folder or prefix ending in `/`) must agree in format and columns
+    Shards (a glob, or a folder or prefix, its trailing `/` optional) must agree in format and columns
     (`trainer.schema.read_shards`); they are read in name order into one frame, indexed 0..n-1,
     wholly in memory. `text_columns` are read as strings from CSV files, so ids such as `00042`
     keep their zeros. With `columns`, only those of them the table has are read (Parquet reads
@@ -81,6 +81,7 @@ def load_table(
         except (ValueError, ImportError, OSError) as exc:
             raise DataError(str(exc) if uri in str(exc) else f"{uri}: {exc}", code="data_unreadable") from None
         return table if columns is None else table[[column for column in table.columns if column in columns]]
+    uri = as_pattern(uri)
     try:
         if not is_pattern(uri):
             return _read_file(uri, table_format(uri), text_columns, columns, as_categories)

@@ -2,7 +2,7 @@
 Parquet footer or a CSV header, never the rows).
 
 A data URI is one file, a built-in dataset, or shards: a glob (`gs://bucket/tx/part-*.parquet`)
-or a folder or prefix ending in `/`, whose files must share one format and one schema.
+or a folder or prefix (its trailing `/` optional), whose files must share one format and one schema.
 Built-in datasets (`movielens100k://`, `synthetic-retail://`) declare their columns, so they are
 neither downloaded nor generated. Files are opened through trainer.storage: local paths, `file://`,
 `memory://`, `gs://`.
@@ -19,7 +19,7 @@ from typing import NamedTuple
 from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec, feature_paths
-from trainer.storage import StorageError, expand, is_pattern, open_uri
+from trainer.storage import StorageError, as_pattern, expand, is_pattern, open_uri
 from trainer.vocabulary import VocabularyError, read_vocabulary
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -71,13 +71,14 @@ def read_columns(uri: str) -> list[str]:
 
 
 def read_shards(uri: str) -> Shards:
-    """The files `uri` names and their agreed columns: every shard's header is read and compared
+    """The files `uri` (a file, a glob, or a folder or prefix, with or without its trailing `/`) names
+    and their agreed columns: every shard's header is read and compared
     with the first shard's (names; for Parquet also types; order does not count).
 
     SchemaError naming the pattern when nothing matches or formats are mixed, the shard when one
     cannot be read or its schema differs from the first shard's.
     """
-    uri = str(uri)
+    uri = as_pattern(uri)
     files = _files(uri)
     kinds = {file: table_format(file) for file in files}
     if len(set(kinds.values())) > 1:

@@ -161,6 +161,22 @@ def is_pattern(uri: str) -> bool:
     return uri.endswith("/") or any(character in uri for character in GLOB_CHARACTERS)
 
 
+def as_pattern(uri: str) -> str:
+    """`uri` spelled as `is_pattern` understands it: a folder or prefix named without its trailing `/`
+    (`data/tx`, Spark's `events.parquet` folder) gains one; anything else comes back as it is, for
+    the read that follows to report what is wrong with it."""
+    uri = str(uri)
+    if is_pattern(uri) or urlsplit(uri).scheme in ("http", "https"):
+        return uri
+    try:
+        with failing_as_storage_error(uri):
+            fs, path = filesystem(uri)
+            folder = fs.isdir(path)
+    except StorageError:
+        return uri
+    return uri + "/" if folder else uri
+
+
 def expand(pattern: str) -> list[str]:
     """The files `pattern` names, sorted and spelled like it (`gs://b/tx/part-0.csv`, `tx/part-0.csv`):
     a glob's matches, or the files directly in a folder or under a prefix ending in `/`. Names

@@ -499,7 +499,7 @@ def test_shards_load_as_the_single_file_does_in_name_order(memory_dir, kind):
     storage.write_bytes(f"{memory_dir}/tx/_SUCCESS", b"")
     time_split = {"transactions": single, "split": {"strategy": "time", "column": "timestamp", "test_fraction": 0.25}}
     expected = load_experiment_data(_spec(single, data=time_split))
-    for pattern in (f"{memory_dir}/tx/part-*.{kind}", f"{memory_dir}/tx/"):
+    for pattern in (f"{memory_dir}/tx/part-*.{kind}", f"{memory_dir}/tx/", f"{memory_dir}/tx"):
         pd.testing.assert_frame_equal(load_table(pattern, text_columns=["customer_id"]), load_table(single, text_columns=["customer_id"]))
         data = load_experiment_data(_spec(pattern, data={**time_split, "transactions": pattern}))
         for part in ("train", "test", "candidates"):

@@ -322,8 +322,11 @@ def test_parquet_shards_with_a_column_of_another_type_differ(tmp_path):
         ({"part-0.parquet": COLUMNS, "part-1.parquet": COLUMNS}, "{folder}/*.parquet", "data_unreadable",
          "{folder}/part-1.parquet: cannot be read (ArrowInvalid: "),
         ({"part-0.csv": COLUMNS, "notes.txt": COLUMNS}, "{folder}/", "data_unreadable", "{folder}/notes.txt: unsupported format"),
+        ({"a.csv": COLUMNS, "b.parquet": COLUMNS}, "{folder}", "mixed_formats",
+         "{folder}/: mixes formats ({folder}/a.csv is csv, {folder}/b.parquet is parquet); use one format per glob"),
     ],
-    ids=["no match", "empty folder", "mixed formats", "a shard differs", "an unreadable shard", "not a data file"],
+    ids=["no match", "empty folder", "mixed formats", "a shard differs", "an unreadable shard", "not a data file",
+         "a folder without its slash"],
 )  # fmt: skip
 def test_bad_shards_are_one_error_naming_the_pattern_or_shard(tmp_path, shards, pattern, code, message):
     folder = write_shards(tmp_path / "tx", shards)

@@ -231,6 +231,16 @@ def test_is_pattern_knows_globs_and_folders_from_files():
     assert not storage.is_pattern("https://example.com/tx.csv?sig=a*b")  # a query string, not a glob
 
 
+def test_a_folder_named_without_its_slash_is_spelled_as_a_folder(tmp_path, memory_root):
+    storage.write_bytes(str(tmp_path / "events.parquet" / "part-0.parquet"), b"x")  # a folder as Spark names it
+    storage.write_bytes(f"{memory_root}/tx/part-0.csv", b"a\n")
+    storage.write_bytes(str(tmp_path / "one.csv"), b"a\n")
+    assert storage.as_pattern(str(tmp_path / "events.parquet")) == f"{tmp_path}/events.parquet/"
+    assert storage.as_pattern(f"{memory_root}/tx") == f"{memory_root}/tx/"
+    for unchanged in (str(tmp_path / "one.csv"), str(tmp_path / "missing"), f"{tmp_path}/*.csv", f"{memory_root}/tx/"):
+        assert storage.as_pattern(unchanged) == unchanged
+
+
 def test_expand_lists_shards_sorted_and_spelled_as_written(tmp_path, memory_root, monkeypatch):
     for name in ("part-1.csv", "part-0.csv", "_SUCCESS", ".part-0.csv.crc", "notes.txt", "sub/part-9.csv"):
         storage.write_bytes(str(tmp_path / "tx" / name), b"a\n")
