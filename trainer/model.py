@@ -30,6 +30,11 @@ corrected" retrieval); the model then estimates log p(product | buyer) itself. S
 alike no longer give a loss of log(batch), so the model reports its own uniform-score loss to the
 collapse detector (`uniform_loss_sum`).
 
+With `model.members` > 1 each tower holds that many encoder + layer stacks, initialised apart, and
+returns their embeddings side by side; the loss is the mean of each member's own softmax loss (so the
+collapse detector's uniform-score loss is unchanged), and a served score, one dot product of the
+concatenations, is the sum of the members' scores: an ensemble that is still one two-tower model.
+
 Under a distribution strategy each replica holds only its share of the global batch, and TFRS's
 Retrieval task computes the softmax over the candidates it is given (tensorflow/recommenders#710):
 fed one replica's candidates, each query would see global_batch/n negatives, and quality would drop
@@ -251,7 +256,11 @@ def tower_layers(layers: Sequence[LayerSpec], output_dim: int, tower: str) -> li
 
 
 class Tower(tf_keras.Model):
-    """One side of the model: a dict of feature columns -> float32 embeddings."""
+    """One side of the model: a dict of feature columns -> float32 embeddings.
+
+    With `members` > 1 it holds that many encoder + layer stacks over the same features, each with
+    weights of its own, and returns their embeddings side by side (`member_blocks` splits them). The
+    first member's lookups preprocess the inputs for all: every member's vocabularies are the same."""
 
     def __init__(
         self,
@@ -262,13 +271,22 @@ class Tower(tf_keras.Model):
         output_dim: int,
         normalize: bool = False,
         product_column: str | None = None,
+        members: int = 1,
     ):
         super().__init__(name=name)
         self.features = list(features)
         self.product_column = product_column  # the row's product, left out of a purchase history in training
         self.encoders = [feature_encoder(feature, train, product_column) for feature in self.features]
         self.stack = tower_layers(layers, output_dim, name)
+        self.more_members = [
+            ([feature_encoder(f, train, product_column) for f in self.features], tower_layers(layers, output_dim, f"{name}_{i}"))
+            for i in range(1, members)
+        ]  # apart from the first, so a checkpoint of a one-member tower keeps its layout
         self.normalize = normalize
+
+    @property
+    def members(self) -> int:
+        return 1 + len(self.more_members)
 
     @property
     def columns(self) -> list[str]:
@@ -295,15 +313,25 @@ class Tower(tf_keras.Model):
         return all(self._key(feature) in inputs for feature in self.features)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Embeddings of raw columns, or of what `preprocess` made of them."""
+        """Embeddings of raw columns, or of what `preprocess` made of them (the members' side by side)."""
         if not self.preprocessed(inputs):
             inputs = self.preprocess(inputs)
-        parts = [encoder(inputs[self._key(feature)]) for feature, encoder in zip(self.features, self.encoders)]
+        members = [(self.encoders, self.stack), *self.more_members]
+        blocks = [self._member(encoders, stack, inputs, training) for encoders, stack in members]
+        return blocks[0] if len(blocks) == 1 else tf.concat(blocks, axis=-1)
+
+    def _member(self, encoders, stack, inputs: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        parts = [encoder(inputs[self._key(feature)]) for feature, encoder in zip(self.features, encoders)]
         x = tf.concat([tf.cast(part, self.compute_dtype) for part in parts], axis=-1)
-        for layer in self.stack:
+        for layer in stack:
             x = layer(x, training=training)
         x = tf.cast(x, tf.float32)
         return tf.math.l2_normalize(x, axis=-1) if self.normalize else x
+
+
+def member_blocks(embeddings: tf.Tensor, members: int) -> list[tf.Tensor]:
+    """A tower's embeddings split into its members' (equal blocks of the last axis)."""
+    return tf.split(embeddings, members, axis=-1) if members > 1 else [embeddings]
 
 
 def float32_retrieval(temperature: float) -> tfrs.tasks.Retrieval:
@@ -382,7 +410,8 @@ class TwoTowerModel(TelemetryModel):
     `cross_replica_negatives` (on unless measuring what it costs): under a distribution strategy,
     every query is scored against the whole global batch's candidates, not only its replica's.
     With `catalogue` (a CatalogueNegatives) the softmax runs over every unique candidate instead:
-    the exact softmax, so neither logQ correction nor a cross-replica gather is needed."""
+    the exact softmax, so neither logQ correction nor a cross-replica gather is needed. Towers of
+    several members are scored member by member, each on its own softmax (`member_blocks`)."""
 
     def __init__(
         self,
@@ -432,25 +461,37 @@ class TwoTowerModel(TelemetryModel):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """This replica's queries' loss sum, each query's softmax over the (global) batch's candidates
-        (`features`: raw columns or `preprocess`'s)."""
+        (`features`: raw columns or `preprocess`'s); with several members, the mean of their losses."""
         features = self._preprocessed(features)
         queries = self.buyer(features, training=training)
         if self.catalogue is not None:
-            return self._catalogue_loss(queries, features, training)
+            candidates = self.product(self.catalogue.features, training=training)
+            return self._mean_over_members(self._catalogue_loss, queries, candidates, features[CATALOGUE_ROW])
         candidates = self.product(features, training=training)
         probability = self._probability(features)
         if probability is None:
             (candidates,) = self._negatives(candidates)
         else:
             candidates, probability = self._negatives(candidates, probability)
-        return self.task(queries, candidates, candidate_sampling_probability=probability, compute_metrics=False)
 
-    def _catalogue_loss(self, queries: tf.Tensor, features: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
-        """The loss sum of each query's softmax over every unique candidate (rows whose product is
-        not in the catalogue count nothing)."""
-        candidates = self.product(self.catalogue.features, training=training)
+        def loss(member_queries: tf.Tensor, member_candidates: tf.Tensor) -> tf.Tensor:
+            return self.task(
+                member_queries, member_candidates, candidate_sampling_probability=probability, compute_metrics=False
+            )
+
+        return self._mean_over_members(loss, queries, candidates)
+
+    def _mean_over_members(self, loss: Callable[..., tf.Tensor], queries: tf.Tensor, candidates: tf.Tensor,
+                           *args: tf.Tensor) -> tf.Tensor:
+        """`loss(queries, candidates, *args)` of each member's blocks, averaged: each member learns on its own softmax."""
+        members = self.buyer.members
+        pairs = zip(member_blocks(queries, members), member_blocks(candidates, members))
+        return tf.add_n([loss(q, c, *args) for q, c in pairs]) / members
+
+    def _catalogue_loss(self, queries: tf.Tensor, candidates: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        """The loss sum of each query's softmax over every unique candidate (`rows`: each query's
+        product's row among them; rows whose product is not in the catalogue count nothing)."""
         logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
-        rows = features[CATALOGUE_ROW]
         known = rows >= 0
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(rows, 0), logits=logits)
         return tf.reduce_sum(tf.where(known, losses, tf.zeros_like(losses)))
@@ -491,9 +532,12 @@ def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Towe
         )
     buyer = Tower(
         "buyer", spec.buyer_features, train, model.buyer_layers, model.output_dim, model.normalize,
-        product_column=spec.product_id_column,
+        product_column=spec.product_id_column, members=model.members,
     )  # fmt: skip
-    product = Tower("product", spec.product_features, train, model.product_layers, model.output_dim, model.normalize)
+    product = Tower(
+        "product", spec.product_features, train, model.product_layers, model.output_dim, model.normalize,
+        members=model.members,
+    )  # fmt: skip
     return buyer, product
 
 

@@ -121,6 +121,7 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("data.split.test_fraction", low=0, high=1, suggestion="test_fraction: 0.2"),
     _positive("evaluation.ks[]", "ks such as [5, 10, 50, 100]"),
     _positive("model.output_dim"),
+    Bound("model.members", low=1, low_inclusive=True, suggestion="members: 1 (one tower pair), or 2-4 for an ensemble"),
     _positive("model.temperature"),
     _positive("evaluation.ease_l2", "ease_l2: 300"),
     Bound("evaluation.ease_max_candidates", low=1, low_inclusive=True),

@@ -102,6 +102,11 @@ class ModelSpec(_Strict):
     """The softmax's negatives: the batch's other purchases (scales to any catalogue), or every
     unique candidate (the full softmax: the product tower runs over the whole catalogue each step,
     so for catalogues of some thousands of products; logQ correction is then not needed or applied)."""
+    members: int = 1
+    """Tower pairs trained side by side on the same batches, each initialised apart and trained on its
+    own softmax: an ensemble in one model. A tower's embedding is its members' side by side, so a score
+    (one dot product, one index) is the sum of the members' scores. Costs `members` times the training
+    and the embedding size."""
     logq_correction: bool = True
     """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
 

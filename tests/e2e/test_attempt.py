@@ -143,6 +143,27 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
         run_attempt(spec, 0.01, workdir)
 
 
+def test_an_ensemble_of_members_resumes_exports_their_embeddings_side_by_side_and_evaluates(tmp_path):
+    raw = _raw_spec(2, 1.0, (5, 10))
+    raw["model"] = {"output_dim": 16, "members": 2, "normalize": True, "temperature": 0.2,
+                    "buyer_layers": [{"units": 16}], "product_layers": [{"units": 16}]}
+    spec, workdir = spec_from_dict(raw), str(tmp_path / "attempt")
+
+    def stop_after_1(metrics):
+        if metrics.epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_1)
+    result = run_attempt(spec, 0.1, workdir)
+    assert result.status == "succeeded" and result.epochs[1].loss < result.epochs[0].loss  # both members resumed
+    candidates = np.load(f"{result.model_uri}/candidate_embeddings.npy")
+    assert candidates.shape[1] == 2 * 16
+    np.testing.assert_allclose(np.linalg.norm(candidates[:, :16], axis=1), 1.0, rtol=1e-5)
+    evaluation = evaluate_model(spec, result.model_uri)
+    assert evaluation.model[10] > evaluation.popularity[10]
+
+
 def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp_path):
     result = run_attempt(_spec(epochs=1, ks=(5, 7)), 0.1, str(tmp_path))
     script = textwrap.dedent(

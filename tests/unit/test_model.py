@@ -147,6 +147,38 @@ def test_catalogue_negatives_are_the_full_softmax_over_every_candidate():
     assert model.sampling_probability is None  # the exact softmax needs no logQ correction
 
 
+def _softmax_loss_sum(queries: np.ndarray, candidates: np.ndarray, temperature: float, rows) -> float:
+    logits = queries @ candidates.T / temperature
+    return float(sum(np.log(np.exp(logits[i]).sum()) - logits[i, row] for i, row in enumerate(rows)))
+
+
+@pytest.mark.parametrize("negatives", ["in_batch", "catalogue"])
+def test_members_are_towers_of_their_own_each_trained_on_its_own_softmax(negatives):
+    towers = {"normalize": True, "temperature": 0.5, "logq_correction": False, "buyer_layers": [{"units": 8}],
+              "product_layers": [{"units": 16}, {"units": 8}]}
+    spec = _spec(members=3, negatives=negatives, **towers)
+    catalogue = TRAIN.drop_duplicates("item")[["item", "words"]]
+    model = build_model(spec, TRAIN, catalogue)
+    single = build_model(_spec(negatives=negatives, **towers), TRAIN, catalogue)
+    batch = next(iter(make_dataset(TRAIN, model_columns(spec), batch_size=4)))
+    queries = model.buyer(batch).numpy()
+    assert queries.shape == (4, 3 * single.buyer(batch).shape[1])
+    assert len(model.buyer.trainable_variables) == 3 * len(single.buyer.trainable_variables)
+    if negatives == "catalogue":
+        candidates = model.product({c: tf.constant(catalogue[c].to_numpy(dtype=object)) for c in catalogue}).numpy()
+        rows = [list(catalogue["item"]).index(item) for item in TRAIN["item"]]
+    else:
+        candidates, rows = model.product(batch).numpy(), range(len(TRAIN))
+    blocks = [(queries[:, m * 8 : (m + 1) * 8], candidates[:, m * 8 : (m + 1) * 8]) for m in range(3)]
+    for member_queries, _ in blocks:  # each member normalized on its own
+        np.testing.assert_allclose(np.linalg.norm(member_queries, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(blocks[0][0], blocks[1][0])  # initialised apart
+    expected = np.mean([_softmax_loss_sum(q, c, 0.5, rows) for q, c in blocks])
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
+    assert float(model.uniform_loss_sum(batch)) == pytest.approx(float(single.uniform_loss_sum(batch)), rel=1e-6)
+    np.testing.assert_allclose(queries @ candidates.T, sum(q @ c.T for q, c in blocks), rtol=1e-5)  # one dot product
+
+
 HISTORY = TRAIN.assign(bought=["i2 i1", "i2", "i1 i1 i3", ""])
 
 
@@ -156,7 +188,9 @@ def _history_spec(**model):
     return spec.model_copy(update={"buyer_features": [*spec.buyer_features, history]})
 
 
-@pytest.mark.parametrize("model_kwargs", [{}, {"logq_correction": False}, {"negatives": "catalogue"}])
+@pytest.mark.parametrize(
+    "model_kwargs", [{}, {"logq_correction": False}, {"negatives": "catalogue"}, {"members": 2}]
+)
 def test_the_input_pipeline_does_the_lookups_so_the_step_sees_no_string_and_the_same_loss(model_kwargs):
     spec = _history_spec(**model_kwargs)
     model = build_model(spec, HISTORY, HISTORY.drop_duplicates("item"))

@@ -109,6 +109,7 @@ FIRES = [
     ("buyer tower too wide", put("model.buyer_layers.1.units", 16), None, "tower_output_mismatch", "model.buyer_layers[1].units", "error"),
     ("product tower too wide", put("model.output_dim", 64), None, "tower_output_mismatch", "model.product_layers[0].units", "error"),
     ("no features", put("buyer_features", []), None, "empty_tower", "buyer_features", "error"),
+    ("zero members", put("model.members", 0), None, "out_of_range", "model.members", "error"),
     ("dense without units", put("model.buyer_layers.0", {"type": "dense"}), None, "dense_without_units", "model.buyer_layers[0].units", "error"),
     ("dropout without rate", put("model.buyer_layers.0", {"type": "dropout"}), None, "dropout_without_rate", "model.buyer_layers[0].rate", "error"),
     ("dropout rate 1", put("model.buyer_layers.0", {"type": "dropout", "rate": 1.0}), None, "out_of_range", "model.buyer_layers[0].rate", "error"),
