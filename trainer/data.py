@@ -119,7 +119,11 @@ def _read_file(
                 table = pq.read_table(handle, columns=names, read_dictionary=dictionary, pre_buffer=remote)
                 return table.to_pandas(split_blocks=True, self_destruct=True)  # frees each column once converted
             usecols = None if columns is None else set(columns).__contains__
-            rows = pd.read_csv(handle, dtype={column: str for column in text_columns}, usecols=usecols)
+            # index_col=False: a row with more fields than the header (a delimiter ending every line)
+            # would otherwise make pandas take the first column as the index and shift every column
+            rows = pd.read_csv(
+                handle, dtype={column: str for column in text_columns}, usecols=usecols, index_col=False
+            )
             categories = {column: "category" for column in text_columns if as_categories and column in rows}
             return rows.astype(categories)
     except FileNotFoundError:

@@ -45,6 +45,19 @@ def test_csv_from_memory_keeps_text_columns_as_text(memory_dir):
     assert load_table(uri)["buyer"].tolist() == [7, 8, 9]  # without the hint, CSV inference wins
 
 
+@pytest.mark.parametrize(
+    "lines",
+    [["b1,p1,", "b2,p2,", "b3,p3,"], ["b1,p1,extra", "b2,p2", "b3,p3"]],
+    ids=["a delimiter ending every row", "more fields in the first row"],
+)
+def test_csv_rows_with_more_fields_than_the_header_keep_their_columns(memory_dir, lines):
+    uri = f"{memory_dir}/rows.csv"
+    storage.write_bytes(uri, "\n".join(["buyer,product", *lines, ""]).encode())
+    for columns in (None, ["buyer", "product"]):  # pandas made the first column the index: every column shifted
+        loaded = load_table(uri, text_columns=["buyer", "product"], columns=columns)
+        assert loaded[["buyer", "product"]].values.tolist() == [["b1", "p1"], ["b2", "p2"], ["b3", "p3"]]
+
+
 def test_parquet_from_memory(memory_dir):
     uri = f"{memory_dir}/rows.parquet"
     _frame().to_parquet(uri)
