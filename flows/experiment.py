@@ -40,7 +40,7 @@ from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, probe_findings, probe_learning_rate, validate
 from trainer import storage
-from trainer.errors import ExpectedError
+from trainer.errors import ExpectedError, OutOfMemory
 from trainer.probe_curve import ProbeCurve
 from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.results import rollback_point
@@ -186,6 +186,8 @@ def _failed_attempt(learning_rate: float, workdir: str, state):
     try:
         state.result()
         reason = f"attempt ended {state.name}"
+    except OutOfMemory as exc:
+        reason = str(exc)  # the attempt failed; a lower learning rate would not fit either
     except ExpectedError:
         raise  # a lost lease or a database down for the whole budget ends this run, not the attempt
     except BadDataError as exc:

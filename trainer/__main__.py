@@ -42,8 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     learning_rate = args.learning_rate if args.learning_rate is not None else spec.training.learning_rate
     from trainer.attempt import join, run_attempt, write_bytes  # imports TensorFlow
 
+    from trainer.errors import ExpectedError
+
     print(f"{spec.name}: attempt at learning rate {learning_rate:g} in {args.out}", flush=True)
-    result = run_attempt(spec, learning_rate, args.out, on_epoch=_print_epoch)
+    try:
+        result = run_attempt(spec, learning_rate, args.out, on_epoch=_print_epoch)
+    except ExpectedError as error:
+        print(error, file=sys.stderr)
+        return 1
     print(f"{result.status}: {result.reason}", flush=True)
     if result.status != "succeeded":
         return 1

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ import tf_keras
 
 from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import load_experiment_data
+from trainer.errors import OutOfMemory
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.memory import keep_less_freed_memory, release_freed_memory
@@ -369,6 +371,22 @@ def checkpoints_to_keep(training: TrainingSpec) -> int:
     return keep
 
 
+OOM_TENSOR = re.compile(r"OOM when allocating tensor with shape(\[[^\]]*\]) and type (\w+)(?: on (\S+))?")
+
+
+@contextlib.contextmanager
+def _out_of_memory_named(name: str) -> Iterator[None]:
+    """Turn TensorFlow's ResourceExhaustedError (a multi-line dump) into a one-line OutOfMemory."""
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        found = OOM_TENSOR.search(error.message)
+        tensor = f" allocating a {found[2]} tensor of shape {found[1]} on {found[3]}" if found else ""
+        raise OutOfMemory(
+            f"{name}: out of memory{tensor}; lower embedding_dim, hash_buckets, the layers' units or batch_size"
+        ) from None
+
+
 def run_attempt(
     spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None,
     say: Callable[[str], None] | None = None, name: str = "attempt", start: StartPoint | None = None,
@@ -383,9 +401,17 @@ def run_attempt(
     calls this with the same arguments; only the chief writes `workdir` (see the module docstring).
     With `start` (a rollback-and-cut retry), a new attempt starts from that earlier attempt's
     checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
+    OutOfMemory, in one line, when the model or a batch does not fit the device.
     """
+    with _out_of_memory_named(name):
+        return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start)
+
+
+def _run_attempt(
+    spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None,
+    say: Callable[[str], None], name: str, start: StartPoint | None,
+) -> AttemptResult:
     workdir = str(workdir)
-    say = say or (lambda line: None)
     training = spec.training
     cluster = training_cluster(training)
     claim_workdir(workdir, spec, learning_rate, write=cluster.is_chief, start=start)

@@ -8,3 +8,8 @@ class ExpectedError(Exception):
 
     The CLI prints it as one line and exits 1; towerflow's Prefect log handlers drop its traceback.
     """
+
+
+class OutOfMemory(ExpectedError):
+    """An attempt's model or batch does not fit the device's memory: a lower learning rate cannot fix
+    it, so the attempt fails (recorded, in one line) and the experiment stops."""

@@ -101,6 +101,21 @@ def _positive(path: str, suggestion: str | None = None) -> Bound:
     return Bound(path, low=0, suggestion=suggestion)
 
 
+MAX_WIDTH = 65_536
+"""The most values an embedding or a layer may have: far past any retrieval model, so only a slip (a
+100000000 meant as 128) is refused, before TensorFlow tries to allocate it."""
+MAX_BUCKETS = 2**31 - 1  # looked-up ids are int32 (trainer.model.ID_DTYPE)
+
+
+def _size(path: str) -> Bound:
+    return Bound(path, low=0, high=MAX_WIDTH, high_inclusive=True, suggestion="a size such as 32, 64 or 128")
+
+
+def _buckets(path: str) -> Bound:
+    return Bound(path, low=2, high=MAX_BUCKETS, low_inclusive=True, high_inclusive=True,
+                 suggestion="hash_buckets: about 2x the distinct ids")
+
+
 BOUNDS: tuple[Bound, ...] = (
     _positive("training.learning_rate", "a learning rate such as 0.05 (adagrad) or 0.001 (adam)"),
     _positive("training.epochs"),
@@ -120,19 +135,19 @@ BOUNDS: tuple[Bound, ...] = (
     _positive("training.backoff.min_learning_rate"),
     Bound("data.split.test_fraction", low=0, high=1, suggestion="test_fraction: 0.2"),
     _positive("evaluation.ks[]", "ks such as [5, 10, 50, 100]"),
-    _positive("model.output_dim"),
+    _size("model.output_dim"),
     Bound("model.members", low=1, low_inclusive=True, suggestion="members: 1 (one tower pair), or 2-4 for an ensemble"),
     _positive("model.temperature"),
     _positive("evaluation.ease_l2", "ease_l2: 300"),
     Bound("evaluation.ease_max_candidates", low=1, low_inclusive=True),
-    _positive("model.buyer_layers[].units"),
-    _positive("model.product_layers[].units"),
+    _size("model.buyer_layers[].units"),
+    _size("model.product_layers[].units"),
     Bound("model.buyer_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),
     Bound("model.product_layers[].rate", low=0, high=1, low_inclusive=True, suggestion="a dropout rate such as 0.1"),
-    _positive("buyer_features[].embedding_dim"),
-    _positive("product_features[].embedding_dim"),
-    Bound("buyer_features[].hash_buckets", low=2, low_inclusive=True, suggestion="hash_buckets: about 2x the distinct ids"),
-    Bound("product_features[].hash_buckets", low=2, low_inclusive=True, suggestion="hash_buckets: about 2x the distinct ids"),
+    _size("buyer_features[].embedding_dim"),
+    _size("product_features[].embedding_dim"),
+    _buckets("buyer_features[].hash_buckets"),
+    _buckets("product_features[].hash_buckets"),
     _positive("validation.approval_timeout_s"),
     Bound("validation.min_train_rows", low=1, low_inclusive=True),
     Bound("validation.min_test_pairs", low=1, low_inclusive=True),
@@ -583,4 +598,5 @@ def _listing(names: Sequence[str], limit: int = 15) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    """A count as written (100000000, not 1e+08); other numbers short (0.1, 1e-06)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"

@@ -3,6 +3,8 @@ resume after an interruption, and the exported index used from a fresh process."
 
 import json
 import math
+import re
+import resource
 import subprocess
 import sys
 import textwrap
@@ -162,6 +164,25 @@ def test_an_ensemble_of_members_resumes_exports_their_embeddings_side_by_side_an
     np.testing.assert_allclose(np.linalg.norm(candidates[:, :16], axis=1), 1.0, rtol=1e-5)
     evaluation = evaluate_model(spec, result.model_uri)
     assert evaluation.model[10] > evaluation.popularity[10]
+
+
+def test_a_model_too_big_for_memory_fails_the_attempt_in_one_line(tmp_path):
+    raw = _raw_spec(1, 1.0, (5, 10))
+    raw["buyer_features"][0]["embedding_dim"] = 10_000_000  # 300 ids x 1e7 floats: 12 GB, past the limit below
+    config = tmp_path / "big.yaml"
+    config.write_text(yaml.safe_dump(raw))
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    command = [sys.executable, "-m", "trainer", "--config", str(config), "--out", str(tmp_path / "out")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180, preexec_fn=limit_memory)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert re.fullmatch(
+        r"attempt: out of memory allocating a float tensor of shape \[\d+,10000000\] on \S+CPU:0; "
+        r"lower embedding_dim, hash_buckets, the layers' units or batch_size",
+        run.stderr.strip().splitlines()[-1],
+    ), run.stderr[-2000:]
 
 
 def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp_path):
