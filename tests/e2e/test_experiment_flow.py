@@ -234,6 +234,26 @@ def test_bad_data_fails_the_experiment_before_any_attempt_naming_the_column(towe
     assert failed and failed[0]["reason"] == "bad data"
 
 
+def test_an_attempt_out_of_memory_fails_once_in_one_line_without_a_retry(towerflow_env, monkeypatch):
+    import trainer.attempt
+    from flows.experiment import run_experiment
+    from trainer.errors import OutOfMemory
+
+    calls = []
+
+    def out_of_memory(spec, learning_rate, workdir, **kwargs):
+        calls.append(learning_rate)
+        raise OutOfMemory(f"{kwargs['name']}: out of memory allocating a float tensor of shape [301,10000000] on CPU:0")
+
+    monkeypatch.setattr(trainer.attempt, "run_attempt", out_of_memory)
+    state = run_experiment(tiny_config(), return_state=True)
+    assert state.is_failed() and calls == [0.05]  # neither retried by the task nor backed off to a lower rate
+    [attempt] = only_experiment()["attempts"]
+    assert attempt["status"] == "failed"
+    assert attempt["reason"] == "attempt 1: out of memory allocating a float tensor of shape [301,10000000] on CPU:0"
+    assert only_experiment()["experiment"]["message"].endswith(attempt["reason"])
+
+
 @pytest.mark.parametrize("policy", ["warn", "fail"])
 def test_a_model_below_popularity_at_any_k_is_named_and_refused_on_request(towerflow_env, monkeypatch, policy):
     import flows.experiment
