@@ -130,6 +130,9 @@ model, each on its own softmax; they share the batches, so they differ by their 
     members6                                  0.1238   0.5696   58
     members4-e15 (15 epochs)                  0.1204   0.5684   52
     members4-wd0.05                           0.1204   0.5657   39
+    members4-t0.07 / -b512 / -lr0.02          0.1238 / 0.1215 / 0.1221   0.5700 / 0.5643 / 0.5599   ~40
+    members4-catalogue (exact softmax)        0.1196   0.5659   53
+    members4-ids64 / -out64 (wider members)   0.1222 / 0.1220   0.5708 / 0.5751   39 / 45
 
 An ad hoc probe for more diversity, each member's rows weighted by Poisson(1) draws (online bagging), lost:
 members4 0.1187 / 0.5519, at 15 epochs 0.1212 / 0.5573. Members gain about +4% at @10 and +1% at @100 over one
@@ -297,6 +300,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     **{f"members{n}": {"model.members": n} for n in (1, 2, 3, 4, 6)},
     "members4-wd0.05": {"model.members": 4, "training.weight_decay": 0.05},
     "members4-e15": {"model.members": 4, "training.epochs": 15},
+    "members4-t0.07": {"model.members": 4, "model.temperature": 0.07},
+    "members4-b512": {"model.members": 4, "training.batch_size": 512},
+    "members4-lr0.02": {"model.members": 4, "training.learning_rate": 0.02},
+    "members4-catalogue": {"model.members": 4, "model.negatives": "catalogue"},
+    "members4-ids64": {
+        "model.members": 4, "buyer_features[0].embedding_dim": 64, "product_features[0].embedding_dim": 64,
+    },
+    "members4-out64": {
+        "model.members": 4, "model.output_dim": 64, "model.buyer_layers": [{"units": 128}, {"units": 64}],
+        "model.product_layers": [{"units": 128}, {"units": 64}],
+    },
     **{f"{name}-seed43": {**changes, "training.seed": 43}
        for name, changes in [(f"members{n}", {"model.members": n}) for n in (1, 2, 4)]},
 }  # fmt: skip
