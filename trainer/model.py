@@ -278,10 +278,13 @@ class Tower(tf_keras.Model):
         self.product_column = product_column  # the row's product, left out of a purchase history in training
         self.encoders = [feature_encoder(feature, train, product_column) for feature in self.features]
         self.stack = tower_layers(layers, output_dim, name)
-        self.more_members = [
-            ([feature_encoder(f, train, product_column) for f in self.features], tower_layers(layers, output_dim, f"{name}_{i}"))
+        self.more_members = [  # apart from the first, so a checkpoint of a one-member tower keeps its layout
+            (
+                [feature_encoder(feature, train, product_column) for feature in self.features],
+                tower_layers(layers, output_dim, f"{name}_{i}"),
+            )
             for i in range(1, members)
-        ]  # apart from the first, so a checkpoint of a one-member tower keeps its layout
+        ]
         self.normalize = normalize
 
     @property
@@ -483,7 +486,8 @@ class TwoTowerModel(TelemetryModel):
 
     def _mean_over_members(self, loss: Callable[..., tf.Tensor], queries: tf.Tensor, candidates: tf.Tensor,
                            *args: tf.Tensor) -> tf.Tensor:
-        """`loss(queries, candidates, *args)` of each member's blocks, averaged: each member learns on its own softmax."""
+        """`loss(queries, candidates, *args)` of each member's blocks, averaged: each member learns on
+        its own softmax."""
         members = self.buyer.members
         pairs = zip(member_blocks(queries, members), member_blocks(candidates, members))
         return tf.add_n([loss(q, c, *args) for q, c in pairs]) / members
