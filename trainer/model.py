@@ -129,15 +129,24 @@ def _vocabulary(counts: pd.Series) -> list[str]:
 
 class LookupEmbedding(tf_keras.layers.Layer):
     """A string id or category: StringLookup (one OOV bucket), or with `buckets` Hashing into that
-    many rows (no vocabulary), + Embedding. Takes the strings or the ids `preprocess` gave them."""
+    many rows (no vocabulary), + Embedding. Takes the strings or the ids `preprocess` gave them.
+    With `lookup`, that lookup layer (shared) instead of a new one."""
 
-    def __init__(self, vocabulary: list[str] | None, dim: int, buckets: int | None = None, **kwargs):
+    def __init__(self, vocabulary: list[str] | None, dim: int, buckets: int | None = None,
+                 lookup: tf_keras.layers.Layer | None = None, **kwargs):
         super().__init__(**kwargs)
-        if buckets:
+        if lookup is not None:
+            self.lookup = lookup
+        elif buckets:
             self.lookup = tf_keras.layers.Hashing(num_bins=buckets)
         else:
             self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None)
+        self.buckets = buckets
         self.embedding = tf_keras.layers.Embedding(buckets or self.lookup.vocabulary_size(), dim)
+
+    def twin(self) -> LookupEmbedding:
+        """Another member's encoder: this lookup (one table, shared) with embeddings of its own."""
+        return type(self)(None, self.embedding.output_dim, self.buckets, lookup=self.lookup, name=self.name)
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.lookup(values), ID_DTYPE)
@@ -148,12 +157,19 @@ class LookupEmbedding(tf_keras.layers.Layer):
 
 class TokenBagEmbedding(tf_keras.layers.Layer):
     """Whitespace-separated tokens: the mean of their embeddings (padding masked; no tokens -> 0).
-    Takes the strings or the token id matrix `preprocess` gave them (0 pads)."""
+    Takes the strings or the token id matrix `preprocess` gave them (0 pads). With `lookup`, that
+    lookup layer (shared) instead of a new one."""
 
-    def __init__(self, vocabulary: list[str], dim: int, **kwargs):
+    def __init__(self, vocabulary: list[str] | None, dim: int, lookup: tf_keras.layers.Layer | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token="")
+        if lookup is None:
+            lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, mask_token="")
+        self.lookup = lookup
         self.embedding = tf_keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
+
+    def twin(self) -> TokenBagEmbedding:
+        """Another member's encoder: this lookup (one table, shared) with embeddings of its own."""
+        return type(self)(None, self.embedding.output_dim, lookup=self.lookup, name=self.name)
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.lookup(tf.strings.split(values).to_tensor(default_value="")), ID_DTYPE)
@@ -199,6 +215,10 @@ class NormalizedNumber(tf_keras.layers.Layer):
 
     def preprocess(self, values: tf.Tensor) -> tf.Tensor:
         return values
+
+    def twin(self) -> NormalizedNumber:
+        """Another member's encoder: this one, since it learns nothing."""
+        return self
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         normalized = self.normalize(values[:, None])
@@ -260,7 +280,7 @@ class Tower(tf_keras.Model):
 
     With `members` > 1 it holds that many encoder + layer stacks over the same features, each with
     weights of its own, and returns their embeddings side by side (`member_blocks` splits them). The
-    first member's lookups preprocess the inputs for all: every member's vocabularies are the same."""
+    members share each feature's lookup (one vocabulary table), so the inputs are preprocessed once."""
 
     def __init__(
         self,
@@ -279,10 +299,7 @@ class Tower(tf_keras.Model):
         self.encoders = [feature_encoder(feature, train, product_column) for feature in self.features]
         self.stack = tower_layers(layers, output_dim, name)
         self.more_members = [  # apart from the first, so a checkpoint of a one-member tower keeps its layout
-            (
-                [feature_encoder(feature, train, product_column) for feature in self.features],
-                tower_layers(layers, output_dim, f"{name}_{i}"),
-            )
+            ([encoder.twin() for encoder in self.encoders], tower_layers(layers, output_dim, f"{name}_{i}"))
             for i in range(1, members)
         ]
         self.normalize = normalize
