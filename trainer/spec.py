@@ -106,7 +106,7 @@ class ModelSpec(_Strict):
     """Tower pairs trained side by side on the same batches, each initialised apart and trained on its
     own softmax: an ensemble in one model. A tower's embedding is its members' side by side, so a score
     (one dot product, one index) is the sum of the members' scores. Costs `members` times the training
-    and the embedding size."""
+    and the embedding size; validation allows 1 to 64."""
     logq_correction: bool = True
     """Subtract log(product's share of training rows) from the in-batch logits (Yi et al. 2019).
 
