@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from trainer.cluster import cluster_from_env
+from trainer.errors import ExpectedError
 from trainer.results import EpochMetrics
 from trainer.spec import SpecError, load_spec
 
@@ -41,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     learning_rate = args.learning_rate if args.learning_rate is not None else spec.training.learning_rate
     from trainer.attempt import join, run_attempt, write_bytes  # imports TensorFlow
-
-    from trainer.errors import ExpectedError
 
     print(f"{spec.name}: attempt at learning rate {learning_rate:g} in {args.out}", flush=True)
     try:

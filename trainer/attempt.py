@@ -45,8 +45,8 @@ import tf_keras
 
 from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import load_experiment_data
-from trainer.errors import OutOfMemory
 from trainer.datacheck import check_loaded, raise_for_errors
+from trainer.errors import OutOfMemory
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.memory import keep_less_freed_memory, release_freed_memory
 from trainer.model import (
@@ -381,7 +381,8 @@ def _out_of_memory_named(name: str) -> Iterator[None]:
         yield
     except tf.errors.ResourceExhaustedError as error:
         found = OOM_TENSOR.search(error.message)
-        tensor = f" allocating a {found[2]} tensor of shape {found[1]} on {found[3]}" if found else ""
+        tensor = f" allocating a {found[2]} tensor of shape {found[1]}" if found else ""
+        tensor += f" on {found[3]}" if found and found[3] else ""
         raise OutOfMemory(
             f"{name}: out of memory{tensor}; lower embedding_dim, hash_buckets, the layers' units or batch_size"
         ) from None
