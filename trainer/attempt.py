@@ -55,6 +55,7 @@ from trainer.model import (
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
+from trainer.stream_input import training_batches
 
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
@@ -429,11 +430,11 @@ def _run_attempt(
     tf_keras.utils.set_random_seed(training.seed)
     use_mixed_precision_if_gpu()
     with strategy.scope():
-        model = build_model(spec, data.train, data.candidates)
-    # the lookups run here, once per row, so the train step sees only ids and numbers
+        model = build_model(spec, data.stats, data.candidates)
+    # the lookups run in the input pipeline (once per row in memory), so the train step sees only ids and numbers
     columns = model_columns(spec)
     batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess)
-    train_data = sharded(batches(data.train, shuffle_seed=training.seed))
+    train_data = sharded(training_batches(data, columns, training.batch_size, training.seed, model.preprocess))
     validation = data.validation
     val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
     candidates = data.candidates

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,9 +25,12 @@ from trainer.memory import release_freed_memory
 from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
+from trainer.stats import TEXT_TYPES, TrainStats, is_blank
 from trainer.storage import StorageError, as_pattern, is_pattern, local_path, open_uri
 
-TEXT_TYPES = ("id", "categorical", "text")
+if TYPE_CHECKING:
+    from trainer.stream import TrainStream
+
 HISTORY_LIMIT = 100  # a `history` feature holds a buyer's most recent training purchases, at most this many
 
 
@@ -92,45 +96,63 @@ def load_table(
     return _concat(frames)
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The shards' frames one after another, indexed 0..n-1; a categorical column stays categorical
-    (its categories the union of the shards'), where a plain concat would spell out every row."""
+def _concat(frames: list[pd.DataFrame], keep_index: bool = False) -> pd.DataFrame:
+    """The shards' frames one after another, indexed 0..n-1 (or keeping their index); a categorical
+    column stays categorical (its categories the union of the shards'), where a plain concat would
+    spell out every row."""
     for column in frames[0].columns:
         if isinstance(frames[0][column].dtype, pd.CategoricalDtype):
-            union = pd.api.types.union_categoricals([frame[column] for frame in frames]).categories
+            parts = [frame[column] for frame in frames]
+            union = pd.api.types.union_categoricals(parts, sort_categories=True).categories
             frames = [frame.assign(**{column: frame[column].cat.set_categories(union)}) for frame in frames]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=not keep_index)
 
 
 def _read_file(
     uri: str, kind: str, text_columns: Collection[str], columns: Collection[str] | None, as_categories: bool
 ) -> pd.DataFrame:
+    with reading(uri, kind), open_uri(uri, "rb", compression="infer") as handle:
+        if kind == "parquet":
+            schema = pq.read_schema(handle)
+            handle.seek(0)
+            names = None if columns is None else [name for name in schema.names if name in columns]
+            # pre-buffering (parallel reads of every column chunk) only pays where reads are slow:
+            # on a local file it held the chunks twice (10M rows: +0.1 GiB at the peak)
+            remote = local_path(uri) is None
+            dictionary = string_columns(schema, text_columns) if as_categories else []
+            table = pq.read_table(handle, columns=names, read_dictionary=dictionary, pre_buffer=remote)
+            return table.to_pandas(split_blocks=True, self_destruct=True)  # frees each column once converted
+        rows = pd.read_csv(handle, **csv_options(text_columns, columns))
+        categories = {column: "category" for column in text_columns if as_categories and column in rows}
+        return rows.astype(categories)
+
+
+def string_columns(schema: pa.Schema, columns: Collection[str]) -> list[str]:
+    """Those of `columns` that `schema` holds as strings (read as dictionaries: each value once)."""
+    return [field.name for field in schema if field.name in columns
+            and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
+
+
+def csv_options(text_columns: Collection[str], columns: Collection[str] | None) -> dict:
+    """pandas.read_csv's options for a table: `text_columns` as strings, only `columns` if given."""
+    # index_col=False: a row with more fields than the header (a delimiter ending every line)
+    # would otherwise make pandas take the first column as the index and shift every column
+    usecols = None if columns is None else set(columns).__contains__
+    return {"dtype": {column: str for column in text_columns}, "usecols": usecols, "index_col": False}
+
+
+@contextlib.contextmanager
+def reading(uri: str, kind: str) -> Iterator[None]:
+    """DataError (code `data_unreadable`) naming `uri` for whatever reading it as `kind` raises."""
     try:
-        with open_uri(uri, "rb", compression="infer") as handle:
-            if kind == "parquet":
-                schema = pq.read_schema(handle)
-                handle.seek(0)
-                names = None if columns is None else [name for name in schema.names if name in columns]
-                dictionary = [field.name for field in schema if as_categories and field.name in text_columns
-                              and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
-                # pre-buffering (parallel reads of every column chunk) only pays where reads are slow:
-                # on a local file it held the chunks twice (10M rows: +0.1 GiB at the peak)
-                remote = local_path(uri) is None
-                table = pq.read_table(handle, columns=names, read_dictionary=dictionary, pre_buffer=remote)
-                return table.to_pandas(split_blocks=True, self_destruct=True)  # frees each column once converted
-            usecols = None if columns is None else set(columns).__contains__
-            # index_col=False: a row with more fields than the header (a delimiter ending every line)
-            # would otherwise make pandas take the first column as the index and shift every column
-            rows = pd.read_csv(
-                handle, dtype={column: str for column in text_columns}, usecols=usecols, index_col=False
-            )
-            categories = {column: "category" for column in text_columns if as_categories and column in rows}
-            return rows.astype(categories)
+        yield
     except FileNotFoundError:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
     except StorageError as exc:
         raise DataError(str(exc), code="data_unreadable") from None
     except (ValueError, OSError, ImportError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{uri}: cannot be read as {kind}: {exc}", code="data_unreadable") from None
 
 
@@ -248,10 +270,14 @@ def _hash_unit(df: pd.DataFrame, key: Sequence[str], salt: str) -> np.ndarray:
 def _cut(df: pd.DataFrame, split: SplitSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows before `split.cutoff`, rows at or after it) by the time column."""
     times = _sort_key(df, split.column)
-    cutoff = _as_time(split.cutoff, times)
-    field = "data.split.cutoff"
-    first, last = times.min(), times.max()
-    return _parts(df, (times >= cutoff).to_numpy(), field, f"{split.cutoff} (times run from {first} to {last})")
+    rule = f"{split.cutoff} (times run from {times.min()} to {times.max()})"
+    return _parts(df, cutoff_mask(df, split), "data.split.cutoff", rule)
+
+
+def cutoff_mask(df: pd.DataFrame, split: SplitSpec) -> np.ndarray:
+    """Which rows are at or after `split.cutoff` by the time column."""
+    times = _sort_key(df, split.column)
+    return (times >= _as_time(split.cutoff, times)).to_numpy()
 
 
 def _as_time(value: str | float, times: pd.Series) -> pd.Timestamp | float:
@@ -316,21 +342,36 @@ class ExperimentData:
 
     Every frame's index is its rows' positions in the file they came from (0 = the first data
     row): transactions for train, validation and test; the catalogue, when given, for candidates.
-    `n_test_rows_without_candidate` counts test rows dropped because their product is not in
-    the catalogue (always 0 when candidates come from the transactions). `numeric_missing`
-    counts, per numeric column, the training rows that had no value (filled with the mean of the
-    finite training values, or 0 when there is none); `joined_columns` are the product columns
-    the transactions lacked and took from the catalogue.
+    `stats` are the training rows' counts and moments (what preprocessing is fitted on). `train` is
+    the training rows, or None when they are streamed (`data.streaming`): `stream` then reads them
+    again for each epoch (trainer.stream). `n_test_rows_without_candidate` counts test rows dropped
+    because their product is not in the catalogue (always 0 when candidates come from the
+    transactions); `joined_columns` are the product columns the transactions lacked and took from
+    the catalogue. Numeric values missing in a row are filled with the mean of the finite training
+    values (0 when there is none); `numeric_missing` counts them per column in the training rows.
     """
 
-    train: pd.DataFrame
+    train: pd.DataFrame | None
     validation: pd.DataFrame | None
     test: pd.DataFrame
     candidates: pd.DataFrame
+    stats: TrainStats
     n_candidate_rows_before_dedup: int
     n_test_rows_without_candidate: int = 0
-    numeric_missing: Mapping[str, int] = dataclasses.field(default_factory=dict)
     joined_columns: tuple[str, ...] = ()
+    stream: TrainStream | None = None
+
+    @property
+    def numeric_missing(self) -> dict[str, int]:
+        return {column: moments.missing for column, moments in self.stats.moments.items()}
+
+    def train_pairs(self, buyer: str, product: str, buyers: Collection[str] | None = None) -> pd.DataFrame:
+        """The training rows' (buyer, product) columns, of `buyers` only when given (a pass over the
+        stream when the rows are streamed)."""
+        if self.train is None:
+            return self.stream.pairs(buyer, product, buyers)
+        pairs = self.train[[buyer, product]]
+        return pairs if buyers is None else pairs[pairs[buyer].isin(buyers)]
 
 
 def feature_fields(spec: ExperimentSpec) -> Iterator[tuple[str, FeatureSpec]]:
@@ -375,25 +416,6 @@ def feature_types(spec: ExperimentSpec) -> dict[str, str]:
     return types
 
 
-def is_blank(values: pd.Series) -> np.ndarray:
-    """Which values are missing, empty or only whitespace (for an id: no id at all); a categorical
-    column is tested on its categories, never spelled out row by row."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        blank_category = np.append(values.cat.categories.astype(str).str.strip() == "", True)  # code -1: missing
-        return blank_category[values.cat.codes.to_numpy()]
-    return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
-
-
-def value_counts(values: pd.Series) -> pd.Series:
-    """Rows per value (the values as strings, those present only); a Categorical is counted by its
-    codes, never spelled out row by row."""
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(str).value_counts(sort=False)
-    counts = values.value_counts(sort=False)
-    counts = counts[counts > 0]
-    return pd.Series(counts.to_numpy(), index=pd.Index(counts.index.astype(str), name=values.name))
-
-
 def as_strings(values: pd.Series) -> np.ndarray:
     """`values` as a numpy array of Python strings; a Categorical's rows share its categories'
     string objects (no string is made per row)."""
@@ -402,14 +424,6 @@ def as_strings(values: pd.Series) -> np.ndarray:
         if codes.size == 0 or codes.min() >= 0:
             return values.cat.categories.astype(str).to_numpy(dtype=object)[codes]
     return values.astype(str).to_numpy(dtype=object)
-
-
-def token_counts(values: pd.Series) -> pd.Series:
-    """Rows per whitespace-separated token of text `values` (a token twice in a row counts twice),
-    each distinct text split once."""
-    counts = value_counts(values)
-    per_text = pd.DataFrame({"token": counts.index.str.split(), "rows": counts.to_numpy()}).explode("token")
-    return per_text.dropna().groupby("token")["rows"].sum()
 
 
 def _spelled(values: pd.Series) -> pd.Series:
@@ -458,12 +472,6 @@ def _fill_numeric(df: pd.DataFrame, means: dict[str, float]) -> pd.DataFrame:
     return df.assign(**{c: df[c].fillna(m).astype("float32") for c, m in means.items() if c in df.columns})
 
 
-def _finite_mean(values: pd.Series) -> float:
-    """The mean of the finite values, 0.0 if there are none (an inf must not spread into the gaps)."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else 0.0
-
-
 def _require_ids(df: pd.DataFrame, keys: Mapping[str, str], where: str) -> None:
     """Every row of `df` (numbered as in the file) has each key column (column -> spec path)."""
     for column, path in keys.items():
@@ -472,6 +480,87 @@ def _require_ids(df: pd.DataFrame, keys: Mapping[str, str], where: str) -> None:
             first = int(df.index[blank][0]) + 1
             message = f"{where}: column {column!r} is blank in {int(blank.sum())} row(s), first at data row {first}"
             raise DataError(message, field=path, code="blank_ids")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a spec reads from its transactions and how: the kept columns by feature type, the split's
+    key, the buyer and product key columns (column -> spec path), and the catalogue to join."""
+
+    types: dict[str, str]
+    history: list[str]
+    text: list[str]
+    numeric: list[str]
+    keep: list[str]
+    key: list[str]
+    keys: dict[str, str]
+    time_column: str | None
+    product_columns: list[str]
+    catalogue: pd.DataFrame | None = None
+    joined: tuple[str, ...] = ()
+
+    @property
+    def buyer_id(self) -> str:
+        return next(iter(self.keys))
+
+    @property
+    def product_id(self) -> str:
+        return list(self.keys)[1]
+
+
+def layout(spec: ExperimentSpec) -> Layout:
+    """The spec's Layout, its catalogue (`data.products`) read, checked and cast when there is one."""
+    types = feature_types(spec)
+    history = [column for column, kind in types.items() if kind == "history"]
+    types = {column: kind for column, kind in types.items() if kind != "history"}  # derived after the split
+    text = [column for column, kind in types.items() if kind in TEXT_TYPES]
+    numeric = [column for column, kind in types.items() if kind == "numeric"]
+    product_id, buyer_id = spec.product_id_column, spec.buyer_id_column
+    if product_id is None or buyer_id is None:
+        raise DataError("buyer_features and product_features: each tower needs at least one feature")
+    product_columns = list(dict.fromkeys(feature.column for feature in spec.product_features))
+    split = spec.data.split
+    time_column = split.column if split.column else None
+    keep = [*types, *([time_column] if time_column and time_column not in types else [])]
+    key = split.key or [buyer_id, product_id, *([time_column] if time_column else [])]
+    keep += [column for column in key if column not in keep]
+    keys = {buyer_id: feature_field(spec, buyer_id, "buyer_features")}
+    keys[product_id] = feature_field(spec, product_id, "product_features")
+    plan = Layout(types, history, text, numeric, keep, key, keys, time_column, product_columns)
+    if not spec.data.products:
+        return plan
+    catalogue_uri = spec.data.products
+    with _blame("data.products"):
+        catalogue = _read(catalogue_uri, text, product_columns)
+        _require_columns(catalogue, product_columns, catalogue_uri, catalogue_uri)
+        _require_ids(catalogue, {product_id: keys[product_id]}, catalogue_uri)
+        catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
+    return dataclasses.replace(plan, catalogue=catalogue)
+
+
+def prepared(rows: pd.DataFrame, plan: Layout, source: str) -> pd.DataFrame:
+    """Transaction rows (all of them, or a piece of a stream) checked, joined with the catalogue's
+    product columns and cast by feature type, keeping their index (their rows' file positions)."""
+    with _blame("data.transactions"):
+        _require_columns(rows, plan.keys, source, source)
+        _require_ids(rows, plan.keys, source)
+    if plan.catalogue is not None:
+        product_id = plan.product_id
+        joined = [column for column in plan.product_columns if column not in rows.columns]
+        latest = plan.catalogue.drop_duplicates(product_id, keep="last")[[product_id, *joined]]
+        index = rows.index
+        rows = _cast_text(rows, [product_id]).merge(latest, on=product_id, how="left")  # keeps the rows' order
+        rows.index = index
+    with _blame("data.transactions"):
+        _require_columns(rows, plan.keep, source, source)
+        return _as_numbers(_cast_text(rows[plan.keep], plan.text), plan.numeric, source)
+
+
+def joined_columns(plan: Layout, columns: Collection[str]) -> tuple[str, ...]:
+    """The product columns the transactions (with `columns`) take from the catalogue."""
+    if plan.catalogue is None:
+        return ()
+    return tuple(column for column in plan.product_columns if column not in columns)
 
 
 def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
@@ -500,77 +589,63 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
     empty. Faults in the values (non-finite numbers, blank ids, too little data) are the data
     check's findings: see `trainer.datacheck`.
     """
-    types = feature_types(spec)
-    history = [column for column, kind in types.items() if kind == "history"]
-    types = {column: kind for column, kind in types.items() if kind != "history"}  # derived after the split
-    text = [column for column, kind in types.items() if kind in TEXT_TYPES]
-    numeric = [column for column, kind in types.items() if kind == "numeric"]
-    product_id, buyer_id = spec.product_id_column, spec.buyer_id_column
-    if product_id is None or buyer_id is None:
-        raise DataError("buyer_features and product_features: each tower needs at least one feature")
-    product_columns = list(dict.fromkeys(feature.column for feature in spec.product_features))
-    split = spec.data.split
-    time_column = split.column if split.column else None
-    keep = [*types, *([time_column] if time_column and time_column not in types else [])]
-    key = split.key or [buyer_id, product_id, *([time_column] if time_column else [])]
-    keep += [column for column in key if column not in keep]
+    if spec.data.streaming:
+        from trainer.stream import scan  # the streamed path: the same preparation, a piece at a time
 
-    keys = {buyer_id: feature_field(spec, buyer_id, "buyer_features")}
-    keys[product_id] = feature_field(spec, product_id, "product_features")
-
+        return scan(spec)
+    plan = layout(spec)
     source = spec.data.transactions
     with _blame("data.transactions"):
-        rows = _read(source, text, keep)
-        _require_columns(rows, keys, source, source)
-        _require_ids(rows, keys, source)
-    catalogue, joined = None, []
-    if spec.data.products:
-        catalogue_uri = spec.data.products
-        with _blame("data.products"):
-            catalogue = _read(catalogue_uri, text, product_columns)
-            _require_columns(catalogue, product_columns, catalogue_uri, catalogue_uri)
-            _require_ids(catalogue, {product_id: keys[product_id]}, catalogue_uri)
-            catalogue = _as_numbers(_cast_text(catalogue, text), numeric, catalogue_uri)
-        joined = [column for column in product_columns if column not in rows.columns]
-        rows = _cast_text(rows, [product_id]).merge(  # a left merge keeps the rows' order: index = file row
-            catalogue.drop_duplicates(product_id, keep="last")[[product_id, *joined]], on=product_id, how="left"
-        )
-    with _blame("data.transactions"):
-        _require_columns(rows, keep, source, source)
-        rows = _as_numbers(_cast_text(rows[keep], text), numeric, source)
-
-    if catalogue is not None:
-        candidates, n_before = unique_candidates(catalogue, product_id, product_columns, None)
+        rows = _read(source, plan.text, plan.keep)
+    joined = joined_columns(plan, rows.columns)
+    rows = prepared(rows, plan, source)
+    product_id, buyer_id, time_column = plan.product_id, plan.buyer_id, plan.time_column
+    if plan.catalogue is not None:
+        candidates, n_before = unique_candidates(plan.catalogue, product_id, plan.product_columns, None)
     else:
-        candidates, n_before = unique_candidates(rows, product_id, product_columns, time_column)
+        candidates, n_before = unique_candidates(rows, product_id, plan.product_columns, time_column)
 
-    train, test = split_transactions(rows, split, key)
+    split = spec.data.split
+    train, test = split_transactions(rows, split, plan.key)
     del rows  # its copies in train and test are all that is needed from here (0.12 GiB at 3M rows, ad hoc probe)
     validation = None
     if spec.training.validation_fraction > 0:
         fraction, seed = spec.training.validation_fraction, spec.training.seed
-        train, validation = _split(train, split, fraction, seed, "training.validation_fraction", key)
+        train, validation = _split(train, split, fraction, seed, "training.validation_fraction", plan.key)
 
     n_test = len(test)
-    test = test[test[product_id].isin(candidates[product_id])]
-    if test.empty:
-        message = f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue"
-        raise DataError(message, field="data.products")
-    means = {column: _finite_mean(train[column]) for column in numeric}
+    test = in_catalogue(test, candidates, spec)
+    stats = TrainStats.of(train, plan.types)
+    history = plan.history
     histories = purchase_histories(train, buyer_id, product_id, time_column) if history else pd.Series(dtype=object)
 
     def finish(frame: pd.DataFrame) -> pd.DataFrame:
-        return with_histories(_fill_numeric(frame, means), history, buyer_id, histories)
+        return with_histories(fill_numeric(frame, stats), history, buyer_id, histories)
 
     data = ExperimentData(
         train=finish(train),
         validation=None if validation is None else finish(validation),
         test=finish(test),
-        candidates=_fill_numeric(candidates, means),
+        candidates=fill_numeric(candidates, stats),
+        stats=stats,
         n_candidate_rows_before_dedup=n_before,
         n_test_rows_without_candidate=n_test - len(test),
-        numeric_missing={column: int(train[column].isna().sum()) for column in numeric},
-        joined_columns=tuple(joined),
+        joined_columns=joined,
     )
     release_freed_memory()
     return data
+
+
+def in_catalogue(test: pd.DataFrame, candidates: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
+    """The test rows whose product is a candidate; DataError if none is."""
+    n_test = len(test)
+    test = test[test[spec.product_id_column].isin(candidates[spec.product_id_column])]
+    if test.empty:
+        message = f"{spec.data.products}: none of the {n_test} test rows has its product in the catalogue"
+        raise DataError(message, field="data.products")
+    return test
+
+
+def fill_numeric(frame: pd.DataFrame, stats: TrainStats) -> pd.DataFrame:
+    """`frame`'s numeric columns as float32, missing values filled with the training mean."""
+    return _fill_numeric(frame, {column: moments.mean for column, moments in stats.moments.items()})

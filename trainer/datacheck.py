@@ -11,11 +11,13 @@ Prefect import here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import astuple
 
 import numpy as np
 import pandas as pd
 
-from trainer.data import DataError, ExperimentData, feature_field, feature_fields, is_blank, load_experiment_data
+from trainer.data import DataError, ExperimentData, feature_field, feature_fields, load_experiment_data
+from trainer.stats import Flagged, beyond_float32, is_blank
 from trainer.rules import Finding, error, warning
 from trainer.spec import ExperimentSpec
 
@@ -78,35 +80,33 @@ def _features(spec: ExperimentSpec, kind: str) -> Iterator[tuple[str, str]]:
             yield path, feature.column
 
 
-def _sources(spec: ExperimentSpec, data: ExperimentData, column: str) -> Iterator[tuple[str, list[pd.Series]]]:
-    """(file, the column's loaded values in parts, each indexed by file row) for each file the column came from.
+def _sources(spec: ExperimentSpec, data: ExperimentData, column: str) -> Iterator[tuple[str, Flagged, list[pd.Series]]]:
+    """(file, what the training rows' statistics flag in the column, the column's loaded values in
+    other parts, each indexed by file row) for each file the column came from.
 
-    The transactions (train, validation and test rows), unless the column was joined from the
-    catalogue; the catalogue (its candidate rows), for a product column when there is one.
+    The transactions (the training rows as counted, the validation and test rows as loaded), unless
+    the column was joined from the catalogue; the catalogue (its candidate rows), for a product
+    column when there is one.
     """
     if column not in data.joined_columns:
-        yield spec.data.transactions, [f[column] for f in (data.train, data.validation, data.test) if f is not None]
+        held = [frame[column] for frame in (data.validation, data.test) if frame is not None]
+        yield spec.data.transactions, data.stats.flagged.get(column, Flagged()), held
     if spec.data.products and column in data.candidates.columns:
-        yield spec.data.products, [data.candidates[column]]
+        yield spec.data.products, Flagged(), [data.candidates[column]]
 
 
-def _flagged(parts: list[pd.Series], flag: Callable[[pd.Series], np.ndarray]) -> tuple[int, int | None]:
-    """(values `flag` marks, the file's data row number of the first: 1 = the first row after any
-    header), part by part: the parts are never copied into one column."""
-    count, first = 0, None
+def _flagged(train: Flagged, parts: list[pd.Series], flag: Callable[[pd.Series], np.ndarray]) -> Flagged:
+    """`train`'s flags and the values `flag` marks in the other parts, part by part (the parts are
+    never copied into one column)."""
     for values in parts:
-        flagged = flag(values)
-        if flagged.any():
-            count += int(flagged.sum())
-            row = int(values.index[flagged].min()) + 1
-            first = row if first is None else min(first, row)
-    return count, first
+        train = train.merge(Flagged.of(values, flag(values)))
+    return train
 
 
 def _non_finite(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     for path, column in _features(spec, "numeric"):
-        for uri, parts in _sources(spec, data, column):
-            count, first = _flagged(parts, lambda values: ~np.isfinite(values.to_numpy(dtype=np.float64)))
+        for uri, train, parts in _sources(spec, data, column):
+            count, first = astuple(_flagged(train, parts, beyond_float32))
             if count:
                 yield error(
                     "non_finite_values",
@@ -119,8 +119,8 @@ def _non_finite(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]
 
 def _blank_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     for path, column in _features(spec, "id"):
-        for uri, parts in _sources(spec, data, column):
-            count, first = _flagged(parts, is_blank)
+        for uri, train, parts in _sources(spec, data, column):
+            count, first = astuple(_flagged(train, parts, is_blank))
             if count:
                 yield error(
                     "blank_ids",
@@ -132,7 +132,7 @@ def _blank_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
 
 
 def _all_missing(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
-    n_train = len(data.train)
+    n_train = data.stats.n_rows
     for path, column in _features(spec, "numeric"):
         if n_train and data.numeric_missing.get(column) == n_train:
             yield warning(
@@ -146,7 +146,7 @@ def _all_missing(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding
 
 def _too_little(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     limits = spec.validation
-    n_train = len(data.train)
+    n_train = data.stats.n_rows
     n_rows = n_train + len(data.test) + data.n_test_rows_without_candidate
     n_rows += 0 if data.validation is None else len(data.validation)
     if n_train < limits.min_train_rows:
@@ -176,7 +176,7 @@ def _cold_start(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]
     ):
         test_ids = data.test[column]
         # against the distinct training ids: isin over the whole column converts every row to an object (+0.3 GiB at 1M)
-        cold_rows = ~test_ids.isin(data.train[column].unique()).to_numpy()
+        cold_rows = ~test_ids.isin(data.stats.counts[column].index).to_numpy()
         rows = int(cold_rows.sum())
         if not rows or rows < COLD_START_SHARE * n_test:
             continue

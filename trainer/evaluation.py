@@ -24,7 +24,7 @@ from trainer.data import ExperimentData, load_experiment_data
 from trainer.device_recall import gpu_device, recall_on_device
 from trainer.memory import keep_less_freed_memory
 from trainer.model import frame_tensors, input_dtype
-from trainer.recall import Queries, build_queries, popularity_recall, popularity_scores, recall_at_k
+from trainer.recall import Queries, build_queries, count_scores, popularity_recall, recall_at_k
 from trainer.spec import ExperimentSpec
 from trainer.storage import join, local_copy, read_bytes
 
@@ -90,9 +90,10 @@ def ease_recall(spec: ExperimentSpec, data: ExperimentData, candidate_ids: np.nd
     if "ease" not in evaluation.baselines or len(candidate_ids) > evaluation.ease_max_candidates:
         return None
     buyer, product = spec.buyer_id_column, spec.product_id_column
-    buyers = np.array(sorted(data.train[buyer].unique()))
-    weights = ease(interactions(data.train, buyer, product, buyers, candidate_ids), evaluation.ease_l2)
-    history = interactions(data.train, buyer, product, queries.buyer_ids, candidate_ids)
+    train = data.train_pairs(buyer, product)
+    buyers = np.array(sorted(train[buyer].unique()))
+    weights = ease(interactions(train, buyer, product, buyers, candidate_ids), evaluation.ease_l2)
+    history = interactions(train, buyer, product, queries.buyer_ids, candidate_ids)
     return item_item_recall(weights, history, queries, evaluation.ks)
 
 
@@ -104,14 +105,14 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     candidate_ids = load_array(join(model_uri, CANDIDATE_IDS))
     candidate_embeddings = load_array(join(model_uri, CANDIDATE_EMBEDDINGS))
     exclude_seen = spec.evaluation.exclude_seen
-    queries = build_queries(
-        data.test, buyer_column, product_column, candidate_ids, train=data.train if exclude_seen else None
-    )
+    seen = data.train_pairs(buyer_column, product_column, data.test[buyer_column].unique()) if exclude_seen else None
+    queries = build_queries(data.test, buyer_column, product_column, candidate_ids, train=seen)
+    del seen
     ks = spec.evaluation.ks
     saved_model = load_saved_model(join(model_uri, SAVED_MODEL_DIR))
     rows = latest_rows(data.test, buyer_column, queries.buyer_ids, spec.data.split.column)
     query_embeddings = embed_buyers(saved_model, spec, rows)
-    popularity = popularity_scores(data.train[product_column], candidate_ids)
+    popularity = count_scores(data.stats.counts[product_column], candidate_ids)
     return EvaluationResult(
         model=model_recall(query_embeddings, candidate_embeddings, queries, ks),
         popularity=popularity_recall(popularity, queries, ks),

@@ -17,7 +17,8 @@ import tf_keras
 from trainer.attempt import use_mixed_precision_if_gpu
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.gradients import EpochMetrics, EpochMonitor
-from trainer.model import build_model, build_optimizer, make_dataset, model_columns
+from trainer.model import build_model, build_optimizer, model_columns
+from trainer.stream_input import training_batches
 from trainer.probe_curve import ProbeCurve, ProbePoint, analyse, first_failure, probe_rates
 from trainer.spec import ExperimentSpec
 
@@ -40,8 +41,8 @@ def run_probe(spec: ExperimentSpec, data: ExperimentData | None = None) -> Probe
     use_mixed_precision_if_gpu()  # as the attempts train
     rates = probe_rates(training.learning_rate)
     steps = max(1, spec.validation.lr_probe_steps // len(rates))
-    batches = make_dataset(data.train, model_columns(spec), training.batch_size, shuffle_seed=training.seed)
-    model = build_model(spec, data.train, data.candidates)
+    batches = training_batches(data, model_columns(spec), training.batch_size, training.seed)
+    model = build_model(spec, data.stats, data.candidates)
     model.compile(optimizer=build_optimizer(training, rates[0]))
     points: list[ProbePoint] = []
 

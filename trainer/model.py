@@ -73,9 +73,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
-from trainer.data import as_strings, token_counts, value_counts
+from trainer.data import as_strings, feature_types
 from trainer.gradients import TelemetryModel
 from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, TrainingSpec
+from trainer.stats import TrainStats
 from trainer.vocabulary import read_vocabulary
 
 OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
@@ -226,29 +227,25 @@ class NormalizedNumber(tf_keras.layers.Layer):
 
 
 def feature_encoder(
-    feature: FeatureSpec, train: pd.DataFrame, product_column: str | None = None
+    feature: FeatureSpec, train: TrainStats, product_column: str | None = None
 ) -> tf_keras.layers.Layer:
-    """The preprocessing + embedding layer of one feature, fitted on the training frame (a history
-    feature's vocabulary: the training rows' products, `product_column`), unless the feature names
-    its vocabulary file or hashes its values."""
+    """The preprocessing + embedding layer of one feature, fitted on the training rows' statistics (a
+    history feature's vocabulary: the training rows' products, `product_column`), unless the feature
+    names its vocabulary file or hashes its values."""
     name = f"{feature.column}_{feature.type}"
     dim = feature.embedding_dim
     if feature.hash_buckets:
         return LookupEmbedding(None, dim, buckets=feature.hash_buckets, name=name)
     if feature.type == "history":
-        return PurchaseHistoryEmbedding(_fitted(feature, lambda: value_counts(train[product_column])), dim, name=name)
-    if feature.column not in train.columns:
+        return PurchaseHistoryEmbedding(_fitted(feature, lambda: train.counts[product_column]), dim, name=name)
+    if feature.column not in train:
         raise ValueError(f"feature column {feature.column!r} is missing from the training data")
-    values = train[feature.column]
     if feature.type == "numeric":
-        numbers = values.to_numpy(dtype=np.float64)
-        finite = numbers[np.isfinite(numbers)]
-        mean = float(finite.mean()) if finite.size else 0.0
-        variance = float(finite.var()) if finite.size else 1.0
-        return NormalizedNumber(mean, variance, name=name)
+        moments = train.moments[feature.column]
+        return NormalizedNumber(moments.mean, moments.variance, name=name)
     if feature.type == "text":
-        return TokenBagEmbedding(_fitted(feature, lambda: token_counts(values)), dim, name=name)
-    return LookupEmbedding(_fitted(feature, lambda: value_counts(values)), dim, name=name)
+        return TokenBagEmbedding(_fitted(feature, lambda: train.token_counts(feature.column)), dim, name=name)
+    return LookupEmbedding(_fitted(feature, lambda: train.counts[feature.column]), dim, name=name)
 
 
 def _fitted(feature: FeatureSpec, counts: Callable[[], pd.Series]) -> list[str]:
@@ -286,7 +283,7 @@ class Tower(tf_keras.Model):
         self,
         name: str,
         features: Sequence[FeatureSpec],
-        train: pd.DataFrame,
+        train: TrainStats,
         layers: Sequence[LayerSpec],
         output_dim: int,
         normalize: bool = False,
@@ -366,14 +363,12 @@ def float32_retrieval(temperature: float) -> tfrs.tasks.Retrieval:
 
 
 class SamplingProbability(tf_keras.layers.Layer):
-    """A product id's share of the training rows: how often it is drawn as an in-batch candidate.
-
-    An id absent from training gets the share of one row.
+    """A product id's share of the training rows (`counts`: rows per id): how often it is drawn as an
+    in-batch candidate. An id absent from training gets the share of one row.
     """
 
-    def __init__(self, product_ids: pd.Series, **kwargs):
+    def __init__(self, counts: pd.Series, **kwargs):
         super().__init__(**kwargs)
-        counts = value_counts(product_ids)
         total = float(counts.sum())
         keys = tf.constant(counts.index.to_numpy(dtype=object), tf.string)
         shares = tf.constant((counts.to_numpy() / total).astype(np.float32))
@@ -541,8 +536,18 @@ def output_size(layers: Sequence[LayerSpec], output_dim: int) -> int:
     return (dense[-1].units or output_dim) if dense else output_dim
 
 
-def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Tower]:
+TrainRows = pd.DataFrame | TrainStats
+"""What preprocessing is fitted on: the training frame, or its statistics (trainer.stats)."""
+
+
+def train_stats(spec: ExperimentSpec, train: TrainRows) -> TrainStats:
+    """`train`'s statistics over the spec's feature columns (those of a frame counted here)."""
+    return train if isinstance(train, TrainStats) else TrainStats.of(train, feature_types(spec))
+
+
+def build_towers(spec: ExperimentSpec, train: TrainRows) -> tuple[Tower, Tower]:
     """The buyer and product towers of `spec`, preprocessing fitted on `train`."""
+    train = train_stats(spec, train)
     model = spec.model
     buyer_size = output_size(model.buyer_layers, model.output_dim)
     product_size = output_size(model.product_layers, model.output_dim)
@@ -562,9 +567,10 @@ def build_towers(spec: ExperimentSpec, train: pd.DataFrame) -> tuple[Tower, Towe
     return buyer, product
 
 
-def build_model(spec: ExperimentSpec, train: pd.DataFrame, candidates: pd.DataFrame | None = None) -> TwoTowerModel:
-    """The two-tower model of `spec` (not compiled), preprocessing fitted on `train`; `candidates`
-    (the unique products) are the negatives of `model.negatives: catalogue`."""
+def build_model(spec: ExperimentSpec, train: TrainRows, candidates: pd.DataFrame | None = None) -> TwoTowerModel:
+    """The two-tower model of `spec` (not compiled), preprocessing fitted on `train` (the frame or its
+    statistics); `candidates` (the unique products) are the negatives of `model.negatives: catalogue`."""
+    train = train_stats(spec, train)
     buyer, product = build_towers(spec, train)
     column = spec.product_id_column
     catalogue = None
@@ -573,7 +579,7 @@ def build_model(spec: ExperimentSpec, train: pd.DataFrame, candidates: pd.DataFr
             raise ValueError("model.negatives: catalogue needs the unique candidates")
         catalogue = CatalogueNegatives(candidates, product, column, name="catalogue_negatives")
     logq = spec.model.logq_correction and catalogue is None
-    probability = SamplingProbability(train[column], name="sampling_probability") if logq else None
+    probability = SamplingProbability(train.counts[column], name="sampling_probability") if logq else None
     return TwoTowerModel(
         buyer,
         product,

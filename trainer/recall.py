@@ -203,7 +203,13 @@ def popularity_scores(train_product_ids: Sequence, candidate_ids: np.ndarray) ->
     column of millions of strings indexed row by row was turned into as many Python objects)."""
     import pandas as pd
 
-    counts = pd.Series(train_product_ids).value_counts()
+    return count_scores(pd.Series(train_product_ids).value_counts(), candidate_ids)
+
+
+def count_scores(counts: pd.Series, candidate_ids: np.ndarray) -> np.ndarray:
+    """Each candidate's count in `counts` (product id -> training rows), 0 where absent (float32)."""
+    import pandas as pd
+
     return counts.reindex(pd.Index(candidate_ids), fill_value=0).to_numpy(dtype=np.float32)
 
 

@@ -434,6 +434,38 @@ def history_features(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findi
             )
 
 
+def streaming_split(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    """A streamed table is split row by row as it passes: by a hash split or a time cutoff, never by
+    a share of all the rows (that needs them all at once); nor is a history feature derived from it."""
+    if not spec.data.streaming:
+        return
+    split = spec.data.split
+    if split.strategy == "random" or (split.strategy == "time" and split.cutoff is None):
+        how = "a random split" if split.strategy == "random" else "a time split by test_fraction"
+        yield error(
+            "streaming_split",
+            "data.split.strategy",
+            f"data.streaming reads rows one batch at a time, but {how} needs every row at once",
+            "strategy: hash (a seeded hash of each row's key), or strategy: time with a cutoff",
+        )
+    if split.strategy == "time" and spec.training.validation_fraction > 0:
+        yield error(
+            "streaming_split",
+            "training.validation_fraction",
+            "data.streaming with a time split cannot carve the latest training rows for validation as they pass",
+            "training.validation_fraction: 0, or strategy: hash",
+        )
+    for path, feature in feature_paths(spec):
+        if feature.type == "history":
+            yield error(
+                "streaming_history",
+                f"{path}.type",
+                f"{feature.column!r} is a purchase history, which needs every training row of a buyer at once; "
+                "data.streaming never holds them",
+                "remove the history feature or set data.streaming: false",
+            )
+
+
 def feature_vocabularies(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     """`hash_buckets` replaces the vocabulary of an id or a category; `vocabulary` names one for any
     string feature; a feature has at most one of the two."""
@@ -559,6 +591,7 @@ RULES: tuple[Rule, ...] = (
     multiple_primary_ids,
     missing_columns,
     history_features,
+    streaming_split,
     feature_vocabularies,
     normalized_temperature,
     unknown_optimizer,

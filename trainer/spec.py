@@ -64,6 +64,11 @@ class DataSpec(_Strict):
     transactions: str
     products: str | None = None
     split: SplitSpec = SplitSpec()
+    streaming: bool = False
+    """Read the transactions as a stream (trainer.stream): one pass for the vocabularies, statistics,
+    candidates and test rows, then every epoch reads the shards again through a shuffle window, so
+    training rows are never all in memory. Needs a split that a row decides alone (`hash`, or `time`
+    with a `cutoff`)."""
 
 
 class FeatureSpec(_Strict):

@@ -236,3 +236,36 @@ def test_a_rollback_retry_starts_from_the_earlier_attempts_checkpoint_at_the_low
     assert retry.epochs[2].loss < first.epochs[1].loss  # from epoch 2's weights (fresh ones start near uniform)
     assert lines == ["attempt starts from attempt 1's epoch 2 (its last healthy one)"]
     assert retry.reason.startswith("started from attempt 1's epoch 2; trained 4 epochs")
+
+
+def test_a_streamed_attempt_trains_and_evaluates_as_one_in_memory_does(tmp_path):
+    """Parquet shards read as a stream: the same split, candidates and baselines as in memory, and a
+    model as good; exclude_seen and EASE read the training pairs back from the shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainer.datasets import load_builtin
+
+    rows = load_builtin(DATA.format(table="transactions"))
+    (tmp_path / "tx").mkdir()
+    for i, start in enumerate(range(0, len(rows), 3000)):
+        part = pa.Table.from_pandas(rows.iloc[start : start + 3000], preserve_index=False)
+        pq.write_table(part, tmp_path / "tx" / f"part-{i}.parquet", row_group_size=1000)
+
+    def attempt(streaming: bool):
+        raw = _raw_spec(3, 1.0, (5, 10, 20))
+        raw["data"].update(transactions=str(tmp_path / "tx"), split={"strategy": "hash", "test_fraction": 0.2},
+                           streaming=streaming)
+        raw["evaluation"].update(exclude_seen=True, baselines=["popularity", "ease"])
+        spec = spec_from_dict(raw)
+        result = run_attempt(spec, SAFE_LR, str(tmp_path / f"streaming-{streaming}"))
+        assert result.status == "succeeded", result.reason
+        return evaluate_model(spec, result.model_uri)
+
+    streamed, in_memory = attempt(True), attempt(False)
+    assert (streamed.n_queries, streamed.n_pairs, streamed.n_candidates) == (
+        in_memory.n_queries, in_memory.n_pairs, in_memory.n_candidates)
+    assert streamed.popularity == in_memory.popularity and streamed.ease == in_memory.ease
+    for k in (5, 10, 20):
+        assert streamed.model[k] > streamed.popularity[k] + 0.1, (k, streamed)
+        assert streamed.model[k] == pytest.approx(in_memory.model[k], abs=0.1)

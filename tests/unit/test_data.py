@@ -479,7 +479,7 @@ def test_a_blank_id_is_found_among_categories_as_among_strings():
 
 @pytest.mark.parametrize("as_category", [False, True])
 def test_values_and_tokens_are_counted_per_row_present_values_only(as_category):
-    from trainer.data import token_counts, value_counts
+    from trainer.stats import token_counts, value_counts
 
     values = pd.Series(["red shoe", "red red hat", "", "red shoe", "blue"])
     unused = pd.Series(pd.Categorical(values, categories=[*sorted(set(values)), "never"]))

@@ -12,6 +12,7 @@ import tf_keras
 
 from trainer.model import build_model, build_optimizer, feature_encoder, make_dataset, model_columns, tower_layers
 from trainer.spec import FeatureSpec, LayerSpec, TrainingSpec, spec_from_dict
+from trainer.stats import TrainStats
 
 TRAIN = pd.DataFrame(
     {
@@ -21,6 +22,7 @@ TRAIN = pd.DataFrame(
         "words": ["red shoe", "blue shoe", "red", ""],
     }
 )
+STATS = TrainStats.of(TRAIN, {"buyer": "id", "age": "numeric", "item": "id", "words": "text"})
 
 
 def _spec(**model):
@@ -36,7 +38,7 @@ def _spec(**model):
 
 
 def test_id_vocabulary_comes_from_training_rows_and_unseen_ids_share_one_bucket():
-    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4), TRAIN)
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4), STATS)
     assert encoder.lookup.get_vocabulary() == ["[UNK]", "i1", "i2", "i3"]  # most frequent first
     seen, unseen_a, unseen_b = encoder(tf.constant(["i2", "test-only-1", "test-only-2"])).numpy()
     np.testing.assert_array_equal(unseen_a, unseen_b)
@@ -44,7 +46,7 @@ def test_id_vocabulary_comes_from_training_rows_and_unseen_ids_share_one_bucket(
 
 
 def test_hashed_ids_need_no_vocabulary_and_keep_unseen_ids_apart():
-    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, hash_buckets=1000), TRAIN.iloc[:0])
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, hash_buckets=1000), TrainStats(0))
     assert encoder.embedding.input_dim == 1000  # fitted on no rows at all
     ids = encoder.preprocess(tf.constant(["i1", "i1", "test-only-1", "test-only-2"])).numpy()
     assert ids[0] == ids[1] and len(set(ids[1:])) == 3 and ((0 <= ids) & (ids < 1000)).all()
@@ -55,23 +57,23 @@ def test_hashed_ids_need_no_vocabulary_and_keep_unseen_ids_apart():
 def test_a_vocabulary_file_replaces_the_training_rows_counts(tmp_path):
     path = tmp_path / "items.txt"
     path.write_text("i3\n\ni9\ni3\n i1 \n")  # blank lines skipped, repeats kept once, spaces stripped
-    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, vocabulary=str(path)), TRAIN)
+    encoder = feature_encoder(FeatureSpec(column="item", type="id", embedding_dim=4, vocabulary=str(path)), STATS)
     assert encoder.lookup.get_vocabulary() == ["[UNK]", "i3", "i9", "i1"]  # file order; i2 is out of it
     words = tmp_path / "words.txt"
     words.write_text("shoe\nred\n")
-    text = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3, vocabulary=str(words)), TRAIN)
+    text = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3, vocabulary=str(words)), STATS)
     np.testing.assert_array_equal(text.preprocess(tf.constant(["red blue shoe"])).numpy(), [[3, 1, 2]])
 
 
 def test_numeric_is_standardized_with_training_statistics_and_missing_becomes_the_mean():
-    encoder = feature_encoder(FeatureSpec(column="age", type="numeric"), TRAIN)
+    encoder = feature_encoder(FeatureSpec(column="age", type="numeric"), STATS)
     mean, std = TRAIN["age"].mean(), TRAIN["age"].std(ddof=0)
     out = encoder(tf.constant([30.0, 40.0, math.nan, 1000.0])).numpy()[:, 0]
     np.testing.assert_allclose(out, [0.0, (40 - mean) / std, 0.0, (1000 - mean) / std], rtol=1e-5)
 
 
 def test_text_is_the_masked_mean_of_token_embeddings():
-    encoder = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3), TRAIN)
+    encoder = feature_encoder(FeatureSpec(column="words", type="text", embedding_dim=3), STATS)
     red, shoe, red_shoe, empty = encoder(tf.constant(["red", "shoe", "red shoe", ""])).numpy()
     np.testing.assert_allclose(red_shoe, (red + shoe) / 2, rtol=1e-6)
     np.testing.assert_array_equal(empty, np.zeros(3))
@@ -114,7 +116,7 @@ def test_optimizer_comes_from_the_whitelist_with_the_spec_clipping_and_weight_de
 
 
 def test_a_purchase_history_leaves_out_one_occurrence_of_the_rows_own_product():
-    encoder = feature_encoder(FeatureSpec(column="bought", type="history", embedding_dim=3), TRAIN, "item")
+    encoder = feature_encoder(FeatureSpec(column="bought", type="history", embedding_dim=3), STATS, "item")
     i1, i2, both_, twice = encoder(tf.constant(["i1", "i2", "i1 i2", "i1 i1"])).numpy()
     np.testing.assert_allclose(both_, (i1 + i2) / 2, rtol=1e-6)
     training = encoder(tf.constant(["i1 i2", "i1 i1", "i2", "i3"]), exclude=tf.constant(["i1", "i1", "i2", "i1"])).numpy()

@@ -165,6 +165,10 @@ FIRES = [
     ("negative gpus per worker", put("training.gpus_per_worker", -1), None, "out_of_range", "training.gpus_per_worker", "error"),
     ("global batch smaller than the replicas", both(put("training.workers", 4), put("training.gpus_per_worker", 2), put("training.batch_size", 7)), None, "batch_smaller_than_replicas", "training.batch_size", "error"),
     ("global batch uneven over workers", both(put("training.workers", 3), put("training.batch_size", 1024)), None, "uneven_replica_batch", "training.batch_size", "warning"),
+    ("streaming a random split", put("data.streaming", True), None, "streaming_split", "data.split.strategy", "error"),
+    ("streaming a time split by fraction", both(put("data.streaming", True), put("data.split", {"strategy": "time", "column": "timestamp"})), None, "streaming_split", "data.split.strategy", "error"),
+    ("streaming a time split with validation", both(put("data.streaming", True), put("data.split", {"strategy": "time", "column": "timestamp", "cutoff": 5}), put("training.validation_fraction", 0.1)), None, "streaming_split", "training.validation_fraction", "error"),
+    ("streaming a purchase history", both(put("data.streaming", True), put("data.split.strategy", "hash"), add_buyer("bought", "history")), None, "streaming_history", "buyer_features[3].type", "error"),
 ]  # fmt: skip
 
 
@@ -222,6 +226,9 @@ NEAR_MISSES = [
     ("global batch of one per replica", both(put("training.workers", 4), put("training.gpus_per_worker", 2), put("training.batch_size", 8)), None, "batch_smaller_than_replicas"),
     ("global batch even over workers", both(put("training.workers", 4), put("training.batch_size", 1024)), None, "uneven_replica_batch"),
     ("any batch on one worker of visible GPUs", put("training.batch_size", 1023), None, "uneven_replica_batch"),
+    ("streaming a hash split, with validation", both(put("data.streaming", True), put("data.split.strategy", "hash"), put("training.validation_fraction", 0.1)), None, "streaming_split"),
+    ("streaming a time split by cutoff", both(put("data.streaming", True), put("data.split", {"strategy": "time", "column": "timestamp", "cutoff": 5})), None, "streaming_split"),
+    ("a random split in memory", put("data.split.strategy", "random"), None, "streaming_split"),
 ]  # fmt: skip
 
 
