@@ -3,11 +3,13 @@
 For each size, a Parquet file of retail-like transactions is written in chunks (customer ids, product
 ids with a Zipf popularity tail, a timestamp; about 15 rows per customer and 60 per product, as the
 scaling issue's 3M-row case: 200k customers, 50k products), then one attempt trains on it in a
-subprocess, split by time. Printed per size: the subprocess's peak RSS (its own ru_maxrss, from
+subprocess, split by time (a cutoff: the last tenth of the year is test), once with the table in memory and
+once streamed (`data.streaming: true`, trainer.stream). Printed per size and path: the subprocess's peak RSS (its own ru_maxrss, from
 wait4), bytes of peak RSS per row, wall seconds, and training examples per second (from result.json).
-The first size is the baseline the throughput ratio is taken against. Prints figures; asserts nothing.
+The throughput ratio is the streamed path's against the in-memory path's at the same size, in the same run. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows
+    .venv/bin/python bench/bench_scale.py                        # 1M and 3M rows, in memory and streamed
+    .venv/bin/python bench/bench_scale.py --rows 3e7 --paths stream   # 30M rows, streamed only
     .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes
     .venv/bin/python bench/bench_scale.py --rows 1e6 --stages    # where the memory goes, stage by stage
     .venv/bin/python bench/bench_scale.py --record bench/scale_results.json   # keep the figures for the plot
@@ -59,11 +61,15 @@ def write_transactions(path: Path, rows: int, seed: int) -> None:
             writer.write_table(table)
 
 
-def config(path: Path) -> dict:
+YEAR = 365 * 86400
+CUTOFF = int(0.9 * YEAR)  # timestamps are uniform over a year: the last 10% of it is the test split
+
+
+def config(path: Path, streaming: bool = False) -> dict:
     return {
         "name": f"scale-{path.stem}",
-        "data": {"transactions": str(path), "split": {"strategy": "time", "column": "timestamp",
-                                                      "test_fraction": 0.1}},
+        "data": {"transactions": str(path), "streaming": streaming,
+                 "split": {"strategy": "time", "column": "timestamp", "cutoff": CUTOFF}},
         "buyer_features": [{"column": "customer_id", "type": "id", "embedding_dim": 32}],
         "product_features": [{"column": "product_id", "type": "id", "embedding_dim": 32}],
         "model": {"output_dim": 32, "buyer_layers": [{"type": "dense", "units": 32}],
@@ -73,11 +79,12 @@ def config(path: Path) -> dict:
     }
 
 
-def run_attempt(data: Path, workdir: Path) -> dict:
+def run_attempt(data: Path, workdir: Path, streaming: bool) -> dict:
     """One attempt in a subprocess: its peak RSS, wall seconds and training examples per second."""
     spec = workdir / "spec.yaml"
-    spec.write_text(yaml.safe_dump(config(data)))
-    command = [sys.executable, "-m", "trainer", "--config", str(spec), "--out", str(workdir / "attempt"), "--evaluate"]
+    spec.write_text(yaml.safe_dump(config(data, streaming)))
+    out = workdir / f"attempt-{'stream' if streaming else 'memory'}"
+    command = [sys.executable, "-m", "trainer", "--config", str(spec), "--out", str(out), "--evaluate"]
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = child.stdout.read()
@@ -85,7 +92,7 @@ def run_attempt(data: Path, workdir: Path) -> dict:
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the attempt failed:\n{output[-3000:]}")
-    [epoch] = json.loads((workdir / "attempt" / "result.json").read_text())["epochs"]
+    [epoch] = json.loads((out / "result.json").read_text())["epochs"]
     throughput = epoch["examples"] / epoch["seconds"]
     return {"peak_rss": usage.ru_maxrss * 1024, "seconds": seconds, "examples_per_s": throughput}
 
@@ -171,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1e6,3e6", help="comma-separated sizes (1e6 = a million rows)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paths", default="memory,stream",
+                        help="memory (the table in memory), stream (data.streaming: true), or both, in that order")
     parser.add_argument("--stages", action="store_true", help="memory at each stage of an attempt, first size only")
     parser.add_argument("--record", type=Path, metavar="JSON", help="keep each size's figures in this file "
                         "(bench/scale_results.json; bench/scale_plot.py draws it)")
@@ -182,25 +191,27 @@ def main() -> None:
             write_transactions(data, sizes[0], args.seed)
             stages(data, Path(scratch))
         return
-    print("| rows | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs first |")
-    print("|---|---|---|---|---|---|---|")
-    first = None
+    paths = args.paths.split(",")
+    print("| rows | path | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs memory, same rows |")
+    print("|---|---|---|---|---|---|---|---|")
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="towerflow-scale-") as scratch:
             data = Path(scratch) / f"tx-{rows}.parquet"
             write_transactions(data, rows, args.seed)
-            figures = run_attempt(data, Path(scratch))
-            first = first or figures
-            print(f"| {rows:,} | {data.stat().st_size / 2**20:.0f} | {figures['peak_rss'] / GIB:.2f} | "
-                  f"{figures['peak_rss'] / rows:.0f} | {figures['seconds']:.0f} | {figures['examples_per_s']:,.0f} | "
-                  f"{figures['examples_per_s'] / first['examples_per_s']:.2f}x |", flush=True)
-            if args.record:
-                record(args.record, {"rows": rows, "parquet_mib": round(data.stat().st_size / 2**20, 1),
-                                     "peak_rss_gib": round(figures["peak_rss"] / GIB, 3),
-                                     "seconds": round(figures["seconds"], 1),
-                                     "examples_per_s": round(figures["examples_per_s"]),
-                                     "measured": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count()})
-
+            baseline = None
+            for path in paths:
+                figures = run_attempt(data, Path(scratch), streaming=path == "stream")
+                baseline = baseline or (figures if path == "memory" else None)
+                ratio = f"{figures['examples_per_s'] / baseline['examples_per_s']:.2f}x" if baseline else "-"
+                print(f"| {rows:,} | {path} | {data.stat().st_size / 2**20:.0f} | {figures['peak_rss'] / GIB:.2f} | "
+                      f"{figures['peak_rss'] / rows:.0f} | {figures['seconds']:.0f} | {figures['examples_per_s']:,.0f} | "
+                      f"{ratio} |", flush=True)
+                if args.record:
+                    record(args.record, {"rows": rows, "path": path, "parquet_mib": round(data.stat().st_size / 2**20, 1),
+                                         "peak_rss_gib": round(figures["peak_rss"] / GIB, 3),
+                                         "seconds": round(figures["seconds"], 1),
+                                         "examples_per_s": round(figures["examples_per_s"]),
+                                         "measured": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count()})
 
 if __name__ == "__main__":
     main()

@@ -437,9 +437,9 @@ def _spelled(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "").astype(str)
 
 
-def _as_text(values: pd.Series) -> pd.Series:
-    """`values` as a Categorical of strings (`_spelled`), its categories sorted: 4 bytes a row
-    where a string per row took ~14 (ids) to hundreds (text), and sorting it sorts the strings."""
+def _as_text(values: pd.Series, sort: bool = True) -> pd.Series:
+    """`values` as a Categorical of strings (`_spelled`), its categories sorted unless told not to: 4
+    bytes a row where a string per row took ~14 (ids) to hundreds (text), and sorting it sorts the strings."""
     if not isinstance(values.dtype, pd.CategoricalDtype):
         return _spelled(values).astype("category")
     spelled = _spelled(pd.Series(values.cat.categories))
@@ -449,11 +449,13 @@ def _as_text(values: pd.Series) -> pd.Series:
     if values.isna().any():
         values = values if "" in values.cat.categories else values.cat.add_categories([""])
         values = values.fillna("")
-    return values.cat.reorder_categories(sorted(values.cat.categories))
+    if not sort:
+        return values
+    return values.cat.reorder_categories(values.cat.categories.sort_values())  # code point order, vectorized
 
 
-def _cast_text(df: pd.DataFrame, columns: Collection[str]) -> pd.DataFrame:
-    return df.assign(**{column: _as_text(df[column]) for column in columns if column in df.columns})
+def _cast_text(df: pd.DataFrame, columns: Collection[str], sort: bool = True) -> pd.DataFrame:
+    return df.assign(**{column: _as_text(df[column], sort) for column in columns if column in df.columns})
 
 
 def _as_numbers(df: pd.DataFrame, columns: Collection[str], where: str) -> pd.DataFrame:
@@ -538,9 +540,10 @@ def layout(spec: ExperimentSpec) -> Layout:
     return dataclasses.replace(plan, catalogue=catalogue)
 
 
-def prepared(rows: pd.DataFrame, plan: Layout, source: str) -> pd.DataFrame:
+def prepared(rows: pd.DataFrame, plan: Layout, source: str, sort: bool = True) -> pd.DataFrame:
     """Transaction rows (all of them, or a piece of a stream) checked, joined with the catalogue's
-    product columns and cast by feature type, keeping their index (their rows' file positions)."""
+    product columns and cast by feature type, keeping their index (their rows' file positions); a
+    stream's pieces need not `sort` their categories (nothing orders rows by a piece's categories)."""
     with _blame("data.transactions"):
         _require_columns(rows, plan.keys, source, source)
         _require_ids(rows, plan.keys, source)
@@ -553,7 +556,7 @@ def prepared(rows: pd.DataFrame, plan: Layout, source: str) -> pd.DataFrame:
         rows.index = index
     with _blame("data.transactions"):
         _require_columns(rows, plan.keep, source, source)
-        return _as_numbers(_cast_text(rows[plan.keep], plan.text), plan.numeric, source)
+        return _as_numbers(_cast_text(rows[plan.keep], plan.text, sort), plan.numeric, source)
 
 
 def joined_columns(plan: Layout, columns: Collection[str]) -> tuple[str, ...]:

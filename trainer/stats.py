@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+MERGE_VALUES = 1 << 17
+"""Per-chunk counts gathered before they are summed (at least as many as the sum so far holds:
+amortized, memory stays within twice the vocabulary)."""
 TEXT_TYPES = ("id", "categorical", "text")
 """Feature types whose values are strings counted per value."""
 
@@ -154,7 +157,7 @@ class StatsAccumulator:
             if column in frame.columns:
                 pending = self._counts.setdefault(column, [])
                 pending.append(value_counts(frame[column]))
-                if sum(map(len, pending)) > 2 * len(pending[0]) + 1_000_000:
+                if sum(map(len, pending[1:])) > max(len(pending[0]), MERGE_VALUES):
                     self._counts[column] = [_summed(pending)]
         for column in self.numeric:
             if column in frame.columns:

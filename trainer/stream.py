@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainer.data import (
@@ -37,7 +38,6 @@ from trainer.data import (
     layout,
     prepared,
     reading,
-    string_columns,
     unique_candidates,
 )
 from trainer.datasets import is_builtin, load_builtin
@@ -51,6 +51,9 @@ CHUNK_ROWS = 1 << 15
 """Rows read and prepared at a time."""
 INTERLEAVE = 8
 """Pieces read side by side in an epoch: a shuffle window holds a chunk of each (262,144 rows)."""
+MERGE_ROWS = 1 << 17
+"""Candidate rows gathered from chunks before they are merged into the latest per product (at least
+as many as that holds: amortized, memory stays within twice the candidates)."""
 TRAIN, VALIDATION, TEST = 0, 1, 2
 
 
@@ -103,7 +106,7 @@ class Source:
             self.columns = self.columns or list(chunk.columns)
             chunk.index = pd.RangeIndex(first, first + len(chunk))
             first += len(chunk)
-            yield prepared(chunk, self.plan, self.uri)
+            yield prepared(chunk, self.plan, self.uri, sort=False)
 
     def _raw(self, piece: Piece) -> Iterator[pd.DataFrame]:
         plan, file = self.plan, piece.file
@@ -114,16 +117,16 @@ class Source:
             yield from (table.iloc[start : start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS))
             return
         with _blame("data.transactions"), reading(file, self.kind), open_uri(file, "rb", compression="infer") as handle:
+            # string columns as Categoricals of the chunk's own values: a Python string per distinct value,
+            # never one per row (a row group's dictionary would bring every value of the group to each chunk)
             if self.kind == "csv":
-                yield from pd.read_csv(handle, chunksize=CHUNK_ROWS, **csv_options(plan.text, plan.keep))
+                options = csv_options(plan.text, plan.keep) | {"dtype": {column: "category" for column in plan.text}}
+                yield from pd.read_csv(handle, chunksize=CHUNK_ROWS, **options)
                 return
-            schema = pq.read_schema(handle)
-            handle.seek(0)
-            reader = pq.ParquetFile(handle, read_dictionary=string_columns(schema, plan.text),
-                                    pre_buffer=local_path(file) is None)
-            names = [name for name in schema.names if name in plan.keep]
+            reader = pq.ParquetFile(handle, pre_buffer=local_path(file) is None)
+            names = [name for name in reader.schema_arrow.names if name in plan.keep]
             for batch in reader.iter_batches(CHUNK_ROWS, row_groups=[piece.row_group], columns=names):
-                yield batch.to_pandas()
+                yield _encoded(batch, plan.text).to_pandas()
 
     def first_pass(self) -> Iterator[tuple[Piece, pd.DataFrame]]:
         """Every prepared chunk in file order, with its piece (a CSV file's rows are known only once
@@ -158,6 +161,24 @@ class Source:
         return sides
 
 
+def _encoded(batch: pa.RecordBatch, text: Collection[str]) -> pa.RecordBatch:
+    """`batch` with its `text` string columns dictionary-encoded (the dictionary: this batch's values)."""
+    columns = [
+        column.dictionary_encode()
+        if name in text and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+        else column
+        for name, column in zip(batch.schema.names, batch.columns)
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _compact(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` (some of a chunk's) holding only their own categories: what is kept of a chunk must not
+    keep every value of the chunk alive."""
+    categorical = [c for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)]
+    return rows.assign(**{column: rows[column].cat.remove_unused_categories() for column in categorical})
+
+
 @dataclass(frozen=True)
 class TrainStream:
     """The training rows, read again from the source for each epoch (or for a pass over their pairs)."""
@@ -182,8 +203,8 @@ class TrainStream:
                     active.remove(rows)
                 elif len(chunk):
                     window.append(chunk)
-            if window:
-                rows = _concat(window) if len(window) > 1 else window[0].reset_index(drop=True)
+            if window:  # a plain concat: categories that differ give object columns, no sort of their union
+                rows = pd.concat(window, ignore_index=True)
                 yield rows.iloc[rng.permutation(len(rows))]
 
     def _train_rows(self, piece: Piece) -> Iterator[pd.DataFrame]:
@@ -216,7 +237,7 @@ def scan(spec: ExperimentSpec) -> ExperimentData:
         sides = source.sides(chunk)
         accumulator.add(chunk[sides == TRAIN])
         for side, parts in held.items():
-            parts.append(chunk[sides == side])
+            parts.append(_compact(chunk[sides == side]))
         if candidates is not None:
             candidates.add(chunk)
     if not n_rows:
@@ -273,13 +294,13 @@ class _Candidates:
         time = [plan.time_column] if plan.time_column else []
         columns = list(dict.fromkeys([plan.product_id, *plan.product_columns, *time]))
         self.pending.append(self._latest(chunk[columns]))
-        if sum(map(len, self.pending)) > 2 * len(self.latest if self.latest is not None else ()) + 1_000_000:
+        if sum(map(len, self.pending)) > max(len(self.latest if self.latest is not None else ()), MERGE_ROWS):
             self._merge()
 
     def _latest(self, rows: pd.DataFrame) -> pd.DataFrame:
         plan = self.plan
         kept = list(dict.fromkeys([*plan.product_columns, *([plan.time_column] if plan.time_column else [])]))
-        return unique_candidates(rows, plan.product_id, kept, plan.time_column)[0]
+        return _compact(unique_candidates(rows, plan.product_id, kept, plan.time_column)[0])
 
     def _merge(self) -> None:
         parts = ([self.latest] if self.latest is not None else []) + self.pending
