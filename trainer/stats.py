@@ -34,10 +34,12 @@ def value_counts(values: pd.Series) -> pd.Series:
     """Rows per value (the values as strings, those present only); a Categorical is counted by its
     codes, never spelled out row by row."""
     if not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(str).value_counts(sort=False)
+        counts = values.astype(str).value_counts(sort=False)
+        return counts.set_axis(counts.index.astype(object))
     counts = values.value_counts(sort=False)
     counts = counts[counts > 0]
-    return pd.Series(counts.to_numpy(), index=pd.Index(counts.index.astype(str), name=values.name))
+    # Python strings, not Arrow's: summing a stream's counts hashes them, and Arrow's are hashed by converting
+    return pd.Series(counts.to_numpy(), index=pd.Index(counts.index.astype(str), dtype=object, name=values.name))
 
 
 def token_counts(values: pd.Series) -> pd.Series:
@@ -180,4 +182,4 @@ def _summed(parts: Iterable[pd.Series]) -> pd.Series:
     if len(parts) == 1:
         return parts[0]
     total = pd.concat(parts).groupby(level=0, sort=False).sum()
-    return total.rename_axis(parts[0].index.name)
+    return total.set_axis(pd.Index(total.index, dtype=object, name=parts[0].index.name))  # as value_counts gives
