@@ -42,14 +42,9 @@ def value_counts(values: pd.Series) -> pd.Series:
     return pd.Series(counts.to_numpy(), index=pd.Index(counts.index.astype(str), dtype=object, name=values.name))
 
 
-def token_counts(values: pd.Series) -> pd.Series:
-    """Rows per whitespace-separated token of text `values` (a token twice in a row counts twice),
-    each distinct text split once."""
-    return tokens_of(value_counts(values))
-
-
 def tokens_of(counts: pd.Series) -> pd.Series:
-    """Rows per token, from rows per text (`counts`)."""
+    """Rows per whitespace-separated token, from rows per text (`counts`): a token twice in a text counts
+    twice, and each distinct text is split once."""
     per_text = pd.DataFrame({"token": counts.index.str.split(), "rows": counts.to_numpy()}).explode("token")
     return per_text.dropna().groupby("token")["rows"].sum()
 

@@ -479,13 +479,13 @@ def test_a_blank_id_is_found_among_categories_as_among_strings():
 
 @pytest.mark.parametrize("as_category", [False, True])
 def test_values_and_tokens_are_counted_per_row_present_values_only(as_category):
-    from trainer.stats import token_counts, value_counts
+    from trainer.stats import tokens_of, value_counts
 
     values = pd.Series(["red shoe", "red red hat", "", "red shoe", "blue"])
     unused = pd.Series(pd.Categorical(values, categories=[*sorted(set(values)), "never"]))
     values = unused if as_category else values
     assert value_counts(values).to_dict() == {"red shoe": 2, "red red hat": 1, "": 1, "blue": 1}
-    assert token_counts(values).to_dict() == {"red": 4, "shoe": 2, "hat": 1, "blue": 1}
+    assert tokens_of(value_counts(values)).to_dict() == {"red": 4, "shoe": 2, "hat": 1, "blue": 1}
 
 
 @pytest.mark.parametrize("values", [["b", "a", "b"], ["b", None, "a"], []])
