@@ -48,7 +48,7 @@ class DataError(ValueError):
 
 
 @contextlib.contextmanager
-def _blame(field: str) -> Iterator[None]:
+def blame(field: str) -> Iterator[None]:
     """Give a DataError raised inside this block `field`, unless its raiser named one."""
     try:
         yield
@@ -93,10 +93,10 @@ def load_table(
     except SchemaError as exc:
         raise DataError(str(exc), code=exc.code) from None
     frames = [_read_file(file, shards.format, text_columns, columns, as_categories) for file in shards.files]
-    return _concat(frames)
+    return concat_frames(frames)
 
 
-def _concat(frames: list[pd.DataFrame], keep_index: bool = False) -> pd.DataFrame:
+def concat_frames(frames: list[pd.DataFrame], keep_index: bool = False) -> pd.DataFrame:
     """The shards' frames one after another, indexed 0..n-1 (or keeping their index); a categorical
     column stays categorical (its categories the union of the shards'), where a plain concat would
     spell out every row."""
@@ -217,7 +217,7 @@ def _split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_test = _test_size(len(df), fraction, field)
     if split.strategy == "hash":
-        is_test = _hash_unit(df, key, f"{field}:{seed}") < fraction
+        is_test = hash_unit(df, key, f"{field}:{seed}") < fraction
         return _parts(df, is_test, field, f"{fraction} of {len(df)} rows by the hash of {', '.join(key)}")
     if split.strategy == "random":
         is_test = np.zeros(len(df), dtype=bool)
@@ -255,12 +255,12 @@ def _parts(df: pd.DataFrame, is_test: np.ndarray, field: str, rule: str) -> tupl
     return df[~is_test], df[is_test]
 
 
-def _hash_unit(df: pd.DataFrame, key: Sequence[str], salt: str) -> np.ndarray:
+def hash_unit(df: pd.DataFrame, key: Sequence[str], salt: str) -> np.ndarray:
     """A number in [0, 1) per row from its `key` values and `salt`: equal keys give equal numbers,
     whatever the row order; other salts give independent numbers."""
     if not key:
         raise DataError("data.split.key: strategy 'hash' needs the columns that identify a row", field="data.split.key")
-    with _blame("data.split.key"):
+    with blame("data.split.key"):
         _require_columns(df, key, "data.split.key")
     hash_key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # the 16 characters pandas wants
     hashed = pd.util.hash_pandas_object(df[list(key)], index=False, hash_key=hash_key).to_numpy()
@@ -532,7 +532,7 @@ def layout(spec: ExperimentSpec) -> Layout:
     if not spec.data.products:
         return plan
     catalogue_uri = spec.data.products
-    with _blame("data.products"):
+    with blame("data.products"):
         catalogue = _read(catalogue_uri, text, product_columns)
         _require_columns(catalogue, product_columns, catalogue_uri, catalogue_uri)
         _require_ids(catalogue, {product_id: keys[product_id]}, catalogue_uri)
@@ -544,7 +544,7 @@ def prepared(rows: pd.DataFrame, plan: Layout, source: str, sort: bool = True) -
     """Transaction rows (all of them, or a piece of a stream) checked, joined with the catalogue's
     product columns and cast by feature type, keeping their index (their rows' file positions); a
     stream's pieces need not `sort` their categories (nothing orders rows by a piece's categories)."""
-    with _blame("data.transactions"):
+    with blame("data.transactions"):
         _require_columns(rows, plan.keys, source, source)
         _require_ids(rows, plan.keys, source)
     if plan.catalogue is not None:
@@ -554,7 +554,7 @@ def prepared(rows: pd.DataFrame, plan: Layout, source: str, sort: bool = True) -
         index = rows.index
         rows = _cast_text(rows, [product_id]).merge(latest, on=product_id, how="left")  # keeps the rows' order
         rows.index = index
-    with _blame("data.transactions"):
+    with blame("data.transactions"):
         _require_columns(rows, plan.keep, source, source)
         return _as_numbers(_cast_text(rows[plan.keep], plan.text, sort), plan.numeric, source)
 
@@ -598,7 +598,7 @@ def load_experiment_data(spec: ExperimentSpec) -> ExperimentData:
         return scan(spec)
     plan = layout(spec)
     source = spec.data.transactions
-    with _blame("data.transactions"):
+    with blame("data.transactions"):
         rows = _read(source, plan.text, plan.keep)
     joined = joined_columns(plan, rows.columns)
     rows = prepared(rows, plan, source)

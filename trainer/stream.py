@@ -27,12 +27,12 @@ from trainer.data import (
     DataError,
     ExperimentData,
     Layout,
-    _blame,
-    _concat,
-    _hash_unit,
+    blame,
+    concat_frames,
     csv_options,
     cutoff_mask,
     fill_numeric,
+    hash_unit,
     in_catalogue,
     joined_columns,
     layout,
@@ -41,7 +41,7 @@ from trainer.data import (
     unique_candidates,
 )
 from trainer.datasets import is_builtin, load_builtin
-from trainer.rules import data_uri_problem
+from trainer.rules import DataSchema, data_uri_problem, streaming_split
 from trainer.schema import SchemaError, read_shards, table_format
 from trainer.spec import ExperimentSpec
 from trainer.stats import StatsAccumulator, TrainStats
@@ -76,14 +76,10 @@ class Source:
         problem = data_uri_problem(self.uri)
         if problem:
             raise DataError(f"{self.uri}: {problem}", code="data_unreadable", field="data.transactions")
-        split = spec.data.split
-        if split.strategy == "random" or (split.strategy == "time" and split.cutoff is None):
-            message = "data.streaming splits rows as they pass: use strategy hash, or strategy time with a cutoff"
-            raise DataError(message, field="data.split.strategy")
-        if split.strategy == "time" and spec.training.validation_fraction > 0:
-            message = "data.streaming with a time split carves no validation rows: set it to 0 or use strategy hash"
-            raise DataError(message, field="training.validation_fraction")
-        with _blame("data.transactions"):
+        refused = next(streaming_split(spec, DataSchema()), None)
+        if refused is not None:  # a spec handed over without validation
+            raise DataError(refused.message, field=refused.field)
+        with blame("data.transactions"):
             self.kind, self.files = self._files()
         self.columns: list[str] = []  # the transactions' own columns (of those read), once a chunk is read
 
@@ -111,12 +107,12 @@ class Source:
     def _raw(self, piece: Piece) -> Iterator[pd.DataFrame]:
         plan, file = self.plan, piece.file
         if self.kind == "builtin":
-            with _blame("data.transactions"), reading(file, "a built-in dataset"):
+            with blame("data.transactions"), reading(file, "a built-in dataset"):
                 table = load_builtin(file)
             table = table[[column for column in table.columns if column in plan.keep]]
             yield from (table.iloc[start : start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS))
             return
-        with _blame("data.transactions"), reading(file, self.kind), open_uri(file, "rb", compression="infer") as handle:
+        with blame("data.transactions"), reading(file, self.kind), open_uri(file, "rb", compression="infer") as handle:
             # string columns as Categoricals of the chunk's own values: a Python string per distinct value,
             # never one per row (a row group's dictionary would bring every value of the group to each chunk)
             if self.kind == "csv":
@@ -139,7 +135,7 @@ class Source:
                     first += len(chunk)
                     yield piece, chunk
                 continue
-            with _blame("data.transactions"), reading(file, "parquet"), open_uri(file, "rb") as handle:
+            with blame("data.transactions"), reading(file, "parquet"), open_uri(file, "rb") as handle:
                 metadata = pq.ParquetFile(handle).metadata
             for group in range(metadata.num_row_groups):
                 piece = Piece(file, group, first)
@@ -150,14 +146,14 @@ class Source:
         """TRAIN, VALIDATION or TEST for each row, by the rule trainer.data.split_transactions applies."""
         split, plan = self.spec.data.split, self.plan
         if split.strategy == "hash":
-            test = _hash_unit(chunk, plan.key, f"data.split.test_fraction:{split.seed}") < split.test_fraction
+            test = hash_unit(chunk, plan.key, f"data.split.test_fraction:{split.seed}") < split.test_fraction
         else:
             test = cutoff_mask(chunk, split)
         sides = np.where(test, TEST, TRAIN)
         training = self.spec.training
         if training.validation_fraction > 0:
             salt = f"training.validation_fraction:{training.seed}"
-            sides[~test & (_hash_unit(chunk, plan.key, salt) < training.validation_fraction)] = VALIDATION
+            sides[~test & (hash_unit(chunk, plan.key, salt) < training.validation_fraction)] = VALIDATION
         return sides
 
 
@@ -218,7 +214,7 @@ class TrainStream:
             for chunk in self.source.chunks(piece):
                 rows = chunk.loc[self.source.sides(chunk) == TRAIN, [buyer, product]]
                 parts.append(rows if buyers is None else rows[rows[buyer].isin(buyers)])
-        return _concat(parts, keep_index=True) if parts else pd.DataFrame(columns=[buyer, product])
+        return concat_frames(parts, keep_index=True) if parts else pd.DataFrame(columns=[buyer, product])
 
 
 def scan(spec: ExperimentSpec) -> ExperimentData:
@@ -249,10 +245,10 @@ def scan(spec: ExperimentSpec) -> ExperimentData:
         found, n_before = unique_candidates(plan.catalogue, plan.product_id, plan.product_columns, None)
     else:
         found, n_before = candidates.finish(), n_rows
-    test = _concat(held[TEST], keep_index=True)
+    test = concat_frames(held[TEST], keep_index=True)
     n_test = len(test)
     test = in_catalogue(test, found, spec)
-    validation = _concat(held[VALIDATION], keep_index=True) if spec.training.validation_fraction > 0 else None
+    validation = concat_frames(held[VALIDATION], keep_index=True) if spec.training.validation_fraction > 0 else None
     return ExperimentData(
         train=None,
         validation=None if validation is None else fill_numeric(validation, stats),
@@ -304,7 +300,7 @@ class _Candidates:
 
     def _merge(self) -> None:
         parts = ([self.latest] if self.latest is not None else []) + self.pending
-        self.latest, self.pending = self._latest(_concat(parts, keep_index=True)), []
+        self.latest, self.pending = self._latest(concat_frames(parts, keep_index=True)), []
 
     def finish(self) -> pd.DataFrame:
         self._merge()
