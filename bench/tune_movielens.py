@@ -138,6 +138,20 @@ An ad hoc probe for more diversity, each member's rows weighted by Poisson(1) dr
 members4 0.1187 / 0.5519, at 15 epochs 0.1212 / 0.5573. Members gain about +4% at @10 and +1% at @100 over one
 pair on both seeds, a little less than separate runs (their batches differ too); four is where the gain levels
 off. The example now has `members: 4`: 0.97x EASE's validation @10, 1.01-1.02x at @100. The goal is not met.
+
+Seventh round (2026-12-07): the logQ weight (`model.logq_weight`: each in-batch logit loses weight x log(share),
+1 being the unbiased correction), each candidate the example with four members at that weight:
+
+    candidate (validation, exclude_seen)      @10      @100     train s
+    logq-weight1.0, two runs                  0.1212 / 0.1233   0.5644 / 0.5675   ~110
+    logq-weight0.7                            0.1065   0.5469
+    logq-weight1.3, two runs                  0.1257 / 0.1256   0.5671 / 0.5654   <- examples/movielens.yaml
+    logq-weight1.5 / 2.0                      0.1243 / 0.1205   0.5611 / 0.5411
+
+(Measured by an ad hoc patch of SamplingProbability before the field existed; the first 1.3 run also let TFRS clip
+the rarest movies' weighted shares at 1e-6, which the field avoids by dividing by the largest share.) 1.3 is
+0.99x EASE's validation @10 and 1.02x at @100; on test (bench/quality_movielens.py) it gave 0.1650 / 0.6188
+against 0.1653 / 0.6214 at 1.0: no gain there. The goal is not met.
 """
 
 from __future__ import annotations
@@ -313,6 +327,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     **{f"{name}-seed43": {**changes, "training.seed": 43}
        for name, changes in [(f"members{n}", {"model.members": n}) for n in (1, 2, 4)]},
+    **{f"logq-weight{weight}": {"model.logq_weight": weight} for weight in (0.7, 1.0, 1.15, 1.3, 1.5, 2.0)},
+    **{f"logq-weight{weight}-seed43": {"model.logq_weight": weight, "training.seed": 43} for weight in (1.0, 1.3)},
 }  # fmt: skip
 """Candidate name -> overrides of the example config (dotted path -> value)."""
 

@@ -363,17 +363,24 @@ def float32_retrieval(temperature: float) -> tfrs.tasks.Retrieval:
 
 
 class SamplingProbability(tf_keras.layers.Layer):
-    """A product id's share of the training rows (`counts`: rows per id): how often it is drawn as an
-    in-batch candidate. An id absent from training gets the share of one row.
-    """
+    """A product id's share of the training rows (`counts`: rows per id), how often it is drawn as an
+    in-batch candidate, raised to `weight` (the logQ weight: the logits lose weight x log(share)). An
+    id absent from training gets the share of one row. Shares are clipped to [1e-6, 1] as TFRS's
+    correction clips them, and divided by the largest so that a weight above 1 clips no more: the
+    softmax is the same, every logit of a row moved alike."""
 
-    def __init__(self, counts: pd.Series, **kwargs):
+    def __init__(self, counts: pd.Series, weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         total = float(counts.sum())
+        largest = max(float(counts.max()), 1.0) if len(counts) else 1.0
+
+        def weighted(rows: np.ndarray | float) -> np.ndarray:
+            return (np.clip(np.divide(rows, total), 1e-6, 1.0) / np.clip(largest / total, 1e-6, 1.0)) ** weight
+
         keys = tf.constant(counts.index.to_numpy(dtype=object), tf.string)
-        shares = tf.constant((counts.to_numpy() / total).astype(np.float32))
+        shares = tf.constant(weighted(counts.to_numpy(dtype=np.float64)).astype(np.float32))
         initializer = tf.lookup.KeyValueTensorInitializer(keys, shares)
-        self.table = tf.lookup.StaticHashTable(initializer, default_value=np.float32(1.0 / total))
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=np.float32(weighted(1.0)))
 
     def call(self, product_ids: tf.Tensor) -> tf.Tensor:
         return self.table.lookup(product_ids)
@@ -579,7 +586,9 @@ def build_model(spec: ExperimentSpec, train: TrainRows, candidates: pd.DataFrame
             raise ValueError("model.negatives: catalogue needs the unique candidates")
         catalogue = CatalogueNegatives(candidates, product, column, name="catalogue_negatives")
     logq = spec.model.logq_correction and catalogue is None
-    probability = SamplingProbability(train.counts[column], name="sampling_probability") if logq else None
+    probability = (
+        SamplingProbability(train.counts[column], spec.model.logq_weight, name="sampling_probability") if logq else None
+    )
     return TwoTowerModel(
         buyer,
         product,

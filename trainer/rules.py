@@ -139,6 +139,7 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("model.members", low=1, high=64, low_inclusive=True, high_inclusive=True,
           suggestion="members: 1 (one tower pair), or 2-4 for an ensemble"),
     _positive("model.temperature"),
+    _positive("model.logq_weight", "logq_weight: 1 (the unbiased correction), up to about 1.5 to discount popular products"),
     _positive("evaluation.ease_l2", "ease_l2: 300"),
     Bound("evaluation.ease_max_candidates", low=1, low_inclusive=True),
     _size("model.buyer_layers[].units"),

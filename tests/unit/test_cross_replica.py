@@ -77,18 +77,18 @@ TELEMETRY = ("loss", "uniform_loss", "uniform_gap", "buyer_grad_norm_mean", "pro
 def test_two_replicas_have_the_single_device_loss_gradients_and_telemetry(runs, logq):
     run = runs[f"logq={logq} cross_replica=True"]
     single, replicas = run["single"], run["replicas"]
-    for key in TELEMETRY:
-        assert replicas[key] == pytest.approx(single[key], rel=1e-5), key
+    for key in TELEMETRY:  # the gap is a difference of two losses: float32 rounding of theirs, absolutely
+        assert replicas[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
     if not logq:  # the global batch's uniform-score loss: log 64 for 64 rows, log 7 for the last 7
         assert single["uniform_loss"] == pytest.approx((64 * math.log(64) + 7 * math.log(7)) / 71, rel=1e-6)
     # SGD at learning rate 1 moves every weight by its gradient: equal weights after two steps
     # (the last one split 4 + 3) mean equal gradients on every step
     assert run["largest_step"] > 1e-2
-    assert run["weight_diff"] < 1e-5
+    assert run["weight_diff"] < 1e-6 * run["largest_step"]  # float32 rounding of the step, no more
 
 
 @pytest.mark.parametrize("logq", [False, True])
 def test_per_replica_negatives_the_tfrs_default_would_change_the_loss(runs, logq):
     run = runs[f"logq={logq} cross_replica=False"]
     assert run["replicas"]["loss"] < run["single"]["loss"] - 0.1  # half the negatives: an easier softmax
-    assert run["weight_diff"] > 1e-3
+    assert run["weight_diff"] > 1e-3 * run["largest_step"]

@@ -16,14 +16,14 @@ from trainer.spec import spec_from_dict
 WEIGHTS = np.array([0.5, 0.2, 0.15, 0.1, 0.05])  # item i0 is bought 10x as often as i4
 
 
-def _spec(logq: bool):
+def _spec(logq: bool, weight: float = 1.0):
     return spec_from_dict(
         {
             "name": "tiny",
             "data": {"transactions": "memory://unused.csv"},
             "buyer_features": [{"column": "buyer", "type": "id", "embedding_dim": 4}],
             "product_features": [{"column": "item", "type": "id", "embedding_dim": 4}],
-            "model": {"output_dim": 4, "logq_correction": logq},
+            "model": {"output_dim": 4, "logq_correction": logq, "logq_weight": weight},
             "training": {"optimizer": "adam"},
         }
     )
@@ -45,11 +45,27 @@ def _trained(logq: bool, frame: pd.DataFrame, epochs: int = 5):
     return model
 
 
-def test_sampling_probability_is_each_products_share_of_training_rows():
+@pytest.mark.parametrize("weight", [1.0, 2.0])
+def test_sampling_probability_is_each_products_share_of_training_rows_to_the_logq_weight(weight):
     frame = pd.DataFrame({"buyer": ["b1"] * 4, "item": ["i1", "i1", "i1", "i2"]})
-    model = build_model(_spec(True), frame)
+    model = build_model(_spec(True, weight), frame)
     shares = model.sampling_probability(tf.constant(["i1", "i2", "unseen"])).numpy()
-    assert shares == pytest.approx([0.75, 0.25, 0.25])  # an unseen id: the share of one row
+    # shares 0.75, 0.25 and, for an unseen id, the share of one row; over the largest (a softmax cannot tell)
+    assert shares == pytest.approx(np.array([1.0, 1 / 3, 1 / 3]) ** weight)
+
+
+def test_the_loss_subtracts_the_logq_weight_times_log_share_from_each_logit():
+    frame = _popularity_only(rows=64)
+    spec = _spec(True, 1.7)
+    model = build_model(spec, frame)
+    batch = next(iter(make_dataset(frame, model_columns(spec), batch_size=16)))
+    features = model.preprocess(batch)
+    scores = tf.matmul(model.buyer(features), model.product(features), transpose_b=True).numpy()
+    shares = frame["item"].value_counts(normalize=True)
+    items = [item.decode() for item in batch["item"].numpy()]
+    logits = scores - 1.7 * np.log(shares[items].to_numpy())[None, :]
+    expected = -np.sum(np.diag(logits) - np.log(np.exp(logits).sum(axis=1)))
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-4)
 
 
 def test_with_logq_a_model_scoring_everything_alike_still_matches_its_uniform_loss(score_everything_alike):

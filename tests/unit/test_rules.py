@@ -111,6 +111,7 @@ FIRES = [
     ("no features", put("buyer_features", []), None, "empty_tower", "buyer_features", "error"),
     ("zero members", put("model.members", 0), None, "out_of_range", "model.members", "error"),
     ("members past any ensemble", put("model.members", 1000), None, "out_of_range", "model.members", "error"),
+    ("a logQ weight of zero", put("model.logq_weight", 0), None, "out_of_range", "model.logq_weight", "error"),
     ("an embedding past any model", put("buyer_features.0.embedding_dim", 100_000_000), None, "out_of_range", "buyer_features[0].embedding_dim", "error"),
     ("ids past int32", put("buyer_features.0.hash_buckets", 2**31), None, "out_of_range", "buyer_features[0].hash_buckets", "error"),
     ("a layer past any model", put("model.product_layers.0.units", 70_000), None, "out_of_range", "model.product_layers[0].units", "error"),
