@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec, feature_paths
-from trainer.storage import StorageError, as_pattern, expand, is_pattern, open_uri
+from trainer.storage import StorageError, as_pattern, expand, is_pattern, local_path, open_uri
 from trainer.vocabulary import VocabularyError, read_vocabulary
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -50,13 +52,24 @@ class Shards(NamedTuple):
 
 
 def table_format(uri: str) -> str:
-    """'csv' or 'parquet', from the path's suffix; SchemaError for anything else."""
+    """'csv' or 'parquet', from the path's suffix; SchemaError for anything else (or for a path that
+    names nothing: a typo is no format problem)."""
     path = str(uri).split("?", 1)[0].lower()
     for suffix, kind in FORMATS.items():
         if path.endswith(suffix):
             return kind
+    if not _names_something(uri):
+        raise SchemaError(f"{uri}: no such file or folder")
     expected = ", ".join(FORMATS)
     raise SchemaError(f"{uri}: unsupported format; expected a path ending in {expected} (or a folder or glob of them)")
+
+
+def _names_something(uri: str) -> bool:
+    """Whether `uri` exists, asked of local paths only (an object store is not asked just for a
+    better message; the read that follows reports what is wrong)."""
+    if urlsplit(str(uri)).scheme not in ("", "file"):
+        return True
+    return os.path.exists(local_path(uri))
 
 
 def read_columns(uri: str) -> list[str]:

@@ -80,6 +80,7 @@ def test_builtin_columns_need_no_data():
         ("empty.csv", "", "no header line"),
         ("bad.parquet", "not parquet", "cannot be read"),
         ("t.xlsx", "a,b\n", "unsupported format"),
+        ("transactions", None, "no such file or folder"),  # a typo, not a format
     ],
 )
 def test_unreadable_data_raises_a_schema_error_naming_the_path(tmp_path, name, content, reason):
