@@ -12,6 +12,7 @@ The throughput ratio is the streamed path's against the in-memory path's at the 
     .venv/bin/python bench/bench_scale.py --rows 3e7 --paths stream   # 30M rows, streamed only
     .venv/bin/python bench/bench_scale.py --rows 1e6,3e6,1e7     # any sizes
     .venv/bin/python bench/bench_scale.py --rows 1e6 --stages    # where the memory goes, stage by stage
+    .venv/bin/python bench/bench_scale.py --rows 1e7 --paths stream --stages   # the same, streamed
     .venv/bin/python bench/bench_scale.py --record bench/scale_results.json   # keep the figures for the plot
 """
 
@@ -128,9 +129,9 @@ class PeakSampler:
         return now, peak
 
 
-def stages(data: Path, workdir: Path) -> None:
+def stages(data: Path, workdir: Path, streaming: bool) -> None:
     """In this process: resident memory after each stage of one attempt and its evaluation, and the
-    peak within each stage."""
+    peak within each stage, with the table in memory or streamed."""
     sampler = PeakSampler()
 
     def report(stage: str) -> None:
@@ -146,16 +147,17 @@ def stages(data: Path, workdir: Path) -> None:
     from trainer.datacheck import check_loaded
     from trainer.data import load_experiment_data
     from trainer.evaluation import evaluate_model
-    from trainer.model import build_model, build_optimizer, make_dataset, model_columns
+    from trainer.model import build_model, build_optimizer, model_columns
     from trainer.spec import spec_from_dict
+    from trainer.stream_input import training_batches
 
-    spec = spec_from_dict(config(data))
+    spec = spec_from_dict(config(data, streaming))
     loaded = load_experiment_data(spec)
-    report("data loaded and split")
-    model = build_model(spec, loaded.train, loaded.candidates)
+    report("data loaded and split" + (" (the streaming pass)" if streaming else ""))
+    model = build_model(spec, loaded.stats, loaded.candidates)
     report("model built")
-    dataset = make_dataset(loaded.train, model_columns(spec), 4096, shuffle_seed=1, preprocess=model.preprocess)
-    report("training dataset made (lookups done)")
+    dataset = training_batches(loaded, model_columns(spec), 4096, shuffle_seed=1, preprocess=model.preprocess)
+    report("training dataset made" + ("" if streaming else " (lookups done)"))
     for _ in dataset.take(20):
         pass
     report("20 batches read")
@@ -180,7 +182,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paths", default="memory,stream",
                         help="memory (the table in memory), stream (data.streaming: true), or both, in that order")
-    parser.add_argument("--stages", action="store_true", help="memory at each stage of an attempt, first size only")
+    parser.add_argument("--stages", action="store_true",
+                        help="memory at each stage of an attempt, first size and first path only")
     parser.add_argument("--record", type=Path, metavar="JSON", help="keep each size's figures in this file "
                         "(bench/scale_results.json; bench/scale_plot.py draws it)")
     args = parser.parse_args()
@@ -189,7 +192,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="towerflow-scale-") as scratch:
             data = Path(scratch) / f"tx-{sizes[0]}.parquet"
             write_transactions(data, sizes[0], args.seed)
-            stages(data, Path(scratch))
+            stages(data, Path(scratch), streaming=args.paths.split(",")[0] == "stream")
         return
     paths = args.paths.split(",")
     print("| rows | path | Parquet MiB | peak RSS GiB | bytes/row | wall s | train examples/s | vs memory, same rows |")
