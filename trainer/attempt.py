@@ -55,7 +55,7 @@ from trainer.model import (
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
-from trainer.stream_input import training_batches
+from trainer.stream_input import read_failures_named, training_batches
 
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
@@ -403,9 +403,10 @@ def run_attempt(
     calls this with the same arguments; only the chief writes `workdir` (see the module docstring).
     With `start` (a rollback-and-cut retry), a new attempt starts from that earlier attempt's
     checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
-    OutOfMemory, in one line, when the model or a batch does not fit the device.
+    OutOfMemory, in one line, when the model or a batch does not fit the device; a DataError naming
+    the shard when a streamed shard cannot be read mid-epoch.
     """
-    with _out_of_memory_named(name):
+    with _out_of_memory_named(name), read_failures_named():
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start)
 
 

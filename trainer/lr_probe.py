@@ -18,7 +18,7 @@ from trainer.attempt import use_mixed_precision_if_gpu
 from trainer.data import ExperimentData, load_experiment_data
 from trainer.gradients import EpochMetrics, EpochMonitor
 from trainer.model import build_model, build_optimizer, model_columns
-from trainer.stream_input import training_batches
+from trainer.stream_input import read_failures_named, training_batches
 from trainer.probe_curve import ProbeCurve, ProbePoint, analyse, first_failure, probe_rates
 from trainer.spec import ExperimentSpec
 
@@ -50,8 +50,9 @@ def run_probe(spec: ExperimentSpec, data: ExperimentData | None = None) -> Probe
         points.append(probe_point(metrics))
         return first_failure(points) is not None
 
-    model.fit(
-        batches.repeat(), epochs=len(rates), steps_per_epoch=steps, verbose=0,
-        callbacks=[tf_keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]), EpochMonitor(record)],
-    )
+    with read_failures_named():
+        model.fit(
+            batches.repeat(), epochs=len(rates), steps_per_epoch=steps, verbose=0,
+            callbacks=[tf_keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]), EpochMonitor(record)],
+        )
     return analyse(points, seconds=time.perf_counter() - started)

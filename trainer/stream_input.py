@@ -5,16 +5,21 @@ A Python generator turns each shuffled window of rows into numpy columns, cut in
 tf.data looks the strings up a window at a time in a parallel map (the model's `preprocess`, as
 `trainer.model.make_dataset` does once for in-memory rows) and slices the batches, so the train
 step sees ids and numbers only. Each epoch draws a new seed for the window order.
+
+A shard that cannot be read mid-epoch (deleted or rewritten since the pass) raises a DataError
+naming it inside tf.data, which TensorFlow reports as a multi-line InvalidArgumentError;
+`read_failures_named()` around the training gives back the DataError itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import ExperimentData
+from trainer.data import DataError, ExperimentData
 from trainer.model import Preprocess, frame_tensors, make_dataset
 from trainer.stream import TrainStream
 
@@ -26,8 +31,15 @@ def stream_dataset(
     """Batches of the streamed training rows' feature dicts, reshuffled every epoch."""
 
     def windows(seed: np.int64) -> Iterator[dict[str, np.ndarray]]:
+        try:
+            yield from whole_batches(stream.windows(int(seed) & (2**63 - 1)))  # numpy seeds are never negative
+        except DataError as error:
+            _read_failures.append(error)
+            raise
+
+    def whole_batches(frames: Iterator) -> Iterator[dict[str, np.ndarray]]:
         carry: dict[str, np.ndarray] | None = None
-        for window in stream.windows(int(seed) & (2**63 - 1)):  # numpy seeds are never negative
+        for window in frames:
             arrays = frame_tensors(window, columns)
             if carry is not None:
                 arrays = {column: np.concatenate([carry[column], values]) for column, values in arrays.items()}
@@ -55,6 +67,23 @@ def stream_dataset(
     n_batches = -(-stream.stats.n_rows // batch_size)  # whole batches, then the epoch's last rows
     rows = rows.flat_map(batches).apply(tf.data.experimental.assert_cardinality(n_batches))
     return rows.prefetch(tf.data.AUTOTUNE)
+
+
+_read_failures: list[DataError] = []
+"""What streamed reads raised inside tf.data, newest last (one training runs at a time in a process)."""
+
+
+@contextlib.contextmanager
+def read_failures_named() -> Iterator[None]:
+    """Re-raise the DataError a streamed read raised inside tf.data as itself: one line naming the
+    shard, instead of TensorFlow's error that wraps it."""
+    _read_failures.clear()
+    try:
+        yield
+    except tf.errors.OpError:
+        if _read_failures:
+            raise _read_failures[-1] from None
+        raise
 
 
 def training_batches(

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
+import tensorflow as tf
+
 import trainer.stream as stream
-from trainer.data import load_experiment_data
+from trainer.data import DataError, load_experiment_data
 from trainer.model import build_model, model_columns
 from trainer.spec import spec_from_dict
-from trainer.stream_input import stream_dataset
+from trainer.stream_input import read_failures_named, stream_dataset
 
 from test_stream import HASH, config, transactions, write
 
@@ -45,3 +47,17 @@ def test_the_models_preprocess_turns_streamed_strings_into_ids(tmp_path):
     batch = next(iter(stream_dataset(data.stream, model_columns(spec), 256, 1, model.preprocess)))
     assert all(values.dtype.is_integer or values.dtype.is_floating for values in batch.values())
     assert float(model.compute_loss(batch)) > 0
+
+
+def test_a_shard_unreadable_mid_epoch_is_named_in_one_line(tmp_path):
+    uri = write(transactions(), tmp_path, "csv")
+    spec = spec_from_dict(config(uri, HASH, streaming=True))
+    data = load_experiment_data(spec)
+    (tmp_path / "shards" / "part-1.csv").write_bytes(b'buyer,item,ts,price,words\n"unterminated,1,2,3,x\n')
+    dataset = stream_dataset(data.stream, model_columns(spec), batch_size=512, shuffle_seed=3)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # what TensorFlow says by itself: a multi-line dump
+        list(dataset)
+    with pytest.raises(DataError) as raised, read_failures_named():
+        list(dataset)
+    assert str(raised.value).startswith(f"{uri}/part-1.csv: cannot be read as csv") and "\n" not in str(raised.value)
+    assert raised.value.field == "data.transactions"
