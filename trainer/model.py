@@ -373,8 +373,8 @@ class SamplingProbability(tf_keras.layers.Layer):
     """A product id's share of the training rows (`counts`: rows per id), how often it is drawn as an
     in-batch candidate, raised to `weight` (the logQ weight: the logits lose weight x log(share)). An
     id absent from training gets the share of one row. Shares are clipped to [1e-6, 1] as TFRS's
-    correction clips them, and divided by the largest so that a weight above 1 clips no more: the
-    softmax is the same, every logit of a row moved alike."""
+    correction clips them, then divided by the largest, so a weight above 1 pushes far fewer rare
+    products into that clip again (the softmax is the same: every logit of a row moves alike)."""
 
     def __init__(self, counts: pd.Series, weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
