@@ -406,7 +406,7 @@ def run_attempt(
     OutOfMemory, in one line, when the model or a batch does not fit the device; a DataError naming
     the shard when a streamed shard cannot be read mid-epoch.
     """
-    with _out_of_memory_named(name), read_failures_named():
+    with _out_of_memory_named(name):
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start)
 
 
@@ -428,81 +428,84 @@ def _run_attempt(
     keep_less_freed_memory()
     data = load_experiment_data(spec)
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
-    tf_keras.utils.set_random_seed(training.seed)
-    use_mixed_precision_if_gpu()
-    with strategy.scope():
-        model = build_model(spec, data.stats, data.candidates)
-    # the lookups run in the input pipeline (once per row in memory), so the train step sees only ids and numbers
-    columns = model_columns(spec)
-    batches = functools.partial(make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess)
-    train_data = sharded(training_batches(data, columns, training.batch_size, training.seed, model.preprocess))
-    validation = data.validation
-    val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
-    candidates = data.candidates
-    del data, validation  # the datasets hold the looked-up rows; the frames are not needed again
-    release_freed_memory()
-    with strategy.scope():
-        # the train step already sums the telemetry over replicas: every replica holds the totals, so
-        # the logs take the first one's (Keras' default would sum them again across workers)
-        model.distribute_reduction_method = "first"
-        model.compile(
-            optimizer=build_optimizer(training, learning_rate),
-            jit_compile=jit_compile(training),
-            steps_per_execution=STEPS_PER_EXECUTION if cluster.workers == 1 else 1,
+    with read_failures_named(data.stream):  # a streamed shard unreadable mid-epoch, in one line
+        tf_keras.utils.set_random_seed(training.seed)
+        use_mixed_precision_if_gpu()
+        with strategy.scope():
+            model = build_model(spec, data.stats, data.candidates)
+        # the lookups run in the input pipeline (once per row in memory), so the train step sees only ids and numbers
+        columns = model_columns(spec)
+        batches = functools.partial(
+            make_dataset, columns=columns, batch_size=training.batch_size, preprocess=model.preprocess
         )
-        model.compute_loss(next(iter(train_data)))  # build every variable before restoring
-        optimizer = model.optimizer
-        getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
-    keep = checkpoints_to_keep(training)
-    with _writable(workdir, cluster) as mirror:
-        checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
-        progress = _Progress(spec)
-        for metrics in checkpoints.restore():
-            progress.record(metrics)
-        if progress.epochs:
-            done = len(progress.epochs)
-            say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
-        elif start is not None:
-            if _start_from(model, start, progress):
-                say(f"{name} starts from attempt {start.attempt}'s epoch {start.epoch} (its last healthy one)")
-            else:
-                say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone; starting afresh")
-                start = None
-
-        if not progress.finished:
-            writer = tf.summary.create_file_writer(os.path.join(mirror.path, "tb"))
-            monitor = EpochMonitor(_epoch_handler(progress, checkpoints, writer, mirror, on_epoch))
-            model.fit(
-                train_data,
-                epochs=training.epochs,
-                initial_epoch=len(progress.epochs),
-                validation_data=val_data,
-                callbacks=[monitor],
-                verbose=0,
+        train_data = sharded(training_batches(data, columns, training.batch_size, training.seed, model.preprocess))
+        validation = data.validation
+        val_data = sharded(batches(validation)) if validation is not None and len(validation) else None
+        candidates = data.candidates
+        del data, validation  # the datasets hold the looked-up rows; the frames are not needed again
+        release_freed_memory()
+        with strategy.scope():
+            # the train step already sums the telemetry over replicas: every replica holds the totals, so
+            # the logs take the first one's (Keras' default would sum them again across workers)
+            model.distribute_reduction_method = "first"
+            model.compile(
+                optimizer=build_optimizer(training, learning_rate),
+                jit_compile=jit_compile(training),
+                steps_per_execution=STEPS_PER_EXECUTION if cluster.workers == 1 else 1,
             )
-            writer.close()
+            model.compute_loss(next(iter(train_data)))  # build every variable before restoring
+            optimizer = model.optimizer
+            getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
+        keep = checkpoints_to_keep(training)
+        with _writable(workdir, cluster) as mirror:
+            checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
+            progress = _Progress(spec)
+            for metrics in checkpoints.restore():
+                progress.record(metrics)
+            if progress.epochs:
+                done = len(progress.epochs)
+                say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
+            elif start is not None:
+                if _start_from(model, start, progress):
+                    say(f"{name} starts from attempt {start.attempt}'s epoch {start.epoch} (its last healthy one)")
+                else:
+                    say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone; starting afresh")
+                    start = None
 
-        verdict = progress.detector.conclude()
-        model_uri = None
-        if verdict is None:
-            if progress.early_stopped:
-                checkpoints.restore_weights(progress.best.epoch)
-            export_model(model, spec, candidates, os.path.join(mirror.path, EXPORT_DIR))
-            model_uri = join(workdir, EXPORT_DIR)
-        mirror.push()
-    reason = verdict.reason if verdict else _success_reason(progress)
-    if start is not None:
-        reason = f"started from attempt {start.attempt}'s epoch {start.epoch}; {reason}"
-    result = AttemptResult(
-        status=verdict.status if verdict else "succeeded",
-        reason=reason,
-        learning_rate=learning_rate,
-        epochs=progress.epochs,
-        epochs_run=len(progress.epochs),
-        model_uri=model_uri,
-        workdir=workdir,
-        start=start,
-    )
-    if cluster.is_chief:
-        write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())
-    return result
+            if not progress.finished:
+                writer = tf.summary.create_file_writer(os.path.join(mirror.path, "tb"))
+                monitor = EpochMonitor(_epoch_handler(progress, checkpoints, writer, mirror, on_epoch))
+                model.fit(
+                    train_data,
+                    epochs=training.epochs,
+                    initial_epoch=len(progress.epochs),
+                    validation_data=val_data,
+                    callbacks=[monitor],
+                    verbose=0,
+                )
+                writer.close()
+
+            verdict = progress.detector.conclude()
+            model_uri = None
+            if verdict is None:
+                if progress.early_stopped:
+                    checkpoints.restore_weights(progress.best.epoch)
+                export_model(model, spec, candidates, os.path.join(mirror.path, EXPORT_DIR))
+                model_uri = join(workdir, EXPORT_DIR)
+            mirror.push()
+        reason = verdict.reason if verdict else _success_reason(progress)
+        if start is not None:
+            reason = f"started from attempt {start.attempt}'s epoch {start.epoch}; {reason}"
+        result = AttemptResult(
+            status=verdict.status if verdict else "succeeded",
+            reason=reason,
+            learning_rate=learning_rate,
+            epochs=progress.epochs,
+            epochs_run=len(progress.epochs),
+            model_uri=model_uri,
+            workdir=workdir,
+            start=start,
+        )
+        if cluster.is_chief:
+            write_bytes(join(workdir, RESULT_FILE), result.model_dump_json(indent=2).encode())
+        return result

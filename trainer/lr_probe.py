@@ -50,7 +50,7 @@ def run_probe(spec: ExperimentSpec, data: ExperimentData | None = None) -> Probe
         points.append(probe_point(metrics))
         return first_failure(points) is not None
 
-    with read_failures_named():
+    with read_failures_named(data.stream):
         model.fit(
             batches.repeat(), epochs=len(rates), steps_per_epoch=steps, verbose=0,
             callbacks=[tf_keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]), EpochMonitor(record)],

@@ -16,7 +16,7 @@ the windows to tf.data).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -177,11 +177,15 @@ def _compact(rows: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TrainStream:
-    """The training rows, read again from the source for each epoch (or for a pass over their pairs)."""
+    """The training rows, read again from the source for each epoch (or for a pass over their pairs).
+
+    `read_failures` collects what reads raised inside tf.data (trainer.stream_input), newest last.
+    """
 
     source: Source
     pieces: tuple[Piece, ...]
     stats: TrainStats
+    read_failures: list[DataError] = field(default_factory=list, compare=False, repr=False)
 
     def windows(self, seed: int) -> Iterator[pd.DataFrame]:
         """Every training row once, in shuffled windows: the pieces in a seeded order, INTERLEAVE of them

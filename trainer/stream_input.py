@@ -8,7 +8,8 @@ step sees ids and numbers only. Each epoch draws a new seed for the window order
 
 A shard that cannot be read mid-epoch (deleted or rewritten since the pass) raises a DataError
 naming it inside tf.data, which TensorFlow reports as a multi-line InvalidArgumentError;
-`read_failures_named()` around the training gives back the DataError itself.
+`read_failures_named(stream)` around the training gives back the DataError itself (the stream keeps
+what its epochs' reads raised, so two trainings in one process never see each other's).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def stream_dataset(
         try:
             yield from whole_batches(stream.windows(int(seed) & (2**63 - 1)))  # numpy seeds are never negative
         except DataError as error:
-            _read_failures.append(error)
+            stream.read_failures.append(error)
             raise
 
     def whole_batches(frames: Iterator) -> Iterator[dict[str, np.ndarray]]:
@@ -69,20 +70,19 @@ def stream_dataset(
     return rows.prefetch(tf.data.AUTOTUNE)
 
 
-_read_failures: list[DataError] = []
-"""What streamed reads raised inside tf.data, newest last (one training runs at a time in a process)."""
-
-
 @contextlib.contextmanager
-def read_failures_named() -> Iterator[None]:
-    """Re-raise the DataError a streamed read raised inside tf.data as itself: one line naming the
-    shard, instead of TensorFlow's error that wraps it."""
-    _read_failures.clear()
+def read_failures_named(stream: TrainStream | None) -> Iterator[None]:
+    """Re-raise the DataError a read of `stream` raised inside tf.data as itself: one line naming the
+    shard, instead of TensorFlow's error that wraps it. Nothing to do for rows held in memory (None)."""
+    if stream is None:
+        yield
+        return
+    stream.read_failures.clear()
     try:
         yield
     except tf.errors.OpError:
-        if _read_failures:
-            raise _read_failures[-1] from None
+        if stream.read_failures:
+            raise stream.read_failures[-1] from None
         raise
 
 

@@ -57,7 +57,7 @@ def test_a_shard_unreadable_mid_epoch_is_named_in_one_line(tmp_path):
     dataset = stream_dataset(data.stream, model_columns(spec), batch_size=512, shuffle_seed=3)
     with pytest.raises(tf.errors.InvalidArgumentError):  # what TensorFlow says by itself: a multi-line dump
         list(dataset)
-    with pytest.raises(DataError) as raised, read_failures_named():
+    with pytest.raises(DataError) as raised, read_failures_named(data.stream):
         list(dataset)
     assert str(raised.value).startswith(f"{uri}/part-1.csv: cannot be read as csv") and "\n" not in str(raised.value)
     assert raised.value.field == "data.transactions"
