@@ -180,18 +180,16 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
 
 
 def _failed_attempt(learning_rate: float, workdir: str, state):
-    from trainer.datacheck import BadDataError
+    from trainer.data import DataError
     from trainer.results import AttemptResult
 
     try:
         state.result()
         reason = f"attempt ended {state.name}"
-    except OutOfMemory as exc:
-        reason = str(exc)  # the attempt failed; a lower learning rate would not fit either
+    except (OutOfMemory, DataError) as exc:
+        reason = str(exc)  # names what is wrong: a lower learning rate would not fit, nor read the data
     except ExpectedError:
         raise  # a lost lease or a database down for the whole budget ends this run, not the attempt
-    except BadDataError as exc:
-        reason = str(exc)  # "bad data: <column>: ..." says it all
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
     return AttemptResult(status="failed", reason=reason, learning_rate=learning_rate, epochs=[], epochs_run=0,

@@ -46,7 +46,7 @@ import tf_keras
 from trainer.cluster import Cluster, cluster_from_env
 from trainer.data import load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
-from trainer.errors import OutOfMemory
+from trainer.errors import ExpectedError, OutOfMemory
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.memory import keep_less_freed_memory, release_freed_memory
 from trainer.model import (
@@ -299,6 +299,10 @@ def _success_reason(progress: _Progress) -> str:
     return reason
 
 
+class WorkdirTaken(ExpectedError, ValueError):
+    """The workdir holds another attempt (another spec, learning rate or start point)."""
+
+
 def claim_workdir(
     workdir: str, spec: ExperimentSpec, learning_rate: float, write: bool = True, start: StartPoint | None = None
 ) -> None:
@@ -312,7 +316,7 @@ def claim_workdir(
     if exists(path):
         found = json.loads(read_bytes(path))
         if found != identity:
-            raise ValueError(
+            raise WorkdirTaken(
                 f"{workdir} holds an attempt of spec {found.get('spec_hash')} at learning rate "
                 f"{found.get('learning_rate')}, not spec {identity['spec_hash']} at {learning_rate}: use another workdir"
             )

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainer.datasets import is_builtin, load_builtin
+from trainer.errors import ExpectedError
 from trainer.memory import release_freed_memory
 from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, table_format
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 HISTORY_LIMIT = 100  # a `history` feature holds a buyer's most recent training purchases, at most this many
 
 
-class DataError(ValueError):
-    """Data that cannot be loaded or used; the message names the path or column at fault.
+class DataError(ValueError, ExpectedError):
+    """Data that cannot be loaded or used; the message names the path or column at fault, so it is
+    printed and logged in one line (an ExpectedError) and never retried (a ValueError).
 
     `field` is the spec path to blame (`data.transactions`, `product_features[0].column`) when
     known, and `code` the finding code the data check reports it under.

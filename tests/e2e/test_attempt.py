@@ -220,6 +220,16 @@ def test_the_command_line_runs_one_attempt_and_evaluates_it(tmp_path):
     assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
     bad = subprocess.run([*command[:4], str(tmp_path / "missing.yaml"), *command[5:]], capture_output=True, text=True)
     assert bad.returncode == 1 and "invalid config" in bad.stderr and "file not found" in bad.stderr
+    taken = subprocess.run([*command[:6], "0.05", *command[7:]], capture_output=True, text=True, timeout=180)
+    assert taken.returncode == 1 and "Traceback" not in taken.stderr, taken.stderr[-2000:]
+    assert re.fullmatch(rf"{re.escape(str(out))} holds an attempt of spec \w+ at learning rate 0.1, "
+                        r"not spec \w+ at 0.05: use another workdir", taken.stderr.strip().splitlines()[-1])
+    raw = _raw_spec(epochs=1, clipnorm=1.0, ks=(5, 10))
+    raw["data"]["transactions"] = str(tmp_path / "gone.csv")
+    config.write_text(yaml.safe_dump(raw))
+    no_data = subprocess.run([*command[:8], str(tmp_path / "other")], capture_output=True, text=True, timeout=180)
+    assert no_data.returncode == 1 and "Traceback" not in no_data.stderr, no_data.stderr[-2000:]
+    assert no_data.stderr.strip().splitlines()[-1] == f"{tmp_path / 'gone.csv'}: file not found"
 
 
 def test_a_rollback_retry_starts_from_the_earlier_attempts_checkpoint_at_the_lower_rate(tmp_path):
