@@ -9,11 +9,13 @@ No TensorFlow import here.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import io
 import hashlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -124,7 +126,7 @@ def _read_file(
             dictionary = string_columns(schema, text_columns) if as_categories else []
             table = pq.read_table(handle, columns=names, read_dictionary=dictionary, pre_buffer=remote)
             return table.to_pandas(split_blocks=True, self_destruct=True)  # frees each column once converted
-        rows = pd.read_csv(handle, **csv_options(text_columns, columns))
+        rows = concat_frames(list(csv_frames(handle, uri, dict.fromkeys(text_columns, str), columns)), keep_index=True)
         categories = {column: "category" for column in text_columns if as_categories and column in rows}
         return rows.astype(categories)
 
@@ -135,12 +137,50 @@ def string_columns(schema: pa.Schema, columns: Collection[str]) -> list[str]:
             and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
 
 
-def csv_options(text_columns: Collection[str], columns: Collection[str] | None) -> dict:
-    """pandas.read_csv's options for a table: `text_columns` as strings, only `columns` if given."""
-    # index_col=False: a row with more fields than the header (a delimiter ending every line)
-    # would otherwise make pandas take the first column as the index and shift every column
-    usecols = None if columns is None else set(columns).__contains__
-    return {"dtype": {column: str for column in text_columns}, "usecols": usecols, "index_col": False}
+TRAILING = "\x00past the header"  # the name a field past the header's last one is read under
+CSV_CHUNK_ROWS = 1 << 16  # a whole CSV file is read this many rows at a time, each keeping only the columns asked for
+
+
+def csv_frames(
+    handle: IO[bytes], uri: str, dtypes: Mapping[str, object], columns: Collection[str] | None,
+    chunksize: int = CSV_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The rows of the CSV file `handle` (at `uri`), `chunksize` at a time, indexed by their positions
+    in the file: `dtypes` per column, only `columns` if given.
+
+    A row with more fields than the header is a DataError naming it, never a value dropped: pandas'
+    `usecols` ignores the fields of a longer row, so every column is parsed and the unwanted ones
+    dropped per chunk. A delimiter ending every line is allowed (the empty field it makes is dropped);
+    pandas would drop a value in that field silently, so it is read under a name of its own.
+    """
+    header, first = _first_rows(handle)
+    if len(first) > len(header) + 1:
+        message = f"{uri}: data row 1 has {len(first)} fields, the header names {len(header)} columns"
+        raise DataError(message, code="data_unreadable")
+    trailing = len(first) > len(header)
+    options = {"index_col": False, "dtype": dtypes, "chunksize": chunksize}
+    if trailing:
+        options |= {"header": 0, "names": [*header, TRAILING], "dtype": {**dtypes, TRAILING: str}}
+    with pd.read_csv(handle, **options) as chunks:
+        for chunk in chunks:
+            if trailing:
+                past = chunk.pop(TRAILING).notna().to_numpy()
+                if past.any():
+                    row = int(chunk.index[past][0]) + 1
+                    raise DataError(f"{uri}: data row {row} has a value past the header's {len(header)} columns",
+                                    code="data_unreadable")
+            yield chunk if columns is None else chunk[[column for column in chunk.columns if column in columns]]
+
+
+def _first_rows(handle: IO[bytes]) -> tuple[list[str], list[str]]:
+    """The header's fields and the first data row's ([] for none), read from `handle`, which is then
+    rewound."""
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    rows = csv.reader(text)
+    header, first = next(rows, []), next(rows, [])
+    text.detach()
+    handle.seek(0)
+    return header, first
 
 
 @contextlib.contextmanager
@@ -155,7 +195,8 @@ def reading(uri: str, kind: str) -> Iterator[None]:
     except (ValueError, OSError, ImportError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"{uri}: cannot be read as {kind}: {exc}", code="data_unreadable") from None
+        detail = " ".join(str(exc).split())  # pandas' parser errors end in a newline
+        raise DataError(f"{uri}: cannot be read as {kind}: {detail}", code="data_unreadable") from None
 
 
 def _read(uri: str, text_columns: Collection[str], columns: Collection[str]) -> pd.DataFrame:

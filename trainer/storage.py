@@ -113,7 +113,7 @@ def failing_as_storage_error(uri: str) -> Iterator[None]:
     """Turn what fsspec/gcsfs raise for `uri` into a one-line StorageError naming it."""
     try:
         yield
-    except StorageError:
+    except ExpectedError:  # already one line naming what is wrong (a StorageError, a DataError)
         raise
     except FileNotFoundError:
         raise NotFound(f"{uri}: not found") from None

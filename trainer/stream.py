@@ -29,7 +29,7 @@ from trainer.data import (
     Layout,
     blame,
     concat_frames,
-    csv_options,
+    csv_frames,
     cutoff_mask,
     fill_numeric,
     hash_unit,
@@ -116,8 +116,7 @@ class Source:
             # string columns as Categoricals of the chunk's own values: a Python string per distinct value,
             # never one per row (a row group's dictionary would bring every value of the group to each chunk)
             if self.kind == "csv":
-                options = csv_options(plan.text, plan.keep) | {"dtype": {column: "category" for column in plan.text}}
-                yield from pd.read_csv(handle, chunksize=CHUNK_ROWS, **options)
+                yield from csv_frames(handle, file, dict.fromkeys(plan.text, "category"), plan.keep, CHUNK_ROWS)
                 return
             reader = pq.ParquetFile(handle, pre_buffer=local_path(file) is None)
             names = [name for name in reader.schema_arrow.names if name in plan.keep]

@@ -45,17 +45,33 @@ def test_csv_from_memory_keeps_text_columns_as_text(memory_dir):
     assert load_table(uri)["buyer"].tolist() == [7, 8, 9]  # without the hint, CSV inference wins
 
 
-@pytest.mark.parametrize(
-    "lines",
-    [["b1,p1,", "b2,p2,", "b3,p3,"], ["b1,p1,extra", "b2,p2", "b3,p3"]],
-    ids=["a delimiter ending every row", "more fields in the first row"],
-)
-def test_csv_rows_with_more_fields_than_the_header_keep_their_columns(memory_dir, lines):
+def test_csv_rows_ending_in_a_delimiter_keep_their_columns(memory_dir):
     uri = f"{memory_dir}/rows.csv"
-    storage.write_bytes(uri, "\n".join(["buyer,product", *lines, ""]).encode())
+    storage.write_bytes(uri, b"buyer,product\nb1,p1,\nb2,p2,\nb3,p3,\n")
     for columns in (None, ["buyer", "product"]):  # pandas made the first column the index: every column shifted
         loaded = load_table(uri, text_columns=["buyer", "product"], columns=columns)
-        assert loaded[["buyer", "product"]].values.tolist() == [["b1", "p1"], ["b2", "p2"], ["b3", "p3"]]
+        assert loaded.columns.tolist() == ["buyer", "product"]
+        assert loaded.values.tolist() == [["b1", "p1"], ["b2", "p2"], ["b3", "p3"]]
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        (["b1,p1,x", "b2,p2", "b3,p3"], "data row 1 has a value past the header's 2 columns"),
+        (["b1,p1,", "b2,p2,", "b3,p3,x"], "data row 3 has a value past the header's 2 columns"),
+        (["b1,p1,x,y", "b2,p2"], "data row 1 has 4 fields, the header names 2 columns"),
+        (["b1,p1", "b2,p2", "b3,Toy Story, The"], "cannot be read as csv: Error tokenizing data. "
+                                                  "C error: Expected 2 fields in line 4, saw 3"),
+    ],
+    ids=["first row", "a row of a file whose rows end in a delimiter", "two more", "a later row"],
+)
+def test_a_csv_value_past_the_header_is_an_error_naming_its_row(memory_dir, lines, error):
+    uri = f"{memory_dir}/rows.csv"
+    storage.write_bytes(uri, "\n".join(["buyer,product", *lines, ""]).encode())
+    for columns in (None, ["buyer"]):  # pandas' usecols dropped a later row's extra fields silently
+        with pytest.raises(DataError) as raised:
+            load_table(uri, text_columns=["buyer", "product"], columns=columns)
+        assert str(raised.value) == f"{uri}: {error}"
 
 
 def test_parquet_from_memory(memory_dir):

@@ -163,6 +163,20 @@ def test_an_unreadable_shard_is_named(tmp_path):
     assert raised.value.code == "data_unreadable"
 
 
+def test_a_shard_row_with_a_field_past_the_header_is_named_by_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 700)
+    uri = write(transactions(), tmp_path, "csv")
+    shard = tmp_path / "shards" / "part-2.csv"
+    lines = shard.read_text().splitlines()
+    lines[3_000] += ",stray"  # in the shard's fifth chunk
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as raised:
+        load_experiment_data(spec_from_dict(config(uri, HASH, streaming=True)))
+    assert str(raised.value) == (f"{shard}: cannot be read as csv: Error tokenizing data. "
+                                 "C error: Expected 5 fields in line 3001, saw 6")
+    assert raised.value.field == "data.transactions"
+
+
 def test_statistics_added_a_chunk_at_a_time_equal_those_of_the_whole():
     frame = transactions(5_000, seed=3).astype({"buyer": "category"})
     types = {"buyer": "id", "words": "text", "price": "numeric"}
