@@ -62,6 +62,29 @@ def wait_for(what: str, check, timeout_s: float = 240.0, every_s: float = 0.5):
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
+def children(pid: int, command_part: str) -> list[int]:
+    """The live child processes of `pid` whose command line holds `command_part` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and command_part in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (an exited process nobody has reaped yet, a zombie, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def log_text(log: Path) -> str:
     """A log without TensorFlow's start-up noise."""
     if not log.exists():

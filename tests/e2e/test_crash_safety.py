@@ -9,6 +9,8 @@ import signal
 
 import pytest
 from faults import (
+    alive,
+    children,
     last_epoch,
     log_text,
     resumed_at,
@@ -80,8 +82,10 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
         forced = towerflow(env, "run", "--force", config)
         assert forced.returncode == 1 and "Traceback" not in forced.stderr
         assert "is being run by flow run" in forced.stderr and "--force never doubles a live run" in forced.stderr
-        os.killpg(first.pid, signal.SIGKILL)  # a preempted VM: no handler runs
+        [server] = children(first.pid, "prefect.server.api.server:create_app")  # its ephemeral Prefect API
+        os.kill(first.pid, signal.SIGKILL)  # the OOM killer's choice: this process alone, no handler runs
         first.wait(timeout=30)
+        wait_for("the killed run's ephemeral server to stop", lambda: not alive(server), timeout_s=15)
     finally:
         stop_process(first)
     killed_at = last_epoch(log_text(log))
