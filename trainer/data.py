@@ -12,6 +12,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import warnings
 import hashlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from trainer.datasets import is_builtin, load_builtin
 from trainer.errors import ExpectedError
 from trainer.memory import release_freed_memory
 from trainer.rules import data_uri_problem
-from trainer.schema import SchemaError, read_columns, read_shards, table_format
+from trainer.schema import SchemaError, read_columns, read_shards, repeated_column, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
 from trainer.stats import TEXT_TYPES, TrainStats, is_blank
 from trainer.storage import StorageError, as_pattern, is_pattern, local_path, open_uri
@@ -154,6 +155,9 @@ def csv_frames(
     pandas would drop a value in that field silently, so it is read under a name of its own.
     """
     header, first = _first_rows(handle)
+    problem = repeated_column(header)
+    if problem:  # pandas would read the second as `name.1`, and the spec's `name` would mean the first
+        raise DataError(f"{uri}: {problem}", code="repeated_column")
     if len(first) > len(header) + 1:
         message = f"{uri}: data row 1 has {len(first)} fields, the header names {len(header)} columns"
         raise DataError(message, code="data_unreadable")
@@ -222,21 +226,41 @@ def _test_size(n_rows: int, fraction: float, field: str) -> int:
 
 
 def _sort_key(df: pd.DataFrame, column: str) -> pd.Series:
-    """The time column as something orderable: numbers and datetimes as they are, text parsed as dates."""
+    """The time column as something orderable: numbers and datetimes as they are, text parsed as either."""
     field = "data.split.column"
     if column not in df.columns:
         columns = ", ".join(map(str, df.columns))
         raise DataError(f"time column {column!r} is not in the data (columns: {columns})", field=field)
     values = df[column]
     if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
-        try:
-            values = pd.to_datetime(values)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"time column {column!r}: not numbers or dates ({exc})", field=field) from None
-    missing = int(values.isna().sum())
-    if missing:
-        raise DataError(f"time column {column!r}: {missing} row(s) have no value", field=field)
+        values = _parsed_times(values, column, df.index)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        first = int(df.index[np.argmax(missing)]) + 1
+        message = f"time column {column!r}: {int(missing.sum())} row(s) have no value, first at data row {first}"
+        raise DataError(message, field=field)
     return values
+
+
+def _parsed_times(values: pd.Series, column: str, rows: pd.Index) -> pd.Series:
+    """Text times as numbers or dates, whichever more of them are; DataError naming the first value
+    that is not (its row numbered as in the file)."""
+    field = "data.split.column"
+    try:
+        with warnings.catch_warnings():  # "could not infer format": each value is then parsed on its own
+            warnings.simplefilter("ignore", UserWarning)
+            dates = pd.to_datetime(values, errors="coerce")
+        numbers = pd.to_numeric(values, errors="coerce")
+    except (ValueError, TypeError) as exc:  # e.g. dates in mixed time zones
+        raise DataError(f"time column {column!r}: not numbers or dates ({exc})", field=field) from None
+    parsed, kind = (numbers, "a number") if numbers.notna().sum() >= dates.notna().sum() else (dates, "a date")
+    unparsed = (parsed.isna() & values.notna()).to_numpy()
+    if unparsed.any():
+        first = int(np.argmax(unparsed))
+        message = (f"time column {column!r}: {values.iloc[first]!r} at data row {int(rows[first]) + 1} is not "
+                   f"{kind}, as the column's other values are ({int(unparsed.sum())} such row(s))")
+        raise DataError(message, field=field)
+    return parsed
 
 
 def split_transactions(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -30,6 +31,7 @@ SUGGESTIONS = {
     "no_shards": "check the pattern; shards are matched by name, files starting with _ or . are skipped",
     "mixed_formats": "put each format's shards under their own glob, e.g. part-*.parquet",
     "shard_schemas_differ": "rewrite the differing shard with the first shard's columns",
+    "repeated_column": "rename one of them: the spec names a column, and each name must say which",
 }
 HEADER_READERS = 16  # shards whose headers are read at once (each a request on an object store)
 
@@ -138,29 +140,42 @@ def _schema(uri: str) -> dict[str, str]:
     """Column -> type of one file (types from a Parquet footer; '' for CSV, whose header has none)."""
     reader = _parquet_schema if table_format(uri) == "parquet" else _csv_schema
     try:
-        return reader(uri)
+        columns = reader(uri)
     except FileNotFoundError:
         raise SchemaError(f"{uri}: file not found") from None
     except SchemaError:
         raise
     except Exception as exc:  # any failure to open or decode the file (I/O, auth, corrupt footer)
         raise SchemaError(f"{uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+    problem = repeated_column([name for name, _ in columns])
+    if problem:
+        raise SchemaError(f"{uri}: {problem}", code="repeated_column")
+    return dict(columns)
 
 
-def _parquet_schema(uri: str) -> dict[str, str]:
+def repeated_column(names: list[str]) -> str | None:
+    """What is wrong with a header that names a column more than once; None when none is."""
+    counts = Counter(names)
+    name = next((name for name in names if counts[name] > 1), None)
+    if name is None:
+        return None
+    return f"column {name!r} appears {counts[name]} times in the header; each column needs a name of its own"
+
+
+def _parquet_schema(uri: str) -> list[tuple[str, str]]:
     import pyarrow.parquet as pq
 
     with open_uri(uri, "rb") as handle:
-        return {field.name: str(field.type) for field in pq.read_schema(handle)}
+        return [(field.name, str(field.type)) for field in pq.read_schema(handle)]
 
 
-def _csv_schema(uri: str) -> dict[str, str]:
+def _csv_schema(uri: str) -> list[tuple[str, str]]:
     with open_uri(uri, "rb", compression="infer") as handle:
         header = handle.readline().decode("utf-8-sig")  # decode the header only: the rows stay unread
     columns = next(csv.reader(io.StringIO(header)), [])
     if columns in ([], [""]):
         raise SchemaError(f"{uri}: no header line; expected the column names on the first line")
-    return dict.fromkeys(columns, "")
+    return [(column, "") for column in columns]
 
 
 def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:

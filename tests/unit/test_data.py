@@ -542,3 +542,34 @@ def test_a_shard_with_other_columns_is_refused_before_its_rows_are_read(memory_d
     with pytest.raises(DataError, match=r"part-1\.csv differs from .*part-0\.csv: missing amount; extra amout$") as info:
         load_table(f"{memory_dir}/tx/*.csv")
     assert info.value.code == "shard_schemas_differ"
+
+
+def test_a_column_named_twice_in_a_csv_header_is_an_error(memory_dir):
+    uri = f"{memory_dir}/rows.csv"
+    storage.write_bytes(uri, b"buyer,product,buyer\nb1,p1,b9\n")
+    with pytest.raises(DataError) as raised:  # pandas read the second as buyer.1: the spec's buyer meant the first
+        load_table(uri, text_columns=["buyer"], columns=["buyer", "product"])
+    assert str(raised.value) == f"{uri}: column 'buyer' appears 2 times in the header; each column needs a name of its own"
+    assert raised.value.code == "repeated_column"
+
+
+@pytest.mark.parametrize(
+    ("times", "error"),
+    [
+        (["3", "1", "yesterday", "2"], "'yesterday' at data row 3 is not a number, as the column's other values are "
+                                       "(1 such row(s))"),
+        (["2024-01-03", "2024-13-45", "2024-01-01", "2024-01-02"], "'2024-13-45' at data row 2 is not a date, as the "
+                                                                   "column's other values are (1 such row(s))"),
+        (["3", "", "1", "2"], "1 row(s) have no value, first at data row 2"),
+    ],
+    ids=["numbers", "dates", "blank"],
+)
+def test_a_time_value_that_cannot_be_ordered_is_named_by_its_row(memory_dir, times, error):
+    uri = f"{memory_dir}/rows.csv"
+    rows = [f"b{i},p{i},{time}" for i, time in enumerate(times)]
+    storage.write_bytes(uri, "\n".join(["buyer,product,ts", *rows, ""]).encode())
+    frame = load_table(uri, text_columns=["buyer", "product"])
+    with pytest.raises(DataError) as raised:
+        split_transactions(frame, SplitSpec(strategy="time", column="ts", test_fraction=0.25))
+    assert str(raised.value) == f"time column 'ts': {error}"
+    assert raised.value.field == "data.split.column"

@@ -57,6 +57,20 @@ def test_parquet_columns_come_from_the_schema(tmp_path):
     assert read_columns(write_parquet(tmp_path / "t.parquet")) == COLUMNS
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_column_named_twice_is_a_schema_error(tmp_path, kind):
+    columns = [*COLUMNS, "region"]
+    if kind == "csv":
+        uri = write_csv(tmp_path / "t.csv", columns, [("c1", "north", "p1", "shoes", "south")])
+    else:
+        uri = str(tmp_path / "t.parquet")
+        pq.write_table(pa.Table.from_arrays([pa.array(["x"])] * len(columns), names=columns), uri)
+    with pytest.raises(SchemaError) as raised:
+        read_columns(uri)
+    assert str(raised.value) == f"{uri}: column 'region' appears 2 times in the header; each column needs a name of its own"
+    assert raised.value.code == "repeated_column"
+
+
 def test_memory_uris(memory_fs):
     with memory_fs.open("/schema-test/t.csv", "w") as handle:
         handle.write("a,b,c\n1,2,3\n")
