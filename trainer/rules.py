@@ -195,6 +195,15 @@ def _towers(spec: ExperimentSpec) -> Iterator[tuple[str, str, list[FeatureSpec],
         yield tower, features_key, getattr(spec, features_key), f"model.{layers_key}", getattr(spec.model, layers_key)
 
 
+def experiment_name(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
+    if not spec.name.strip():
+        yield error("blank_name", "name", "the experiment has no name: results, reports and the Prefect UI list it by name",
+                    "name: a few words saying what this experiment tries, e.g. movielens-deeper-towers")
+    elif not spec.name.isprintable():
+        yield error("unprintable_name", "name", f"the name {spec.name!r} holds a control character (a newline, a tab)",
+                    "name: one line of printable characters")
+
+
 def empty_tower(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding]:
     for tower, path, features, _, _ in _towers(spec):
         if not features:
@@ -585,6 +594,7 @@ def artifacts_path(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Finding
 
 
 RULES: tuple[Rule, ...] = (
+    experiment_name,
     data_uris,
     artifacts_path,
     empty_tower,

@@ -90,6 +90,8 @@ def test_the_base_spec_is_clean():
 
 # (id, change, schema, code, field, severity): the rule must fire with this code at this field.
 FIRES = [
+    ("blank name", put("name", " "), None, "blank_name", "name", "error"),
+    ("name with a newline", put("name", "deep\ntowers"), None, "unprintable_name", "name", "error"),
     ("duplicate column", add_buyer("region", "categorical"), SCHEMA, "duplicate_column", "buyer_features[3].column", "error"),
     ("two primary ids", put("product_features.1.is_primary_id", True), SCHEMA, "multiple_primary_ids", "product_features[1].is_primary_id", "error"),
     ("buyer column not in data", add_buyer("loyalty"), SCHEMA, "missing_column", "buyer_features[3].column", "error"),
@@ -183,6 +185,7 @@ def test_rule_fires(change, schema, code, field, severity):
 
 # (id, change, schema, code): the rule must stay silent.
 NEAR_MISSES = [
+    ("a name in any script, with spaces", put("name", "名前 deep towers"), None, "unprintable_name"),
     ("same column in both towers is no duplicate", add_buyer("product_id", "id"), SCHEMA, "duplicate_column"),
     ("one primary id per tower", put("buyer_features.0.is_primary_id", True), SCHEMA, "multiple_primary_ids"),
     ("column present in data", add_buyer("cust_value"), SCHEMA, "missing_column"),
