@@ -152,6 +152,19 @@ Seventh round (2026-12-07): the logQ weight (`model.logq_weight`: each in-batch 
 the rarest movies' weighted shares at 1e-6, which the field avoids by dividing by the largest share.) 1.3 is
 0.99x EASE's validation @10 and 1.02x at @100; on test (bench/quality_movielens.py) it gave 0.1650 / 0.6188
 against 0.1653 / 0.6214 at 1.0: no gain there. The goal is not met.
+
+Eighth round (2026-12-07), an ad hoc probe (a patch of Tower in a script, not committed): a learned per-movie
+bias added to every score, as matrix factorisation has (one more embedding dimension: 1 on the query side, the
+movie's bias on the candidate side, one per member), on the example as it is:
+
+    candidate (validation, exclude_seen)      @10      @100     train s
+    example, seed 42 / 43                     0.1250 / 0.1264   0.5644 / 0.5633   59 / 84
+    + movie bias, seed 42 / 43                0.1273 / 0.1280   0.5665 / 0.5659   66 / 98
+    + movie bias at logq_weight 1.0 / 1.5     0.1230 / 0.1257   0.5678 / 0.5609
+
+The bias gains about +0.002 at both ks on both seeds: 1.01x EASE's validation @10 and 1.01x at @100. On test,
+measured once after choosing it: 0.1615 / 0.6162 against 0.1655 / 0.6214 without it, the same run. Like the
+seventh round's gain, it did not carry over, so the bias was not built. The goal is not met.
 """
 
 from __future__ import annotations
