@@ -208,15 +208,29 @@ def results_command(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         return _sweep_results(args)
     if args.experiment is None:
-        experiments = [store.as_dict(e) for e in store.list_experiments()]
+        experiments = [store.as_dict(e) | {"unowned": _unowned(e)} for e in store.list_experiments()]
         print(json.dumps(experiments, indent=2) if args.json else render_experiment_list(experiments))
         return EXIT_OK
     experiment = _stored_experiment("results", args.experiment)
     if experiment is None:
         return EXIT_INVALID
-    print(json.dumps(store.experiment_detail(experiment.id), indent=2) if args.json
-          else render_experiment(store.experiment_view(experiment.id)))
+    unowned = _unowned(experiment)
+    if args.json:
+        detail = store.experiment_detail(experiment.id)
+        print(json.dumps(detail | {"experiment": detail["experiment"] | {"unowned": unowned}}, indent=2))
+    else:
+        print(render_experiment(store.experiment_view(experiment.id), unowned))
     return EXIT_OK
+
+
+def _unowned(experiment) -> str | None:
+    """Why nobody is working on an unfinished experiment (its run was killed or interrupted), or None."""
+    from flows.ownership import gone_reason
+    from tasks import store
+
+    if experiment.status not in store.ACTIVE_STATUSES or experiment.flow_run_id is None:
+        return None
+    return gone_reason(experiment, ask_prefect=False)
 
 
 def _sweep_results(args: argparse.Namespace) -> int:

@@ -11,11 +11,14 @@ stored result, the unfinished one resumes from its last checkpoint) and persists
 
 from __future__ import annotations
 
+import signal
+from datetime import datetime, timezone
 from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.context import get_run_context
+from prefect.exceptions import ExternalSignal
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
@@ -179,6 +182,19 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     return results, attempt_ids
 
 
+def _release(experiment_id: int, run_id: str, interruption: BaseException) -> None:
+    """Record that this run was interrupted and end its lease now, so `results` says so and the next run
+    continues the experiment without waiting for the lease to lapse (best effort: the database may be gone)."""
+    number = getattr(interruption, "signal", signal.SIGINT)
+    when = datetime.now(timezone.utc)
+    message = f"interrupted by {signal.Signals(number).name} at {when:%Y-%m-%d %H:%M:%S} UTC"
+    try:
+        with store.retrying_for(0):
+            store.release_lease(experiment_id, run_id, message)
+    except store.DatabaseUnavailable:
+        pass
+
+
 def _failed_attempt(learning_rate: float, workdir: str, state):
     from trainer.data import DataError
     from trainer.results import AttemptResult
@@ -254,6 +270,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     except LeaseLost:
         raise  # another run owns the experiment now: it, not this run, says how it ends
     except ExperimentStopped:
+        raise
+    except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
+        _release(experiment.id, run_id, interruption)
         raise
     except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever
         message = f"{type(exc).__name__}: {exc}"

@@ -72,13 +72,16 @@ def flow_run_state(flow_run_id: str | None):
         return None
 
 
-def gone_reason(experiment: store.Experiment) -> str | None:
-    """Why the experiment's owner is gone, or None while it may still be working."""
+def gone_reason(experiment: store.Experiment, ask_prefect: bool = True) -> str | None:
+    """Why the experiment's owner is gone, or None while it may still be working (asking Prefect about
+    its flow run too, unless `ask_prefect` is False)."""
     now = datetime.now(timezone.utc)
     if experiment.lease_expires_at is not None and not experiment.lease_live(now):
         return f"its lease expired at {experiment.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC"
     if _process_gone(experiment.owner):
         return f"its process {experiment.owner} is gone"
+    if not ask_prefect:
+        return None
     state = flow_run_state(experiment.flow_run_id)
     if state is not None and state.is_final():
         return f"Prefect reports its flow run {experiment.flow_run_id} {state.name}"

@@ -24,18 +24,22 @@ def render_experiment_list(experiments: list[dict[str, Any]]) -> str:
     """One line per experiment (`store.as_dict` rows), newest first."""
     if not experiments:
         return "no experiments yet: try `towerflow run examples/movielens.yaml`"
-    rows = [[e["id"], e["name"], e["status"], e["config_hash"], e["updated_at"][:19], e["message"] or ""]
-            for e in experiments]
+    rows = [[e["id"], e["name"], e["status"] + (" (unowned)" if e.get("unowned") else ""), e["config_hash"],
+             e["updated_at"][:19], e["message"] or ""] for e in experiments]
     return "\n".join(_table(["id", "name", "status", "hash", "updated", "message"], rows))
 
 
-def render_experiment(detail: ExperimentView | Mapping[str, Any]) -> str:
-    """One experiment: header, findings, the attempt lineage, and recall beside the popularity baseline."""
+def render_experiment(detail: ExperimentView | Mapping[str, Any], unowned: str | None = None) -> str:
+    """One experiment: header, findings, the attempt lineage, and recall beside the popularity baseline;
+    `unowned` says why no run is working on it although it is unfinished."""
     view = ExperimentView.of(detail)
     experiment = view.experiment
     lines = [f"experiment {experiment.id} {experiment.name!r} [{experiment.status}]  hash {experiment.config_hash}"]
     if experiment.message:
         lines.append(f"  {experiment.message}")
+    if unowned:
+        lines.append(f"  no run is working on it ({unowned}): run its config again, or let `towerflow serve` "
+                     "recover it; it continues from its last checkpoint")
     if view.findings:
         lines += ["", "findings:"]
         lines += [f"  {f.severity:<7} {f.field}: {f.message}" for f in view.findings]

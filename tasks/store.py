@@ -668,6 +668,21 @@ def renew_lease(experiment_id: int, flow_run_id: str, owner: str, lease_s: float
 
 
 @_retrying
+def release_lease(experiment_id: int, flow_run_id: str, message: str) -> bool:
+    """End the owning run's lease now, saying why in `message` (the run was interrupted): the
+    experiment stays unfinished, for the next run to continue at once. False when it was not this run's."""
+    with _session() as session:
+        released = session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == experiment_id, col(Experiment.flow_run_id) == flow_run_id)
+            .where(col(Experiment.status).in_(ACTIVE_STATUSES))
+            .values(lease_expires_at=_utcnow(), message=message, updated_at=_utcnow())
+        ).rowcount == 1
+        session.commit()
+        return released
+
+
+@_retrying
 def unfinished_experiments() -> list[Experiment]:
     """Experiments someone should be working on (pending, running, awaiting approval), oldest first."""
     with _session() as session:

@@ -99,6 +99,29 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
     assert_trained_once(only_detail())
 
 
+def test_a_run_stopped_by_sigterm_says_so_and_frees_the_experiment_at_once(env, tmp_path):
+    config = slow_config(tmp_path, "stopped-run", EPOCHS)
+    log = tmp_path / "first.log"
+    first = start_towerflow(env, log, "run", config)
+    try:
+        wait_for("epoch 2", trained_to(log, 2))
+        os.kill(first.pid, signal.SIGTERM)  # a node drained, `docker stop`, systemd: the polite signal
+        first.wait(timeout=60)
+    finally:
+        stop_process(first)
+    [experiment] = store.list_experiments()
+    assert experiment.status == "running" and experiment.message.startswith("interrupted by SIGTERM at ")
+    shown = towerflow(env, "results", "stopped-run")
+    assert shown.returncode == 0 and "no run is working on it (its lease expired at " in shown.stdout, shown.stdout
+    assert "running (unowned)" in towerflow(env, "results").stdout
+
+    again = towerflow(env, "run", config)  # taken over at once, continuing from the last checkpoint
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert "taking over experiment" in output
+    assert_trained_once(only_detail())
+
+
 def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(env, tmp_path):
     config = slow_config(tmp_path, "killed-serve", EPOCHS)
     first_log, second_log = tmp_path / "serve-1.log", tmp_path / "serve-2.log"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows.present import render_experiment
+from flows.present import render_experiment, render_experiment_list
 from tasks import wording
 from tasks.report import lineage_markdown, summary_markdown
 from tasks.views import ExperimentView
@@ -86,6 +86,17 @@ def test_the_terminal_accepts_the_detail_dict_the_cli_holds():
     detail = view().model_dump()
     assert render_experiment(detail) == render_experiment(view())
     assert "[succeeded]  hash ab12cd34" in render_experiment(detail)
+
+
+def test_an_unfinished_experiment_nobody_works_on_says_why_and_what_continues_it():
+    unowned = "its process host:42 is gone"
+    text = render_experiment(view(), unowned).splitlines()
+    assert text[2] == (f"  no run is working on it ({unowned}): run its config again, or let `towerflow serve` "
+                       "recover it; it continues from its last checkpoint")
+    assert "no run is working on it" not in render_experiment(view())
+    listed = render_experiment_list([{"id": 1, "name": "a", "status": "running", "config_hash": "ab", "message": None,
+                                      "updated_at": "2026-12-07T05:52:19", "unowned": unowned}])
+    assert "running (unowned)" in listed
 
 
 def test_summary_markdown_has_recall_with_lift_the_lineage_and_the_findings():

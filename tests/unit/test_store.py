@@ -154,6 +154,17 @@ def test_renewing_keeps_the_lease_and_tells_a_run_it_was_taken_over(database_url
     assert store.renew_lease(experiment_id, "run-a", "host:1", 60) is False
 
 
+def test_an_interrupted_run_releases_its_lease_for_the_next_run_at_once(database_url):
+    experiment_id = new_experiment("feedc0de00000014")
+    store.claim_experiment(experiment_id, "run-a", "host:1", 60)
+    assert store.release_lease(experiment_id, "run-b", "interrupted by SIGTERM") is False  # not run-b's to release
+    assert outcome(experiment_id, "run-b") == "live"
+    assert store.release_lease(experiment_id, "run-a", "interrupted by SIGTERM") is True
+    released = store.experiment_detail(experiment_id)["experiment"]
+    assert (released["status"], released["message"]) == ("running", "interrupted by SIGTERM")
+    assert outcome(experiment_id, "run-b") == "taken_over"
+
+
 def test_a_forced_claim_forgets_the_earlier_run(database_url):
     experiment_id = new_experiment("feedc0de00000011")
     store.claim_experiment(experiment_id, "run-a")
