@@ -25,7 +25,16 @@ from prefect.runtime import flow_run as current_flow_run
 from pydantic import Field
 
 from flows.local import quiet_expected_errors
-from flows.ownership import LeaseKeeper, LeaseLost, gone_reason, lease_seconds, mark_crashed, owner_token
+from flows.ownership import (
+    LeaseKeeper,
+    LeaseLost,
+    cancelled_in_prefect,
+    cancelled_message,
+    gone_reason,
+    lease_seconds,
+    mark_crashed,
+    owner_token,
+)
 from flows.report_server import served_report_url
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
@@ -184,13 +193,16 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
 
 def _release(experiment_id: int, run_id: str, interruption: BaseException) -> None:
     """Record that this run was interrupted and end its lease now, so `results` says so and the next run
-    continues the experiment without waiting for the lease to lapse (best effort: the database may be gone)."""
-    number = getattr(interruption, "signal", signal.SIGINT)
-    when = datetime.now(timezone.utc)
-    message = f"interrupted by {signal.Signals(number).name} at {when:%Y-%m-%d %H:%M:%S} UTC"
+    continues the experiment without waiting for the lease to lapse; or, when a person cancelled the flow
+    run in Prefect, stop the experiment (best effort: the database or the API may be gone)."""
+    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     try:
         with store.retrying_for(0):
-            store.release_lease(experiment_id, run_id, message)
+            if isinstance(interruption, ExternalSignal) and cancelled_in_prefect(run_id):  # Prefect cancels by SIGTERM
+                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(run_id, when))
+            else:
+                signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
+                store.release_lease(experiment_id, run_id, f"interrupted by {signal_name} at {when}")
     except store.DatabaseUnavailable:
         pass
 

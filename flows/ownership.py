@@ -88,6 +88,18 @@ def gone_reason(experiment: store.Experiment, ask_prefect: bool = True) -> str |
     return None
 
 
+def cancelled_in_prefect(flow_run_id: str | None) -> bool:
+    """Whether a person cancelled the flow run in Prefect (Cancelling or Cancelled): its experiment
+    is stopped, not recovered."""
+    state = flow_run_state(flow_run_id)
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
+def cancelled_message(flow_run_id: str, when: str) -> str:
+    """What a stopped experiment says when its flow run was cancelled in Prefect."""
+    return f"cancelled in Prefect (flow run {flow_run_id}) at {when}; `towerflow run --force CONFIG` starts it again"
+
+
 def mark_crashed(flow_run_id: str | None, reason: str) -> None:
     """Tell Prefect a flow run that still looks alive is dead, so the UI agrees with the store."""
     state = flow_run_state(flow_run_id)

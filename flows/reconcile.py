@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from prefect import flow, get_run_logger
 
-from flows.ownership import gone_reason
+from flows.ownership import cancelled_in_prefect, cancelled_message, gone_reason
 from flows.submit import store_config
 from tasks import store
 from trainer.spec import spec_from_dict
@@ -43,6 +43,12 @@ def reconcile_experiments(pending_grace_s: float = PENDING_GRACE_S) -> list[dict
     started = []
     unfinished = store.unfinished_experiments()
     for experiment in unfinished:
+        if cancelled_in_prefect(experiment.flow_run_id):  # a person stopped it: never started again behind their back
+            when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            store.set_experiment_status(experiment.id, "stopped", message=cancelled_message(experiment.flow_run_id, when))
+            logger.info("experiment %s %r: its flow run %s was cancelled; stopped, not continued", experiment.id,
+                        experiment.name, experiment.flow_run_id)
+            continue
         reason = abandoned_reason(experiment, pending_grace_s)
         if reason is None:
             continue

@@ -10,6 +10,7 @@ import signal
 import pytest
 from faults import (
     alive,
+    deployments,
     children,
     last_epoch,
     log_text,
@@ -23,7 +24,7 @@ from faults import (
     wait_for,
 )
 
-from flows.prefect_api import read_flow_runs, stop_process
+from flows.prefect_api import post_json, read_flow_runs, stop_process
 from tasks import store
 
 pytestmark = pytest.mark.slow
@@ -148,6 +149,33 @@ def test_a_killed_serve_is_continued_by_the_next_serve_with_nobody_stepping_in(e
     assert resumed_at(text) >= killed_at
     assert_trained_once(only_detail())
     assert states == ["Crashed", "Completed"]  # Prefect agrees with the store: the killed run is Crashed
+
+
+def test_a_flow_run_cancelled_in_prefect_stops_its_experiment_and_the_reconciler_leaves_it(env, tmp_path):
+    config = slow_config(tmp_path, "cancelled", EPOCHS)
+    log = tmp_path / "serve.log"
+    serve, api_url = serve_until_ready(env, log)
+    try:
+        assert towerflow(env, "submit", config).returncode == 0
+        wait_for("epoch 2 under serve", trained_to(log, 2))
+        [experiment] = store.list_experiments()
+        cancelling = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}  # the UI's Cancel button
+        post_json(api_url, f"/flow_runs/{experiment.flow_run_id}/set_state", cancelling)
+        wait_for("the experiment to stop", lambda: store.list_experiments()[0].status == "stopped", timeout_s=120)
+        [reconcile] = [d for d in deployments(api_url) if d["name"] == "reconcile-experiments"]
+        run = post_json(api_url, f"/deployments/{reconcile['id']}/create_flow_run", {})
+        wait_for("the reconciler's run", lambda: post_json(api_url, "/flow_runs/filter", {
+            "flow_runs": {"id": {"any_": [run["id"]]}}})[0]["state_type"] == "COMPLETED", timeout_s=120)
+        wait_for("the orchestrator to be Cancelled", lambda: read_flow_runs(api_url, "run-experiment")[0]["state_type"]
+                 == "CANCELLED", timeout_s=60)
+        orchestrators = read_flow_runs(api_url, "run-experiment")
+    finally:
+        stop_process(serve)
+        stop_left_server(env)
+    [stopped] = store.list_experiments()
+    assert stopped.message.startswith(f"cancelled in Prefect (flow run {experiment.flow_run_id}) at "), stopped.message
+    assert [run["state_type"] for run in orchestrators] == ["CANCELLED"]  # nobody started it again
+    assert last_epoch(log_text(log)) < EPOCHS
 
 
 def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_live_trainer(env, tmp_path):
