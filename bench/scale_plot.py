@@ -56,7 +56,8 @@ def _panel(entries: Sequence[dict], key: str, title: str, unit: str, left: float
         series = [entry for entry in entries if entry.get("path", "memory") == path]
         if not series:
             continue
-        parts.append(f'<text x="{left + WIDTH - RIGHT}" y="{TOP + 14 * i}" class="legend {path}">{PATHS[path]}</text>')
+        below = HEIGHT - BOTTOM - 8 - 14 * (len(PATHS) - 1 - i)  # lower right: the lines rise to the upper right
+        parts.append(f'<text x="{left + WIDTH - RIGHT}" y="{below}" class="legend {path}">{PATHS[path]}</text>')
         points = " ".join(f"{x(entry['rows']):.1f},{y(entry[key]):.1f}" for entry in series)
         parts.append(f'<polyline points="{points}" class="measured {path}"/>')
         for entry in series:
