@@ -195,13 +195,13 @@ def _release(experiment_id: int, run_id: str, interruption: BaseException) -> No
     """Record that this run was interrupted and end its lease now, so `results` says so and the next run
     continues the experiment without waiting for the lease to lapse; or, when a person cancelled the flow
     run in Prefect, stop the experiment (best effort: the database or the API may be gone)."""
-    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     try:
         with store.retrying_for(0):
             if isinstance(interruption, ExternalSignal) and cancelled_in_prefect(run_id):  # Prefect cancels by SIGTERM
-                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(run_id, when))
+                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(run_id))
             else:
                 signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
+                when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
                 store.release_lease(experiment_id, run_id, f"interrupted by {signal_name} at {when}")
     except store.DatabaseUnavailable:
         pass

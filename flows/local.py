@@ -69,35 +69,11 @@ def local_prefect() -> Iterator[None]:
         yield
 
 
-# Stops the ephemeral server once its owner is gone: a process killed with SIGKILL (the OOM killer, a
-# preempted VM, `kill -9`) runs no atexit handler, and Prefect's server would otherwise live on as an orphan.
-_REAPER = """
-import os, signal, sys, time
-owner, server = int(sys.argv[1]), int(sys.argv[2])
-def alive(pid):  # an exited process not yet reaped (a zombie) is not alive
-    if os.path.isdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-while alive(owner) and alive(server):
-    time.sleep(1)
-if alive(server):
-    os.kill(server, signal.SIGTERM)
-"""
-
-
 def _start_ephemeral_server() -> None:
     """Start the ephemeral Prefect server the flows will use (Prefect's own, shared with its clients),
-    with a small process beside it that stops the server if this process dies without stopping it."""
+    with a small process beside it that stops the server if this process dies without stopping it: a
+    process killed with SIGKILL (the OOM killer, `kill -9`) runs no atexit handler, and the server would
+    live on as an orphan holding a port and the Prefect database."""
     import subprocess
     import sys
 
@@ -106,6 +82,6 @@ def _start_ephemeral_server() -> None:
     server = SubprocessASGIServer()
     server.start()
     subprocess.Popen(  # its own session: Ctrl-C in the terminal reaches this process and the server, not it
-        [sys.executable, "-c", _REAPER, str(os.getpid()), str(server.server_process.pid)],
+        [sys.executable, "-m", "flows.processes", str(os.getpid()), str(server.server_process.pid)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

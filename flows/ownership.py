@@ -13,6 +13,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 
+from flows.processes import alive
 from tasks import store
 from trainer.errors import ExpectedError
 
@@ -40,23 +41,7 @@ def owner_token() -> str:
 def _process_gone(owner: str | None) -> bool:
     """True when `owner` (host:pid) ran on this host and that process no longer exists."""
     host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(int(pid))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
 
 
 def flow_run_state(flow_run_id: str | None):
@@ -95,8 +80,9 @@ def cancelled_in_prefect(flow_run_id: str | None) -> bool:
     return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
-def cancelled_message(flow_run_id: str, when: str) -> str:
-    """What a stopped experiment says when its flow run was cancelled in Prefect."""
+def cancelled_message(flow_run_id: str) -> str:
+    """What a stopped experiment says when its flow run was cancelled in Prefect (now, as far as we know)."""
+    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     return f"cancelled in Prefect (flow run {flow_run_id}) at {when}; `towerflow run --force CONFIG` starts it again"
 
 

@@ -44,8 +44,7 @@ def reconcile_experiments(pending_grace_s: float = PENDING_GRACE_S) -> list[dict
     unfinished = store.unfinished_experiments()
     for experiment in unfinished:
         if cancelled_in_prefect(experiment.flow_run_id):  # a person stopped it: never started again behind their back
-            when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-            store.set_experiment_status(experiment.id, "stopped", message=cancelled_message(experiment.flow_run_id, when))
+            store.set_experiment_status(experiment.id, "stopped", message=cancelled_message(experiment.flow_run_id))
             logger.info("experiment %s %r: its flow run %s was cancelled; stopped, not continued", experiment.id,
                         experiment.name, experiment.flow_run_id)
             continue

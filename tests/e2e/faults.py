@@ -76,15 +76,6 @@ def children(pid: int, command_part: str) -> list[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (an exited process nobody has reaped yet, a zombie, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def log_text(log: Path) -> str:
     """A log without TensorFlow's start-up noise."""
     if not log.exists():

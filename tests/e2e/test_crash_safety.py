@@ -9,7 +9,6 @@ import signal
 
 import pytest
 from faults import (
-    alive,
     deployments,
     children,
     last_epoch,
@@ -25,6 +24,7 @@ from faults import (
 )
 
 from flows.prefect_api import post_json, read_flow_runs, stop_process
+from flows.processes import alive
 from tasks import store
 
 pytestmark = pytest.mark.slow
