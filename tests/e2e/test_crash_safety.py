@@ -4,6 +4,7 @@ checkpoint, stores epochs 1..E once each, and nobody has to step in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -74,12 +75,21 @@ def env(tmp_path, monkeypatch):
     store.dispose_engines()
 
 
+@contextlib.contextmanager
+def training_run(env, config: str, log, epoch: int):
+    """A `towerflow run CONFIG` that has trained `epoch` epochs; stopped (its whole group) afterwards."""
+    run = start_towerflow(env, log, "run", config)
+    try:
+        wait_for(f"epoch {epoch}", trained_to(log, epoch))
+        yield run
+    finally:
+        stop_process(run)
+
+
 def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_doubles_it(env, tmp_path):
     config = slow_config(tmp_path, "killed-run", EPOCHS)
     log = tmp_path / "first.log"
-    first = start_towerflow(env, log, "run", config)
-    try:
-        wait_for("epoch 3", trained_to(log, 3))
+    with training_run(env, config, log, 3) as first:
         forced = towerflow(env, "run", "--force", config)
         assert forced.returncode == 1 and "Traceback" not in forced.stderr
         assert "is being run by flow run" in forced.stderr and "--force never doubles a live run" in forced.stderr
@@ -87,8 +97,6 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
         os.kill(first.pid, signal.SIGKILL)  # the OOM killer's choice: this process alone, no handler runs
         first.wait(timeout=30)
         wait_for("the killed run's ephemeral server to stop", lambda: not alive(server), timeout_s=15)
-    finally:
-        stop_process(first)
     killed_at = last_epoch(log_text(log))
     assert killed_at < EPOCHS, "the first run finished before it was killed"
 
@@ -102,14 +110,9 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
 
 def test_a_run_stopped_by_sigterm_says_so_and_frees_the_experiment_at_once(env, tmp_path):
     config = slow_config(tmp_path, "stopped-run", EPOCHS)
-    log = tmp_path / "first.log"
-    first = start_towerflow(env, log, "run", config)
-    try:
-        wait_for("epoch 2", trained_to(log, 2))
+    with training_run(env, config, tmp_path / "first.log", 2) as first:
         os.kill(first.pid, signal.SIGTERM)  # a node drained, `docker stop`, systemd: the polite signal
         first.wait(timeout=60)
-    finally:
-        stop_process(first)
     [experiment] = store.list_experiments()
     assert experiment.status == "running" and experiment.message.startswith("interrupted by SIGTERM at ")
     shown = towerflow(env, "results", "stopped-run")
