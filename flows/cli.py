@@ -88,6 +88,9 @@ def run_command(args: argparse.Namespace) -> int:
                     print(render_experiment(store.experiment_view(experiment.id)))
             except store.DatabaseUnavailable:
                 pass
+        if state.is_cancelled():
+            print(f"\nexperiment stopped: {state.message}", file=sys.stderr)
+            return EXIT_FAILED
         if failure is not None:
             reason = failure if isinstance(failure, ExpectedError) else state.message
             if isinstance(failure, store.DatabaseUnavailable):

@@ -22,10 +22,12 @@ from prefect.exceptions import ExternalSignal
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Cancelled
 from pydantic import Field
 
 from flows.local import quiet_expected_errors
 from flows.ownership import (
+    CancelWatch,
     LeaseKeeper,
     LeaseLost,
     cancelled_in_prefect,
@@ -191,13 +193,15 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     return results, attempt_ids
 
 
-def _release(experiment_id: int, run_id: str, interruption: BaseException) -> None:
+def _release(experiment_id: int, run_id: str, interruption: BaseException) -> str | None:
     """Record that this run was interrupted and end its lease now, so `results` says so and the next run
     continues the experiment without waiting for the lease to lapse; or, when a person cancelled the flow
-    run in Prefect, stop the experiment (best effort: the database or the API may be gone)."""
+    run in Prefect, stop the experiment and return the message saying so (best effort: the database or
+    the API may be gone)."""
+    cancelled = isinstance(interruption, ExternalSignal) and cancelled_in_prefect(run_id)  # Prefect cancels by SIGTERM
     try:
         with store.retrying_for(0):
-            if isinstance(interruption, ExternalSignal) and cancelled_in_prefect(run_id):  # Prefect cancels by SIGTERM
+            if cancelled:
                 store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(run_id))
             else:
                 signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
@@ -205,6 +209,7 @@ def _release(experiment_id: int, run_id: str, interruption: BaseException) -> No
                 store.release_lease(experiment_id, run_id, f"interrupted by {signal_name} at {when}")
     except store.DatabaseUnavailable:
         pass
+    return cancelled_message(run_id) if cancelled else None
 
 
 def _failed_attempt(learning_rate: float, workdir: str, state):
@@ -226,7 +231,8 @@ def _failed_attempt(learning_rate: float, workdir: str, state):
 
 @flow(name="run-experiment", flow_run_name=_run_name)
 def run_experiment(config: str | dict, overrides: list[str] | None = None, force: bool = False) -> dict:
-    """Run one experiment end to end; returns its stored summary (`towerflow results --json` shape).
+    """Run one experiment end to end; returns its stored summary (`towerflow results --json` shape), or a
+    Cancelled state when a person cancelled the flow run in Prefect (the experiment is then `stopped`).
 
     The run first claims the experiment: a finished one returns its stored result (`force` reruns it
     from scratch), one that a live run owns is left to it (`force` refuses, naming that run), one whose
@@ -274,8 +280,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         mark_crashed(previous.flow_run_id, f"experiment {experiment.id} taken over by flow run {run_id}: {reason}")
         events.emit(events.EXPERIMENT_RECOVERED, config_hash, spec.name, reason=reason,
                     previous_flow_run=previous.flow_run_id, flow_run=run_id)
+    has_deployment = get_run_context().flow_run.deployment_id is not None
     try:
-        with LeaseKeeper(experiment.id, run_id, owner) as lease:
+        with LeaseKeeper(experiment.id, run_id, owner) as lease, CancelWatch(run_id, has_deployment):
             _execute(spec, report.findings, experiment.id, run_id, lease)
     except store.DatabaseUnavailable:
         raise  # the experiment stays claimed; its lease lapses and the next run persists what is on disk
@@ -284,7 +291,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     except ExperimentStopped:
         raise
     except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
-        _release(experiment.id, run_id, interruption)
+        cancelled = _release(experiment.id, run_id, interruption)
+        if cancelled:  # the run ends Cancelled, as the person asked, rather than Crashed
+            return Cancelled(message=cancelled)
         raise
     except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever
         message = f"{type(exc).__name__}: {exc}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from trainer.errors import ExpectedError
 LEASE_ENV = "TOWERFLOW_LEASE_S"
 DEFAULT_LEASE_S = 120.0
 RENEW_EVERY_S = 30.0
+CANCEL_POLL_S = 3.0
 
 log = logging.getLogger("towerflow.lease")
 
@@ -78,6 +80,44 @@ def cancelled_in_prefect(flow_run_id: str | None) -> bool:
     is stopped, not recovered."""
     state = flow_run_state(flow_run_id)
     return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
+class CancelWatch:
+    """Makes Cancel in the Prefect UI stop a flow run that no runner watches (`towerflow run`, `sweep`).
+
+    A served run is cancelled by its runner, which sends its process SIGTERM. A run started in a
+    process of its own has no deployment and nobody to do that, so Prefect would mark it Cancelling
+    and let it train on. This watcher polls the run's state every few seconds and, once it is
+    Cancelling or Cancelled, sends this process SIGTERM itself: the flow then stops the way a served
+    run does. It only acts for a flow in the main thread (where Python delivers signals).
+    """
+
+    def __init__(self, flow_run_id: str, has_deployment: bool):
+        self.flow_run_id = flow_run_id
+        self.active = not has_deployment and threading.current_thread() is threading.main_thread()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # no SIGTERM once the watched block has ended
+        self._thread = threading.Thread(target=self._loop, name="towerflow-cancel-watch", daemon=True)
+
+    def __enter__(self) -> CancelWatch:
+        if self.active:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CANCEL_POLL_S):
+            if cancelled_in_prefect(self.flow_run_id):
+                with self._lock:
+                    if not self._stop.is_set():
+                        log.warning("flow run %s was cancelled in Prefect; stopping", self.flow_run_id)
+                        os.kill(os.getpid(), signal.SIGTERM)
+                return
 
 
 def cancelled_message(flow_run_id: str) -> str:

@@ -55,7 +55,7 @@ def run_sweep(config: str | dict, overrides: list[str] | None = None, grid: list
     for number, point in enumerate(sweep.points, start=1):
         logger.info("sweep %s: point %d/%d %s", sweep.name, number, total, point.name)
         state = run_experiment(point.config, point.overrides, return_state=True)
-        outcome = "finished" if state.is_completed() else f"failed: {state.message}"
+        outcome = "finished" if state.is_completed() else f"{'stopped' if state.is_cancelled() else 'failed'}: {state.message}"
         logger.info("sweep %s: %s %s; %s", sweep.name, point.name, outcome,
                     wording.progress_text(store.sweep_view(sweep_id).progress()))
     view = store.sweep_view(sweep_id)

@@ -32,10 +32,11 @@ def towerflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def slow_config(tmp_path: Path, name: str, epochs: int = 60) -> str:
-    """About 0.4 s an epoch on two cores: long enough to kill mid-attempt, short enough to finish."""
+def slow_config(tmp_path: Path, name: str, epochs: int = 60, **changes) -> str:
+    """About 0.4 s an epoch on two cores: long enough to kill mid-attempt, short enough to finish.
+    `changes` as tiny_config's (`validation__on_warning="approve"`)."""
     data = "synthetic-retail://{}?customers=2000&products=200&transactions=60000&clusters=4&seed=3"
-    config = tiny_config(name=name, training__epochs=epochs, training__batch_size=128)
+    config = tiny_config(name=name, training__epochs=epochs, training__batch_size=128, **changes)
     config["data"] = {"transactions": data.format("transactions"), "products": data.format("products")}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

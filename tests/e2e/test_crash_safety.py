@@ -202,3 +202,36 @@ def test_an_orchestrator_killed_under_dispatch_is_recovered_and_waits_for_its_li
     assert_trained_once(only_detail())
     assert orchestrators == ["Crashed", "Completed"]
     assert [run["state_name"] for run in trainers] == ["Completed"]  # one trainer run: never doubled
+
+
+@pytest.mark.parametrize("when", ["training", "awaiting_approval"])
+def test_a_towerflow_run_cancelled_in_prefect_stops_at_once(env, tmp_path, when):
+    """`towerflow run` against a Prefect server: its flow run has no deployment, so no runner kills it on
+    Cancel; the run itself sees the cancel and stops, while training or while paused for approval."""
+    approval = dict(validation__on_warning="approve", validation__approval_timeout_s=600, training__learning_rate=0.5,
+                    model__buyer_layers=[{"units": 16}, {"units": 16}, {"units": 8}])  # draws high_learning_rate
+    config = slow_config(tmp_path, f"cancel-{when}", EPOCHS, **(approval if when == "awaiting_approval" else {}))
+    serve, api_url = serve_until_ready(env, tmp_path / "serve.log")
+    log = tmp_path / "run.log"
+    run = start_towerflow({**env, "PREFECT_API_URL": api_url}, log, "run", config)
+    try:
+        if when == "training":
+            wait_for("epoch 2", trained_to(log, 2))
+        else:
+            wait_for("the approval pause", lambda: store.list_experiments()
+                     and store.list_experiments()[0].status == "awaiting_approval")
+        [experiment] = store.list_experiments()
+        cancelling = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}  # the UI's Cancel button
+        post_json(api_url, f"/flow_runs/{experiment.flow_run_id}/set_state", cancelling)
+        run.wait(timeout=60)
+        [flow_run] = read_flow_runs(api_url, "run-experiment")
+    finally:
+        stop_process(run)
+        stop_process(serve)
+        stop_left_server(env)
+    [stopped] = store.list_experiments()
+    assert stopped.status == "stopped", (stopped.status, stopped.message)
+    assert stopped.message.startswith(f"cancelled in Prefect (flow run {experiment.flow_run_id}) at ")
+    assert run.returncode != 0 and "Traceback" not in log_text(log), log_text(log)[-3000:]
+    assert flow_run["state_type"] == "CANCELLED", flow_run["state_name"]
+    assert last_epoch(log_text(log)) < EPOCHS
