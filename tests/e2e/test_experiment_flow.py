@@ -329,3 +329,41 @@ def test_lr_probe_warn_adds_a_finding_that_the_halt_policy_stops_on(towerflow_en
     assert detail["attempts"] == [] and detail["experiment"]["status"] == "halted"
     warned = [payload for name, payload in towerflow_env if name == events.VALIDATION_WARNED]
     assert warned and warned[-1]["suggested_lr"] == pytest.approx(detail["lr_probe"]["suggested_rate"])
+
+
+def test_the_reconciler_stops_a_cancelled_experiment_and_continues_a_crashed_one(towerflow_env, monkeypatch):
+    """Both runs died before saying how they ended: the one a person cancelled must stay stopped; the one
+    that crashed is continued."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Crashed
+
+    from flows import reconcile
+    from trainer.spec import load_spec
+
+    @flow
+    def placeholder():
+        pass
+
+    started = []
+    monkeypatch.setattr("prefect.deployments.run_deployment",
+                        lambda name, **kwargs: started.append(kwargs["parameters"]) or FakeRun())
+    experiments = {}
+    for name, ended in (("cancelled", Cancelled()), ("crashed", Crashed())):
+        spec = load_spec(tiny_config(name=name))
+        experiment, _ = store.get_or_create_experiment(spec.content_hash(), name, spec.model_dump_json())
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run(placeholder)
+            store.claim_experiment(experiment.id, str(run.id), "elsewhere:1", 600)  # a live lease, on another host
+            client.set_flow_run_state(run.id, ended, force=True)
+        experiments[name] = experiment.id
+
+    reconcile.reconcile_experiments()
+    cancelled = store.experiment_detail(experiments["cancelled"])["experiment"]
+    assert cancelled["status"] == "stopped" and cancelled["message"].startswith("cancelled in Prefect (flow run ")
+    assert [load_spec(p["config"]).name for p in started] == ["crashed"]  # the cancelled one is not started again
+
+
+class FakeRun:
+    id = "00000000-0000-0000-0000-000000000000"
+    name = "fake-run"
