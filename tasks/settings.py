@@ -51,6 +51,12 @@ def experiment_dir(root: str, config_hash: str) -> str:
     return f"{root}/{config_hash}"
 
 
+def scan_dir(spec) -> str:
+    """Where a streamed experiment's one pass over its data is kept (trainer.scanned): its data check,
+    every attempt and the evaluation read it, not the whole table again."""
+    return f"{experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())}/scan"
+
+
 def attempt_workdir(root: str, config_hash: str, number: int) -> str:
     """Attempt `number` of an experiment: any later run of the experiment resumes or reuses it there."""
     return f"{experiment_dir(root, config_hash)}/attempt-{number}"

@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.report import ProgressArtifact
+from tasks.settings import scan_dir
 from trainer.errors import ExpectedError
 from trainer.spec import ExperimentSpec
 
@@ -76,7 +77,7 @@ def train_here(spec: ExperimentSpec, number: int, learning_rate: float, workdir:
 
         logger.info("attempt %d @ lr=%g in %s", number, learning_rate, workdir)
         return run_attempt(spec, learning_rate, workdir, on_epoch=on_epoch, say=logger.info, name=f"attempt {number}",
-                           start=start)
+                           start=start, scan=scan_dir(spec))
 
 
 def attempt_tag(spec: ExperimentSpec, number: int) -> str:
@@ -221,4 +222,4 @@ def evaluate(spec: ExperimentSpec, number: int, model_uri: str):
     """Recall@k of the exported model and of popularity, over unique products."""
     from trainer.evaluation import evaluate_model
 
-    return evaluate_model(spec, model_uri)
+    return evaluate_model(spec, model_uri, scan=scan_dir(spec))

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from deployments.multi_worker import pool_findings
 from tasks import events
 from tasks.report import experiment_slug, publish_findings, publish_probe
+from tasks.settings import scan_dir
 from tasks.training import TRAINER_DEPLOYMENT_ENV, work_pool_type
 from trainer.probe_curve import ProbeCurve, probe_finding
 from trainer.rules import Finding, suggested_learning_rate
@@ -55,7 +56,7 @@ def check_data(spec: ExperimentSpec) -> list[Finding]:
     from trainer.datacheck import check_data as check
 
     logger = get_run_logger()
-    _, findings = check(spec)
+    _, findings = check(spec, scan_dir(spec))
     config_hash = spec.content_hash()
     publish_findings(experiment_slug(spec), findings, what="data-findings")
     for finding in findings:

@@ -44,7 +44,6 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from trainer.cluster import Cluster, cluster_from_env
-from trainer.data import load_experiment_data
 from trainer.datacheck import check_loaded, raise_for_errors
 from trainer.errors import ExpectedError, OutOfMemory
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
@@ -53,6 +52,7 @@ from trainer.model import (
     TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
 )
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
+from trainer.scanned import SCAN_DIR, experiment_data
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
 from trainer.stream_input import read_failures_named, training_batches
@@ -396,6 +396,7 @@ def _out_of_memory_named(name: str) -> Iterator[None]:
 def run_attempt(
     spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None = None,
     say: Callable[[str], None] | None = None, name: str = "attempt", start: StartPoint | None = None,
+    scan: str | None = None,
 ) -> AttemptResult:
     """Train `spec` at `learning_rate` in `workdir` until success, collapse or divergence.
 
@@ -407,16 +408,18 @@ def run_attempt(
     calls this with the same arguments; only the chief writes `workdir` (see the module docstring).
     With `start` (a rollback-and-cut retry), a new attempt starts from that earlier attempt's
     checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
+    A streamed spec's pass is kept in (and reused from) the directory `scan`, `<workdir>/scan` by default.
     OutOfMemory, in one line, when the model or a batch does not fit the device; a DataError naming
     the shard when a streamed shard cannot be read mid-epoch.
     """
     with _out_of_memory_named(name):
-        return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start)
+        return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start,
+                            scan or join(str(workdir), SCAN_DIR))
 
 
 def _run_attempt(
     spec: ExperimentSpec, learning_rate: float, workdir: str, on_epoch: EpochCallback | None,
-    say: Callable[[str], None], name: str, start: StartPoint | None,
+    say: Callable[[str], None], name: str, start: StartPoint | None, scan: str,
 ) -> AttemptResult:
     workdir = str(workdir)
     training = spec.training
@@ -430,7 +433,8 @@ def _run_attempt(
     if cluster.workers > 1:
         say(f"{name}: {cluster.name} of {cluster.workers} workers, {strategy.num_replicas_in_sync} replicas")
     keep_less_freed_memory()
-    data = load_experiment_data(spec)
+    # one worker keeps a streamed pass: a resumed attempt, a later one and the evaluation reuse it
+    data = experiment_data(spec, scan if cluster.workers == 1 else None)
     raise_for_errors(check_loaded(spec, data))  # BadDataError: bad input never reaches the model
     with read_failures_named(data.stream):  # a streamed shard unreadable mid-epoch, in one line
         tf_keras.utils.set_random_seed(training.seed)

@@ -16,7 +16,8 @@ from dataclasses import astuple
 import numpy as np
 import pandas as pd
 
-from trainer.data import DataError, ExperimentData, feature_field, feature_fields, load_experiment_data
+from trainer.data import DataError, ExperimentData, feature_field, feature_fields
+from trainer.scanned import experiment_data
 from trainer.stats import Flagged, beyond_float32, is_blank
 from trainer.rules import Finding, error, warning
 from trainer.spec import ExperimentSpec
@@ -40,10 +41,11 @@ class BadDataError(DataError):
         self.findings = list(findings)
 
 
-def check_data(spec: ExperimentSpec) -> tuple[ExperimentData | None, list[Finding]]:
-    """Load the spec's data and check it: (the data, findings), or (None, [the error]) if it cannot be loaded."""
+def check_data(spec: ExperimentSpec, scan: str | None = None) -> tuple[ExperimentData | None, list[Finding]]:
+    """Load the spec's data and check it: (the data, findings), or (None, [the error]) if it cannot be loaded.
+    A streamed spec's pass is kept in (or reused from) the directory `scan` when given (trainer.scanned)."""
     try:
-        data = load_experiment_data(spec)
+        data = experiment_data(spec, scan)
     except DataError as exc:
         field = exc.field or "data.transactions"
         return None, [error(exc.code, field, str(exc).removeprefix(f"{field}: "))]

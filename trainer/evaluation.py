@@ -12,6 +12,7 @@ does EASE fitted on the training purchases (trainer.baselines), for catalogues u
 from __future__ import annotations
 
 import io
+import posixpath
 
 import numpy as np
 import pandas as pd
@@ -20,11 +21,12 @@ from pydantic import BaseModel
 
 from trainer.attempt import CANDIDATE_EMBEDDINGS, CANDIDATE_IDS, SAVED_MODEL_DIR
 from trainer.baselines import ease, interactions, item_item_recall
-from trainer.data import ExperimentData, load_experiment_data
+from trainer.data import ExperimentData
 from trainer.device_recall import gpu_device, recall_on_device
 from trainer.memory import keep_less_freed_memory
 from trainer.model import frame_tensors, input_dtype
 from trainer.recall import Queries, build_queries, count_scores, popularity_recall, recall_at_k
+from trainer.scanned import SCAN_DIR, experiment_data
 from trainer.spec import ExperimentSpec
 from trainer.storage import join, local_copy, read_bytes
 
@@ -97,10 +99,14 @@ def ease_recall(spec: ExperimentSpec, data: ExperimentData, candidate_ids: np.nd
     return item_item_recall(weights, history, queries, evaluation.ks)
 
 
-def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | None = None) -> EvaluationResult:
-    """recall@k (spec.evaluation.ks) of the model exported at `model_uri` and of popularity on the test split."""
+def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | None = None,
+                   scan: str | None = None) -> EvaluationResult:
+    """recall@k (spec.evaluation.ks) of the model exported at `model_uri` and of popularity on the test split
+    of `data`, else the spec's (a streamed spec's pass reused from `scan`, by default the `scan` directory
+    beside the export, where `python -m trainer` keeps it)."""
     keep_less_freed_memory()
-    data = data if data is not None else load_experiment_data(spec)
+    scan = scan or join(posixpath.dirname(model_uri.rstrip("/")), SCAN_DIR)
+    data = data if data is not None else experiment_data(spec, scan)
     buyer_column, product_column = spec.buyer_id_column, spec.product_id_column
     candidate_ids = load_array(join(model_uri, CANDIDATE_IDS))
     candidate_embeddings = load_array(join(model_uri, CANDIDATE_EMBEDDINGS))

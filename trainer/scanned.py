@@ -1,0 +1,200 @@
+"""A streaming pass's results kept beside the attempt, and the pass run in a process of its own.
+
+At 30M rows the one pass over a streamed table (trainer.stream.scan) takes a quarter of an hour and
+leaves its process holding the memory it churned through. `scanned(spec, directory)` runs it once per
+attempt, in a child process that never imports TensorFlow and whose memory ends with it, and keeps
+what it returns in a directory (an experiment's `scan/`, beside its attempts): the test and validation rows, the candidates and
+the training statistics as Parquet, the rest in `manifest.json`, written last. A resumed attempt and
+its evaluation load those files instead of reading every row again. The manifest records the spec's
+content hash and each transactions file's size and modification time: another spec, or data changed
+since, is scanned afresh.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pandas as pd
+
+from trainer.data import DataError, ExperimentData, layout, load_experiment_data
+from trainer.datasets import is_builtin
+from trainer.spec import ExperimentSpec, spec_from_dict
+from trainer.stats import Flagged, Moments, TrainStats
+from trainer.storage import filesystem, join, open_uri, write_bytes
+from trainer.stream import Piece, Source, TrainStream, scan
+
+SCAN_DIR = "scan"
+"""Where in an attempt's workdir `python -m trainer` keeps its scan (a flow keeps one per experiment)."""
+MANIFEST = "manifest.json"
+FRAMES = ("test", "validation", "candidates")
+PR_SET_PDEATHSIG = 1  # from linux/prctl.h
+FORMAT = 1
+"""Bumped when what is written changes, so older scans are scanned afresh."""
+
+
+def experiment_data(spec: ExperimentSpec, scan: str | None) -> ExperimentData:
+    """The spec's data: a streamed spec's pass kept in the directory `scan` (see `scanned`), else (or
+    with no `scan`) loaded here."""
+    if not spec.data.streaming or scan is None:
+        return load_experiment_data(spec)
+    return scanned(spec, scan)
+
+
+def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
+    """The streamed spec's data: loaded from `directory` when a scan of the same files is kept there,
+    else scanned in a child process (which keeps it there) and then loaded. DataError as the pass
+    raises it."""
+    source = Source(spec, layout(spec))
+    data = load_scan(spec, directory, source)
+    if data is None:
+        _scan_in_child(spec, directory)
+        data = load_scan(spec, directory, source)
+    if data is None:
+        raise RuntimeError(f"the streaming pass wrote no readable scan to {directory}")
+    return data
+
+
+def save_scan(data: ExperimentData, directory: str) -> None:
+    """Write `data` (what trainer.stream.scan returned) to `directory`, the manifest last."""
+    stream = data.stream
+    for name in FRAMES:
+        frame = getattr(data, name)
+        if frame is not None:
+            _write_frame(join(directory, f"{name}.parquet"), frame)
+    for number, counts in enumerate(data.stats.counts.values()):
+        values = pd.DataFrame({"value": counts.index.astype(str), "rows": counts.to_numpy()})
+        _write_frame(join(directory, f"counts-{number}.parquet"), values)
+    manifest = {
+        "format": FORMAT,
+        "spec": stream.source.spec.content_hash(),
+        "files": _fingerprints(stream.source.files),
+        "columns": stream.source.columns,
+        "pieces": [dataclasses.astuple(piece) for piece in stream.pieces],
+        "n_rows": data.stats.n_rows,
+        "counts": list(data.stats.counts),
+        "moments": {column: dataclasses.asdict(m) for column, m in data.stats.moments.items()},
+        "flagged": {column: dataclasses.asdict(f) for column, f in data.stats.flagged.items()},
+        "has_validation": data.validation is not None,
+        "n_candidate_rows_before_dedup": data.n_candidate_rows_before_dedup,
+        "n_test_rows_without_candidate": data.n_test_rows_without_candidate,
+        "joined_columns": list(data.joined_columns),
+    }
+    write_bytes(join(directory, MANIFEST), json.dumps(manifest).encode())
+
+
+def load_scan(spec: ExperimentSpec, directory: str, source) -> ExperimentData | None:
+    """The scan kept in `directory` as ExperimentData streaming from `source` (a trainer.stream.Source
+    of `spec`), or None when there is none, it is of another format or spec, or the files changed since."""
+    manifest = _manifest(directory)
+    if (manifest is None or manifest.get("format") != FORMAT or manifest["spec"] != spec.content_hash()
+            or manifest["files"] != _fingerprints(source.files)):
+        return None
+    counts = {}
+    for number, column in enumerate(manifest["counts"]):
+        values = _read_frame(join(directory, f"counts-{number}.parquet"))
+        index = pd.Index(values["value"].to_numpy(dtype=object), dtype=object, name=column)
+        counts[column] = pd.Series(values["rows"].to_numpy(), index=index, name="count")
+    stats = TrainStats(
+        manifest["n_rows"], counts,
+        {column: Moments(**m) for column, m in manifest["moments"].items()},
+        {column: Flagged(**f) for column, f in manifest["flagged"].items()},
+    )
+    source.columns = manifest["columns"]
+    pieces = tuple(Piece(*piece) for piece in manifest["pieces"])
+    return ExperimentData(
+        train=None,
+        validation=_read_frame(join(directory, "validation.parquet")) if manifest["has_validation"] else None,
+        test=_read_frame(join(directory, "test.parquet")),
+        candidates=_read_frame(join(directory, "candidates.parquet")),
+        stats=stats,
+        n_candidate_rows_before_dedup=manifest["n_candidate_rows_before_dedup"],
+        n_test_rows_without_candidate=manifest["n_test_rows_without_candidate"],
+        joined_columns=tuple(manifest["joined_columns"]),
+        stream=TrainStream(source, pieces, stats),
+    )
+
+
+def _scan_in_child(spec: ExperimentSpec, directory: str) -> None:
+    """trainer.stream.scan in a fresh Python process (this module as __main__), its result saved to
+    `directory`; its DataError raised here again."""
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.scanned", directory, str(os.getpid())],
+        input=spec.model_dump_json(), capture_output=True, text=True,
+    )
+    if done.returncode == 0:
+        return
+    try:
+        error = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"the streaming pass failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}") from None
+    raise DataError(error["message"], field=error["field"], code=error["code"])
+
+
+def _manifest(directory: str) -> dict[str, Any] | None:
+    fs, path = filesystem(join(directory, MANIFEST))
+    if not fs.exists(path):
+        return None
+    return json.loads(fs.cat_file(path))
+
+
+def _fingerprints(files: list[str]) -> list[list]:
+    """Each file with its size and modification time (a built-in dataset: its name alone)."""
+    found = []
+    for file in files:
+        if is_builtin(file):
+            found.append([file])
+            continue
+        fs, path = filesystem(file)
+        info = fs.info(path)
+        changed = info.get("mtime") or info.get("updated") or info.get("LastModified") or info.get("etag")
+        found.append([file, info.get("size"), str(changed)])
+    return found
+
+
+def _write_frame(uri: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=True)
+    write_bytes(uri, buffer.getvalue())
+
+
+def _read_frame(uri: str) -> pd.DataFrame:
+    with open_uri(uri, "rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def _end_with(parent: int) -> None:
+    """Be killed when `parent` dies (Linux), so a killed attempt leaves no pass running on its own."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "prctl"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        sys.exit(1)
+
+
+def main() -> int:
+    """`python -m trainer.scanned DIRECTORY PARENT_PID`, the spec as JSON on stdin: scan it and save the
+    result. A DataError is printed as one JSON line (message, field, code) and exits 2."""
+    from trainer.memory import keep_less_freed_memory
+
+    _end_with(int(sys.argv[2]))
+    keep_less_freed_memory()
+    spec = spec_from_dict(json.loads(sys.stdin.read()), source="the attempt's spec")
+    try:
+        data = scan(spec)
+    except DataError as error:
+        print(json.dumps({"message": str(error), "field": error.field, "code": error.code}))
+        return 2
+    save_scan(data, sys.argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
