@@ -13,6 +13,7 @@ from trainer.cluster import cluster_from_env
 from trainer.errors import ExpectedError
 from trainer.results import EpochMetrics
 from trainer.spec import SpecError, load_spec
+from trainer.storage import join, write_bytes
 
 
 def _print_epoch(m: EpochMetrics) -> None:
@@ -41,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid config: {error}", file=sys.stderr)
         return 1
     learning_rate = args.learning_rate if args.learning_rate is not None else spec.training.learning_rate
-    from trainer.attempt import join, run_attempt, write_bytes  # imports TensorFlow
+    if spec.data.streaming and cluster_from_env().workers == 1:  # the pass first, while this process is small
+        from trainer.scanned import SCAN_DIR, ensure_scanned
+
+        try:
+            ensure_scanned(spec, join(args.out, SCAN_DIR))
+        except ExpectedError as error:
+            print(error, file=sys.stderr)
+            return 1
+    from trainer.attempt import run_attempt  # imports TensorFlow
 
     print(f"{spec.name}: attempt at learning rate {learning_rate:g} in {args.out}", flush=True)
     try:

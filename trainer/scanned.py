@@ -53,13 +53,19 @@ def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
     else scanned in a child process (which keeps it there) and then loaded. DataError as the pass
     raises it."""
     source = Source(spec, layout(spec))
+    ensure_scanned(spec, directory, source)
     data = load_scan(spec, directory, source)
-    if data is None:
-        _scan_in_child(spec, directory)
-        data = load_scan(spec, directory, source)
     if data is None:
         raise RuntimeError(f"the streaming pass wrote no readable scan to {directory}")
     return data
+
+
+def ensure_scanned(spec: ExperimentSpec, directory: str, source: Source | None = None) -> None:
+    """Scan the streamed spec in a child process unless a scan of the same files is kept in `directory`
+    (a caller that has not imported TensorFlow yet keeps its own memory small while the child runs)."""
+    source = source or Source(spec, layout(spec))
+    if _kept_manifest(spec, directory, source) is None:
+        _scan_in_child(spec, directory)
 
 
 def save_scan(data: ExperimentData, directory: str) -> None:
@@ -93,9 +99,8 @@ def save_scan(data: ExperimentData, directory: str) -> None:
 def load_scan(spec: ExperimentSpec, directory: str, source) -> ExperimentData | None:
     """The scan kept in `directory` as ExperimentData streaming from `source` (a trainer.stream.Source
     of `spec`), or None when there is none, it is of another format or spec, or the files changed since."""
-    manifest = _manifest(directory)
-    if (manifest is None or manifest.get("format") != FORMAT or manifest["spec"] != spec.content_hash()
-            or manifest["files"] != _fingerprints(source.files)):
+    manifest = _kept_manifest(spec, directory, source)
+    if manifest is None:
         return None
     counts = {}
     for number, column in enumerate(manifest["counts"]):
@@ -138,11 +143,16 @@ def _scan_in_child(spec: ExperimentSpec, directory: str) -> None:
     raise DataError(error["message"], field=error["field"], code=error["code"])
 
 
-def _manifest(directory: str) -> dict[str, Any] | None:
+def _kept_manifest(spec: ExperimentSpec, directory: str, source: Source) -> dict[str, Any] | None:
+    """The manifest of a scan in `directory` of this format, spec and files as they are now, else None."""
     fs, path = filesystem(join(directory, MANIFEST))
     if not fs.exists(path):
         return None
-    return json.loads(fs.cat_file(path))
+    manifest = json.loads(fs.cat_file(path))
+    if (manifest.get("format") != FORMAT or manifest["spec"] != spec.content_hash()
+            or manifest["files"] != _fingerprints(source.files)):
+        return None
+    return manifest
 
 
 def _fingerprints(files: list[str]) -> list[list]:

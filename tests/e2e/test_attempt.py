@@ -279,3 +279,21 @@ def test_a_streamed_attempt_trains_and_evaluates_as_one_in_memory_does(tmp_path)
     for k in (5, 10, 20):
         assert streamed.model[k] > streamed.popularity[k] + 0.1, (k, streamed)
         assert streamed.model[k] == pytest.approx(in_memory.model[k], abs=0.1)
+
+
+def test_the_command_line_streams_with_the_pass_kept_in_its_workdir(tmp_path):
+    raw = _raw_spec(epochs=1, clipnorm=1.0, ks=(5, 10))
+    raw["data"].update(streaming=True, split={"strategy": "hash", "test_fraction": 0.2})
+    config = tmp_path / "streamed.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "trainer", "--config", str(config), "--learning-rate", "0.1", "--out", str(out)]
+    run = subprocess.run([*command, "--evaluate"], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "scan" / "manifest.json").exists() and "recall@10: model" in run.stdout
+
+    raw["data"].update(transactions=str(tmp_path / "shards" / "*.parquet"))
+    config.write_text(yaml.safe_dump(raw))
+    empty = subprocess.run([*command[:-1], str(tmp_path / "other")], capture_output=True, text=True, timeout=180)
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr, empty.stderr[-2000:]
+    assert "shards/*.parquet" in empty.stderr.strip().splitlines()[-1]
