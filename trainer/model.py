@@ -79,10 +79,27 @@ from trainer.spec import ExperimentSpec, FeatureSpec, LayerSpec, TrainingSpec
 from trainer.stats import TrainStats
 from trainer.vocabulary import read_vocabulary
 
+class SGD(tf_keras.optimizers.SGD):
+    """tf-keras' SGD without a momentum slot at momentum 0. Its `build` makes one anyway (its docstring says it
+    would not), and `update_step` then adds that slot to every row of the variable on every step: for a 2M-row
+    embedding table of which a batch touches a few thousand rows, a dense pass over the table per step and the
+    slot's memory besides (bench/README.md, "Data size"). With the slot None, tf-keras' own `update_step` takes
+    its momentum-free branches: a sparse gradient updates only its rows."""
+
+    def build(self, var_list):
+        if self.momentum:
+            super().build(var_list)
+            return
+        super(tf_keras.optimizers.SGD, self).build(var_list)  # the base optimizer's build, not SGD's slots
+        if not getattr(self, "_built", False):
+            self.momentums = [None] * len(var_list)
+            self._built = True
+
+
 OPTIMIZERS: dict[str, type[tf_keras.optimizers.Optimizer]] = {
     "adagrad": tf_keras.optimizers.Adagrad,
     "adam": tf_keras.optimizers.Adam,
-    "sgd": tf_keras.optimizers.SGD,
+    "sgd": SGD,
     "rmsprop": tf_keras.optimizers.RMSprop,
 }
 """The optimizer whitelist: spec name -> tf-keras class. Nothing else is ever constructed."""

@@ -248,3 +248,18 @@ def test_jit_compiled_training_gives_the_losses_of_the_plain_train_step():
         dataset = make_dataset(HISTORY, model_columns(spec), batch_size=3, shuffle_seed=0, preprocess=model.preprocess)
         losses[jit] = model.fit(dataset, epochs=3, verbose=0).history["loss"]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_updates_only_the_rows_a_sparse_gradient_touches_and_keeps_a_slot_only_for_momentum(momentum):
+    optimizer = build_optimizer(TrainingSpec(optimizer="sgd", clipnorm=None), 0.5)
+    optimizer.momentum = momentum
+    table = tf.Variable(np.ones((1000, 4), dtype=np.float32))
+    optimizer.build([table])
+    rows = np.array([3, 7])
+    optimizer.apply_gradients([(tf.IndexedSlices(tf.ones((2, 4)), tf.constant(rows), tf.constant([1000, 4])), table)])
+    expected = np.ones((1000, 4), dtype=np.float32)
+    expected[rows] -= 0.5
+    np.testing.assert_allclose(table.numpy(), expected)
+    slots = [v for v in optimizer.variables if v.shape == table.shape]
+    assert len(slots) == (1 if momentum else 0)  # no table-sized slot, and no pass over the table, without momentum
