@@ -199,6 +199,18 @@ def test_an_experiment_on_gcs_leaves_checkpoints_export_and_report_in_the_bucket
     assert loaded.stdout.strip().splitlines()[-1] == "(2, 10)"
 
 
+def test_a_streamed_experiment_on_gcs_keeps_its_one_pass_in_the_bucket(env):
+    tables = upload_tables("streamed")
+    config = tiny_config(name="streamed-on-gcs", artifacts=gs("streamed-artifacts"))
+    config["data"] = {"transactions": tables["csv.gz"], "products": tables["parquet"], "streaming": True,
+                      "split": {"strategy": "hash", "test_fraction": 0.2}}
+    done = towerflow(env, "run", upload_config("configs/streamed-on-gcs.yaml", config))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    files = bucket_files("streamed-artifacts")
+    kept = {path.split("/", 1)[1] for path in files if "/scan/" in path}
+    assert {"scan/manifest.json", "scan/test.parquet", "scan/candidates.parquet"} <= kept, files
+
+
 @pytest.mark.slow
 def test_a_run_killed_mid_attempt_resumes_from_the_checkpoint_in_the_bucket(env, tmp_path):
     epochs = 12
