@@ -1,13 +1,13 @@
 """A streaming pass's results kept beside the attempt, and the pass run in a process of its own.
 
 At 30M rows the one pass over a streamed table (trainer.stream.scan) takes a quarter of an hour and
-leaves its process holding the memory it churned through. `scanned(spec, directory)` runs it once per
-attempt, in a child process that never imports TensorFlow and whose memory ends with it, and keeps
-what it returns in a directory (an experiment's `scan/`, beside its attempts): the test and validation rows, the candidates and
-the training statistics as Parquet, the rest in `manifest.json`, written last. A resumed attempt and
-its evaluation load those files instead of reading every row again. The manifest records the spec's
-content hash and each transactions file's size and modification time: another spec, or data changed
-since, is scanned afresh.
+leaves its process holding the memory it churned through. `scanned(spec, directory)` runs it once, in a
+child process that never imports TensorFlow and whose memory ends with it, and keeps what it returns in
+`directory` (an experiment's `scan/`, beside its attempts): the test and validation rows, the candidates
+and the training statistics as Parquet, the rest in `manifest.json`, written last. The data check, every
+attempt and the evaluation load those files instead of reading every row again. The manifest records the
+spec's content hash and the size and modification time of each file the pass read (transactions and
+catalogue): another spec, or data changed since, is scanned afresh.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from trainer.data import DataError, ExperimentData, layout, load_experiment_data
 from trainer.datasets import is_builtin
 from trainer.spec import ExperimentSpec, spec_from_dict
 from trainer.stats import Flagged, Moments, TrainStats
-from trainer.storage import filesystem, join, open_uri, write_bytes
+from trainer.storage import as_pattern, exists, expand, filesystem, is_pattern, join, open_uri, write_bytes
 from trainer.stream import Piece, Source, TrainStream, scan
 
 SCAN_DIR = "scan"
@@ -81,7 +81,7 @@ def save_scan(data: ExperimentData, directory: str) -> None:
     manifest = {
         "format": FORMAT,
         "spec": stream.source.spec.content_hash(),
-        "files": _fingerprints(stream.source.files),
+        "files": _fingerprints(_inputs(stream.source)),
         "columns": stream.source.columns,
         "pieces": [dataclasses.astuple(piece) for piece in stream.pieces],
         "n_rows": data.stats.n_rows,
@@ -96,7 +96,7 @@ def save_scan(data: ExperimentData, directory: str) -> None:
     write_bytes(join(directory, MANIFEST), json.dumps(manifest).encode())
 
 
-def load_scan(spec: ExperimentSpec, directory: str, source) -> ExperimentData | None:
+def load_scan(spec: ExperimentSpec, directory: str, source: Source) -> ExperimentData | None:
     """The scan kept in `directory` as ExperimentData streaming from `source` (a trainer.stream.Source
     of `spec`), or None when there is none, it is of another format or spec, or the files changed since."""
     manifest = _kept_manifest(spec, directory, source)
@@ -145,14 +145,24 @@ def _scan_in_child(spec: ExperimentSpec, directory: str) -> None:
 
 def _kept_manifest(spec: ExperimentSpec, directory: str, source: Source) -> dict[str, Any] | None:
     """The manifest of a scan in `directory` of this format, spec and files as they are now, else None."""
-    fs, path = filesystem(join(directory, MANIFEST))
-    if not fs.exists(path):
+    uri = join(directory, MANIFEST)
+    if not exists(uri):
         return None
-    manifest = json.loads(fs.cat_file(path))
+    with open_uri(uri, "rb") as handle:
+        manifest = json.load(handle)
     if (manifest.get("format") != FORMAT or manifest["spec"] != spec.content_hash()
-            or manifest["files"] != _fingerprints(source.files)):
+            or manifest["files"] != _fingerprints(_inputs(source))):
         return None
     return manifest
+
+
+def _inputs(source: Source) -> list[str]:
+    """Every file the pass reads: the transactions' and, when given, the catalogue's."""
+    products = source.spec.data.products
+    if not products or is_builtin(products):
+        return [*source.files, *([products] if products else [])]
+    pattern = as_pattern(products)
+    return [*source.files, *(expand(pattern) if is_pattern(pattern) else [products])]
 
 
 def _fingerprints(files: list[str]) -> list[list]:

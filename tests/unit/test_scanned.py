@@ -83,3 +83,19 @@ def test_the_pass_ends_when_the_attempt_that_started_it_is_killed(tmp_path):
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(child)
+
+
+def test_a_changed_catalogue_is_scanned_afresh(tmp_path, monkeypatch):
+    frame = transactions()
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text(frame.drop_duplicates("item")[["item", "price", "words"]].to_csv(index=False))
+    raw = config(write(frame.drop(columns=["price"]), tmp_path, "parquet"), HASH, streaming=True,
+                 products=str(catalogue))
+    spec, kept = spec_from_dict(raw), str(tmp_path / "scan")
+    scanned(spec, kept)
+    children = []
+    real_child = scanned_module._scan_in_child
+    monkeypatch.setattr(scanned_module, "_scan_in_child", lambda *args: children.append(args) or real_child(*args))
+    catalogue.write_text(catalogue.read_text() + "i_new,1.0,new\n")  # a product added to the catalogue
+    candidates = scanned(spec, kept).candidates
+    assert len(children) == 1 and "i_new" in set(candidates["item"].astype(str))
