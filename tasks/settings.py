@@ -7,6 +7,7 @@ from pathlib import Path
 
 from trainer.errors import ExpectedError
 from trainer.rules import artifacts_problem
+from trainer.spec import ExperimentSpec
 
 
 class UnusableDirectory(ExpectedError):
@@ -51,7 +52,7 @@ def experiment_dir(root: str, config_hash: str) -> str:
     return f"{root}/{config_hash}"
 
 
-def scan_dir(spec) -> str:
+def scan_dir(spec: ExperimentSpec) -> str:
     """Where a streamed experiment's one pass over its data is kept (trainer.scanned): its data check,
     every attempt and the evaluation read it, not the whole table again."""
     return f"{experiment_dir(artifacts_root(spec.artifacts), spec.content_hash())}/scan"
