@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     learning_rate = args.learning_rate if args.learning_rate is not None else spec.training.learning_rate
     if spec.data.streaming and cluster_from_env().workers == 1:  # the pass first, while this process is small
-        from trainer.scanned import SCAN_DIR, ensure_scanned
+        from trainer.scanned import ensure_scanned, workdir_scan
 
         try:
-            ensure_scanned(spec, join(args.out, SCAN_DIR))
+            ensure_scanned(spec, workdir_scan(args.out))
         except ExpectedError as error:
             print(error, file=sys.stderr)
             return 1

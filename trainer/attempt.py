@@ -52,7 +52,7 @@ from trainer.model import (
     TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
 )
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
-from trainer.scanned import SCAN_DIR, experiment_data
+from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
 from trainer.stream_input import read_failures_named, training_batches
@@ -414,7 +414,7 @@ def run_attempt(
     """
     with _out_of_memory_named(name):
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start,
-                            scan or join(str(workdir), SCAN_DIR))
+                            scan or workdir_scan(workdir))
 
 
 def _run_attempt(

@@ -26,7 +26,7 @@ from trainer.device_recall import gpu_device, recall_on_device
 from trainer.memory import keep_less_freed_memory
 from trainer.model import frame_tensors, input_dtype
 from trainer.recall import Queries, build_queries, count_scores, popularity_recall, recall_at_k
-from trainer.scanned import SCAN_DIR, experiment_data
+from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec
 from trainer.storage import join, local_copy, read_bytes
 
@@ -105,7 +105,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     of `data`, else the spec's (a streamed spec's pass reused from `scan`, by default the `scan` directory
     beside the export, where `python -m trainer` keeps it)."""
     keep_less_freed_memory()
-    scan = scan or join(posixpath.dirname(model_uri.rstrip("/")), SCAN_DIR)
+    scan = scan or workdir_scan(posixpath.dirname(model_uri.rstrip("/")))
     data = data if data is not None else experiment_data(spec, scan)
     buyer_column, product_column = spec.buyer_id_column, spec.product_id_column
     candidate_ids = load_array(join(model_uri, CANDIDATE_IDS))

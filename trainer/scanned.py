@@ -31,13 +31,17 @@ from trainer.stats import Flagged, Moments, TrainStats
 from trainer.storage import as_pattern, exists, expand, filesystem, is_pattern, join, open_uri, write_bytes
 from trainer.stream import Piece, Source, TrainStream, scan
 
-SCAN_DIR = "scan"
-"""Where in an attempt's workdir `python -m trainer` keeps its scan (a flow keeps one per experiment)."""
 MANIFEST = "manifest.json"
 FRAMES = ("test", "validation", "candidates")
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 FORMAT = 1
 """Bumped when what is written changes, so older scans are scanned afresh."""
+
+
+def workdir_scan(workdir: str) -> str:
+    """Where an attempt run on its own (`python -m trainer`) keeps its scan: `<workdir>/scan` (a flow keeps
+    one per experiment, beside its attempts)."""
+    return join(str(workdir), "scan")
 
 
 def experiment_data(spec: ExperimentSpec, scan: str | None) -> ExperimentData:
