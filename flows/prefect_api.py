@@ -159,12 +159,23 @@ def start_server(home: Path | None = None, port: int | None = None, record: bool
     return server
 
 
-def post_json(api_url: str, path: str, body: dict) -> Any:
-    """POST `body` to the REST API at `path` (e.g. /flow_runs/filter); the decoded JSON answer."""
+RETRIED_STATUSES = (429, 502, 503)
+"""What Prefect's own client retries: a busy server (on SQLite, a locked database answers 503)."""
+
+
+def post_json(api_url: str, path: str, body: dict, attempts: int = 5) -> Any:
+    """POST `body` to the REST API at `path` (e.g. /flow_runs/filter); the decoded JSON answer. A busy
+    server's answer (RETRIED_STATUSES) is retried after 0.5, 1, 2, ... s, as Prefect's client does."""
     request = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code not in RETRIED_STATUSES or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
 
 
 def read_flow_runs(api_url: str, flow_name: str) -> list[dict]:
