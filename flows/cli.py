@@ -136,13 +136,18 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     with local_prefect():
         from flows.present import render_leaderboard
-        from flows.sweep import run_sweep
+        from flows.sweep import record, run_sweep
         from tasks import store
 
-        outcome = run_sweep(source, args.overrides, args.grid, args.max_points, args.k)
-        view = store.sweep_view(outcome["sweep_id"])
+        state = run_sweep(source, args.overrides, args.grid, args.max_points, args.k, return_state=True)
+        if not state.is_cancelled():
+            state.result()  # a sweep that failed outside its points raises, as it always did
+        view = store.sweep_view(record(sweep))
         print()
         print(render_leaderboard(view, args.k))
+        if state.is_cancelled():
+            print(f"\nsweep stopped: {state.message}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"\n(towerflow results --sweep {sweep.name} ranks them again; towerflow compare NAME NAME ... "
               "compares points)")
     return EXIT_OK if all(p.status == "succeeded" for p in view.points) else EXIT_FAILED

@@ -30,8 +30,9 @@ from flows.ownership import (
     CancelWatch,
     LeaseKeeper,
     LeaseLost,
-    cancelled_in_prefect,
     cancelled_message,
+    enclosing_flow_runs,
+    first_cancelled,
     gone_reason,
     lease_seconds,
     mark_crashed,
@@ -193,23 +194,23 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
     return results, attempt_ids
 
 
-def _release(experiment_id: int, run_id: str, interruption: BaseException) -> str | None:
+def _release(experiment_id: int, run_id: str, watched: list[str], interruption: BaseException) -> str | None:
     """Record that this run was interrupted and end its lease now, so `results` says so and the next run
     continues the experiment without waiting for the lease to lapse; or, when a person cancelled the flow
-    run in Prefect, stop the experiment and return the message saying so (best effort: the database or
-    the API may be gone)."""
-    cancelled = isinstance(interruption, ExternalSignal) and cancelled_in_prefect(run_id)  # Prefect cancels by SIGTERM
+    run (or a flow run it is a subflow of, in `watched`) in Prefect, stop the experiment and return the
+    message saying so (best effort: the database or the API may be gone)."""
+    cancelled = first_cancelled(watched) if isinstance(interruption, ExternalSignal) else None  # Prefect cancels by SIGTERM
     try:
         with store.retrying_for(0):
             if cancelled:
-                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(run_id))
+                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(cancelled))
             else:
                 signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
                 when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
                 store.release_lease(experiment_id, run_id, f"interrupted by {signal_name} at {when}")
     except store.DatabaseUnavailable:
         pass
-    return cancelled_message(run_id) if cancelled else None
+    return cancelled_message(cancelled) if cancelled else None
 
 
 def _failed_attempt(learning_rate: float, workdir: str, state):
@@ -280,9 +281,11 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         mark_crashed(previous.flow_run_id, f"experiment {experiment.id} taken over by flow run {run_id}: {reason}")
         events.emit(events.EXPERIMENT_RECOVERED, config_hash, spec.name, reason=reason,
                     previous_flow_run=previous.flow_run_id, flow_run=run_id)
-    has_deployment = get_run_context().flow_run.deployment_id is not None
+    runs = enclosing_flow_runs(get_run_context().flow_run)
+    watched = [str(run.id) for run in runs]
+    has_runner = any(run.deployment_id is not None for run in runs)  # its runner sends SIGTERM on Cancel
     try:
-        with LeaseKeeper(experiment.id, run_id, owner) as lease, CancelWatch(run_id, has_deployment):
+        with LeaseKeeper(experiment.id, run_id, owner) as lease, CancelWatch(watched, has_runner):
             _execute(spec, report.findings, experiment.id, run_id, lease)
     except store.DatabaseUnavailable:
         raise  # the experiment stays claimed; its lease lapses and the next run persists what is on disk
@@ -291,7 +294,7 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     except ExperimentStopped:
         raise
     except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
-        cancelled = _release(experiment.id, run_id, interruption)
+        cancelled = _release(experiment.id, run_id, watched, interruption)
         if cancelled:  # the run ends Cancelled, as the person asked, rather than Crashed
             return Cancelled(message=cancelled)
         raise

@@ -22,6 +22,7 @@ LEASE_ENV = "TOWERFLOW_LEASE_S"
 DEFAULT_LEASE_S = 120.0
 RENEW_EVERY_S = 30.0
 CANCEL_POLL_S = 3.0
+MAX_NESTING = 8  # subflow levels looked up for a cancel
 
 log = logging.getLogger("towerflow.lease")
 
@@ -82,18 +83,40 @@ def cancelled_in_prefect(flow_run_id: str | None) -> bool:
     return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
+def first_cancelled(flow_run_ids: list[str]) -> str | None:
+    """The first of `flow_run_ids` that a person cancelled in Prefect, or None."""
+    return next((run_id for run_id in flow_run_ids if cancelled_in_prefect(run_id)), None)
+
+
+def enclosing_flow_runs(flow_run) -> list:
+    """`flow_run` and the flow runs it runs in as a subflow (a sweep's point, then its sweep), innermost
+    first: cancelling any of them cancels it. Just `flow_run` where the API cannot say more."""
+    from prefect.client.orchestration import get_client
+
+    runs = [flow_run]
+    try:
+        with get_client(sync_client=True) as client:
+            while runs[-1].parent_task_run_id is not None and len(runs) < MAX_NESTING:
+                parent_task = client.read_task_run(runs[-1].parent_task_run_id)
+                runs.append(client.read_flow_run(parent_task.flow_run_id))
+    except Exception:  # no API to ask: the run's own cancel still counts
+        pass
+    return runs
+
+
 class CancelWatch:
     """Makes Cancel in the Prefect UI stop a flow run that no runner watches (`towerflow run`, `sweep`).
 
     A served run is cancelled by its runner, which sends its process SIGTERM. A run started in a
     process of its own has no deployment and nobody to do that, so Prefect would mark it Cancelling
-    and let it train on. This watcher polls the run's state every few seconds and, once it is
-    Cancelling or Cancelled, sends this process SIGTERM itself: the flow then stops the way a served
-    run does. It only acts for a flow in the main thread (where Python delivers signals).
+    and let it train on. This watcher polls the states of the run and of the runs it is a subflow of
+    every few seconds and, once one is Cancelling or Cancelled, sends this process SIGTERM itself: the
+    flow then stops the way a served run does. It only acts for a flow in the main thread (where
+    Python delivers signals).
     """
 
-    def __init__(self, flow_run_id: str, has_deployment: bool):
-        self.flow_run_id = flow_run_id
+    def __init__(self, flow_run_ids: list[str], has_deployment: bool):
+        self.flow_run_ids = flow_run_ids
         self.active = not has_deployment and threading.current_thread() is threading.main_thread()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # no SIGTERM once the watched block has ended
@@ -112,18 +135,20 @@ class CancelWatch:
 
     def _loop(self) -> None:
         while not self._stop.wait(CANCEL_POLL_S):
-            if cancelled_in_prefect(self.flow_run_id):
+            cancelled = first_cancelled(self.flow_run_ids)
+            if cancelled:
                 with self._lock:
                     if not self._stop.is_set():
-                        log.warning("flow run %s was cancelled in Prefect; stopping", self.flow_run_id)
+                        log.warning("flow run %s was cancelled in Prefect; stopping", cancelled)
                         os.kill(os.getpid(), signal.SIGTERM)
                 return
 
 
-def cancelled_message(flow_run_id: str) -> str:
-    """What a stopped experiment says when its flow run was cancelled in Prefect (now, as far as we know)."""
+def cancelled_message(flow_run_id: str, then: str = "`towerflow run --force CONFIG` starts it again") -> str:
+    """What a stopped experiment (or sweep) says when its flow run was cancelled in Prefect (now, as far as
+    we know), and `then` what starts it again."""
     when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-    return f"cancelled in Prefect (flow run {flow_run_id}) at {when}; `towerflow run --force CONFIG` starts it again"
+    return f"cancelled in Prefect (flow run {flow_run_id}) at {when}; {then}"
 
 
 def mark_crashed(flow_run_id: str | None, reason: str) -> None:

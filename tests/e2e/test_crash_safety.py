@@ -235,3 +235,34 @@ def test_a_towerflow_run_cancelled_in_prefect_stops_at_once(env, tmp_path, when)
     assert run.returncode != 0 and "Traceback" not in log_text(log), log_text(log)[-3000:]
     assert flow_run["state_type"] == "CANCELLED", flow_run["state_name"]
     assert last_epoch(log_text(log)) < EPOCHS
+
+
+def test_a_towerflow_sweep_cancelled_in_prefect_stops_its_point_and_starts_no_other(env, tmp_path):
+    """Cancel on a `towerflow sweep`'s own flow run (the parent of its points in the UI): the point in
+    progress watches its sweep's run too and stops, the points after it never start, and the sweep's
+    run ends Cancelled."""
+    config = slow_config(tmp_path, "cancel-sweep", EPOCHS)
+    serve, api_url = serve_until_ready(env, tmp_path / "serve.log")
+    log = tmp_path / "sweep.log"
+    sweep = start_towerflow({**env, "PREFECT_API_URL": api_url}, log, "sweep", config, "--grid", "training.seed=1,2")
+    try:
+        wait_for("epoch 2 of the first point", trained_to(log, 2))
+        [sweep_run] = read_flow_runs(api_url, "run-sweep")
+        cancelling = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}  # the UI's Cancel button
+        post_json(api_url, f"/flow_runs/{sweep_run['id']}/set_state", cancelling)
+        sweep.wait(timeout=60)
+        [sweep_run] = read_flow_runs(api_url, "run-sweep")
+        point_runs = read_flow_runs(api_url, "run-experiment")
+    finally:
+        stop_process(sweep)
+        stop_process(serve)
+        stop_left_server(env)
+    text = log_text(log)
+    [stopped] = store.list_experiments()  # the second point was never started
+    assert stopped.status == "stopped", (stopped.status, stopped.message)
+    assert stopped.message.startswith(f"cancelled in Prefect (flow run {sweep_run['id']}) at ")
+    assert sweep.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert "sweep stopped: cancelled in Prefect" in text and "1 queued (of 2)" in text, text[-3000:]
+    assert sweep_run["state_type"] == "CANCELLED", sweep_run["state_name"]
+    assert [run["state_type"] for run in point_runs] == ["CANCELLED"]
+    assert last_epoch(text) < EPOCHS
