@@ -104,6 +104,20 @@ def enclosing_flow_runs(flow_run) -> list:
     return runs
 
 
+def enclosing_flow_run_ids(flow_run_id: str | None) -> list[str]:
+    """The ids of `enclosing_flow_runs` of the flow run `flow_run_id` (just it where the API cannot say)."""
+    if not flow_run_id:
+        return []
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(flow_run_id)
+    except Exception:
+        return [flow_run_id]
+    return [str(run.id) for run in enclosing_flow_runs(flow_run)]
+
+
 class CancelWatch:
     """Makes Cancel in the Prefect UI stop a flow run that no runner watches (`towerflow run`, `sweep`).
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from prefect import flow, get_run_logger
 
-from flows.ownership import cancelled_in_prefect, cancelled_message, gone_reason
+from flows.ownership import cancelled_message, enclosing_flow_run_ids, first_cancelled, gone_reason
 from flows.submit import store_config
 from tasks import store
 from trainer.spec import spec_from_dict
@@ -43,10 +43,12 @@ def reconcile_experiments(pending_grace_s: float = PENDING_GRACE_S) -> list[dict
     started = []
     unfinished = store.unfinished_experiments()
     for experiment in unfinished:
-        if cancelled_in_prefect(experiment.flow_run_id):  # a person stopped it: never started again behind their back
-            store.set_experiment_status(experiment.id, "stopped", message=cancelled_message(experiment.flow_run_id))
-            logger.info("experiment %s %r: its flow run %s was cancelled; stopped, not continued", experiment.id,
-                        experiment.name, experiment.flow_run_id)
+        # a person stopped it (its flow run, or the sweep it ran in): never started again behind their back
+        cancelled = first_cancelled(enclosing_flow_run_ids(experiment.flow_run_id))
+        if cancelled:
+            store.set_experiment_status(experiment.id, "stopped", message=cancelled_message(cancelled))
+            logger.info("experiment %s %r: flow run %s was cancelled; stopped, not continued", experiment.id,
+                        experiment.name, cancelled)
             continue
         reason = abandoned_reason(experiment, pending_grace_s)
         if reason is None:

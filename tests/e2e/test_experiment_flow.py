@@ -362,9 +362,9 @@ def test_lr_probe_warn_adds_a_finding_that_the_halt_policy_stops_on(towerflow_en
 
 
 def test_the_reconciler_stops_a_cancelled_experiment_and_continues_a_crashed_one(towerflow_env, monkeypatch):
-    """Both runs died before saying how they ended: the one a person cancelled must stay stopped; the one
-    that crashed is continued."""
-    from prefect import flow
+    """Every run died before saying how it ended: the one a person cancelled must stay stopped, and so must
+    a sweep's point whose sweep a person cancelled; the one that crashed is continued."""
+    from prefect import flow, task
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelled, Crashed
 
@@ -375,23 +375,34 @@ def test_the_reconciler_stops_a_cancelled_experiment_and_continues_a_crashed_one
     def placeholder():
         pass
 
+    @task
+    def point():
+        pass
+
     started = []
     monkeypatch.setattr("prefect.deployments.run_deployment",
                         lambda name, **kwargs: started.append(kwargs["parameters"]) or FakeRun())
-    experiments = {}
-    for name, ended in (("cancelled", Cancelled()), ("crashed", Crashed())):
-        spec = load_spec(tiny_config(name=name))
-        experiment, _ = store.get_or_create_experiment(spec.content_hash(), name, spec.model_dump_json())
-        with get_client(sync_client=True) as client:
-            run = client.create_flow_run(placeholder)
+    experiments, cancelled_runs = {}, {}
+    with get_client(sync_client=True) as client:
+        sweep_run = client.create_flow_run(placeholder)
+        client.set_flow_run_state(sweep_run.id, Cancelled(), force=True)
+        parent_task = client.create_task_run(point, sweep_run.id, dynamic_key="0")
+        for name, ended, parent in (("cancelled", Cancelled(), None), ("crashed", Crashed(), None),
+                                    ("in-cancelled-sweep", Crashed(), parent_task.id)):
+            spec = load_spec(tiny_config(name=name))
+            experiment, _ = store.get_or_create_experiment(spec.content_hash(), name, spec.model_dump_json())
+            run = client.create_flow_run(placeholder, parent_task_run_id=parent)
             store.claim_experiment(experiment.id, str(run.id), "elsewhere:1", 600)  # a live lease, on another host
             client.set_flow_run_state(run.id, ended, force=True)
-        experiments[name] = experiment.id
+            experiments[name] = experiment.id
+            cancelled_runs[name] = run.id if parent is None else sweep_run.id
 
     reconcile.reconcile_experiments()
-    cancelled = store.experiment_detail(experiments["cancelled"])["experiment"]
-    assert cancelled["status"] == "stopped" and cancelled["message"].startswith("cancelled in Prefect (flow run ")
-    assert [load_spec(p["config"]).name for p in started] == ["crashed"]  # the cancelled one is not started again
+    for name in ("cancelled", "in-cancelled-sweep"):
+        stopped = store.experiment_detail(experiments[name])["experiment"]
+        assert stopped["status"] == "stopped", (name, stopped["status"], stopped["message"])
+        assert stopped["message"].startswith(f"cancelled in Prefect (flow run {cancelled_runs[name]}) at "), name
+    assert [load_spec(p["config"]).name for p in started] == ["crashed"]  # the cancelled ones are not started again
 
 
 class FakeRun:
