@@ -74,8 +74,9 @@ def check_data(spec: ExperimentSpec) -> list[Finding]:
 def probe_learning_rate(spec: ExperimentSpec) -> ProbeCurve:
     """The learning-rate range test (`trainer.lr_probe`); its curve is published as a table artifact."""
     from trainer.lr_probe import run_probe
+    from trainer.scanned import experiment_data
 
-    curve = run_probe(spec)
+    curve = run_probe(spec, experiment_data(spec, scan_dir(spec)))  # a streamed spec's one kept pass
     publish_probe(spec, curve)
     get_run_logger().info("learning-rate probe, %d rates in %.1fs: %s", len(curve.points), curve.seconds, curve.reason)
     return curve

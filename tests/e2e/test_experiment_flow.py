@@ -71,12 +71,13 @@ def test_a_run_trains_evaluates_and_stores_everything(towerflow_env):
 
 def test_a_streamed_experiment_reads_its_data_in_one_pass_for_check_attempts_and_evaluation(
         towerflow_env, tmp_path, monkeypatch):
-    """The data check's pass (in a child process) is kept beside the attempts; every attempt and the
-    evaluation load it instead of reading the stream again."""
+    """The data check's pass (in a child process) is kept beside the attempts; the learning-rate probe,
+    every attempt and the evaluation load it instead of reading the stream again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     import trainer.scanned as scanned
+    import trainer.stream as stream
     from flows.experiment import run_experiment
     from tasks.settings import scan_dir
     from trainer.datasets import load_builtin
@@ -85,18 +86,21 @@ def test_a_streamed_experiment_reads_its_data_in_one_pass_for_check_attempts_and
     rows = load_builtin(TINY_DATA.format(table="transactions"))
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), tmp_path / "tx.parquet", row_group_size=1000)
     config = tiny_config(training__learning_rate=1e30, training__clipnorm=None,
-                         training__backoff={"max_retries": 1, "factor": 1e-31})  # attempt 1 diverges, 2 succeeds
+                         training__backoff={"max_retries": 1, "factor": 1e-31},  # attempt 1 diverges, 2 succeeds
+                         validation__lr_probe="warn", validation__lr_probe_steps=20)
     config["data"] = {"transactions": str(tmp_path / "tx.parquet"), "streaming": True,
                       "split": {"strategy": "hash", "test_fraction": 0.2}}
-    passes = []
-    real = scanned._scan_in_child
+    passes, passes_here = [], []
+    real, real_here = scanned._scan_in_child, stream.scan
     monkeypatch.setattr(scanned, "_scan_in_child", lambda *args: passes.append(args) or real(*args))
+    monkeypatch.setattr(stream, "scan", lambda *args: passes_here.append(args) or real_here(*args))
 
     run_experiment(config)
     detail = only_experiment()
     assert detail["experiment"]["status"] == "succeeded", detail["experiment"]["message"]
     assert [a["status"] for a in detail["attempts"]] == ["diverged", "succeeded"] and detail["recall"]
     assert [directory for _, directory in passes] == [scan_dir(load_spec(config))]  # one pass, for everything
+    assert passes_here == [] and detail["lr_probe"], detail.get("lr_probe")  # none in this process, the probe's too
 
 
 def test_the_same_config_twice_gives_one_experiment_and_the_stored_result(towerflow_env):
