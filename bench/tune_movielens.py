@@ -165,6 +165,18 @@ movie's bias on the candidate side, one per member), on the example as it is:
 The bias gains about +0.002 at both ks on both seeds: 1.01x EASE's validation @10 and 1.01x at @100. On test,
 measured once after choosing it: 0.1615 / 0.6162 against 0.1655 / 0.6214 without it, the same run. Like the
 seventh round's gain, it did not carry over, so the bias was not built. The goal is not met.
+
+Ninth round (2026-12-07), an ad hoc probe (a patch of TwoTowerModel.compute_loss in a script, not committed): the
+in-batch softmax with every candidate the query's user rated in training masked out, not only the row's own
+movie. In a batch of 1024, many candidates are movies the user rated (popular movies most of all), and the plain
+in-batch softmax pushes each of them away from that user as a negative; the evaluation excludes them anyway.
+
+    candidate (validation, exclude_seen)      @10      @100     train s
+    example, seed 42 / 43                     0.1250 / 0.1264   0.5644 / 0.5633   30 / 33
+    + user's training movies masked, 42 / 43  0.1266 / 0.1255   0.5630 / 0.5619   48 / 43
+
++0.0016 and -0.0009 at @10, -0.0014 at @100 on both seeds: noise, for 1.4x the training. Not built; the goal is
+not met.
 """
 
 from __future__ import annotations
