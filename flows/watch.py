@@ -74,14 +74,26 @@ def list_configs(location: str) -> list[str]:
 
 def scan(location: str, submit: Callable[[str], Submission] = submit_config,
          state_file: Path | None = None) -> list[Seen]:
-    """Submit every new or changed config under `location` once; never raises for a bad file."""
+    """Submit every new or changed config under `location` once; never raises for a bad file. towerflow's
+    own files (the state file's folder, TOWERFLOW_HOME) are never configs, though they may lie under
+    `location`: the state file changes at every scan, and the stored copies of submitted configs are copies."""
     state_file = state_file or state_path()
     state = WatchState.load(state_file)
     seen = []
     for uri in list_configs(location):
+        if _towerflows_own(uri, location, state_file):
+            continue
         seen.append(_visit(uri, submit, state))
         state.save(state_file)  # after each file: a crash mid-scan never resubmits what was sent
     return seen
+
+
+def _towerflows_own(uri: str, location: str, state_file: Path) -> bool:
+    """Whether local `uri` is the state file, or lies in its folder while the watched `location` does not."""
+    if "://" in location:
+        return False
+    path, home = Path(uri).resolve(), state_file.resolve().parent
+    return path == state_file.resolve() or (path.is_relative_to(home) and not Path(location).resolve().is_relative_to(home))
 
 
 def _visit(uri: str, submit: Callable[[str], Submission], state: WatchState) -> Seen:

@@ -112,6 +112,20 @@ def test_a_broken_file_is_reported_once_skipped_and_picked_up_when_fixed(tmp_pat
     assert outcomes(scan(str(folder), submit, state_file))["broken.yaml"] == "submitted"
 
 
+def test_towerflows_own_home_inside_the_watched_folder_holds_no_configs(tmp_path):
+    """A TOWERFLOW_HOME inside the watched folder: neither its watch-state.json (before, every scan rewrote
+    it and the next found it changed and broken again, forever) nor its stored config copies are scanned."""
+    folder = tmp_path / "configs"
+    write(folder / "good.yaml", config("good"))
+    state_file = folder / "home" / "watch-state.json"
+    write(folder / "home" / "artifacts" / "configs" / "0123abcd.yaml", config("good"))  # a submitted config's copy
+    submit = FakeSubmit()
+    assert outcomes(scan(str(folder), submit, state_file)) == {"good.yaml": "submitted"}
+    assert state_file.exists()
+    assert outcomes(scan(str(folder), submit, state_file)) == {"good.yaml": "unchanged"}
+    assert outcomes(scan(str(folder / "home"), submit, state_file)) == {"0123abcd.yaml": "unchanged"}  # asked for
+
+
 def test_validation_errors_are_broken_and_api_failures_retry(tmp_path, state_file):
     folder = tmp_path / "configs"
     invalid = write(folder / "invalid.yaml", config("invalid", learning_rate=-1.0))
