@@ -93,7 +93,8 @@ def _towerflows_own(uri: str, location: str, state_file: Path) -> bool:
     if "://" in location:
         return False
     path, home = Path(uri).resolve(), state_file.resolve().parent
-    return path == state_file.resolve() or (path.is_relative_to(home) and not Path(location).resolve().is_relative_to(home))
+    inside_home = path.is_relative_to(home) and not Path(location).resolve().is_relative_to(home)
+    return path == state_file.resolve() or inside_home
 
 
 def _visit(uri: str, submit: Callable[[str], Submission], state: WatchState) -> Seen:
