@@ -169,8 +169,15 @@ def _inputs(source: Source) -> list[str]:
     return [*source.files, *(expand(pattern) if is_pattern(pattern) else [products])]
 
 
+CHANGE_MARKERS = ("mtime", "updated", "generation", "md5Hash", "LastModified", "ETag", "etag", "Last-Modified",
+                  "Content-MD5", "Digest")
+"""What fsspec's `info` may say about a file's version: local and GCS times, GCS generations and hashes, S3's
+time and ETag, and the headers an HTTP server sends (each only where that filesystem reports it)."""
+
+
 def _fingerprints(files: list[str]) -> list[list]:
-    """Each file with its size and modification time (a built-in dataset: its name alone)."""
+    """Each file with its size and every version marker its filesystem reports (a built-in dataset: its
+    name alone)."""
     found = []
     for file in files:
         if is_builtin(file):
@@ -178,8 +185,7 @@ def _fingerprints(files: list[str]) -> list[list]:
             continue
         fs, path = filesystem(file)
         info = fs.info(path)
-        changed = info.get("mtime") or info.get("updated") or info.get("LastModified") or info.get("etag")
-        found.append([file, info.get("size"), str(changed)])
+        found.append([file, info.get("size"), *(f"{key}={info[key]}" for key in CHANGE_MARKERS if info.get(key))])
     return found
 
 

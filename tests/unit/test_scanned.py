@@ -99,3 +99,29 @@ def test_a_changed_catalogue_is_scanned_afresh(tmp_path, monkeypatch):
     catalogue.write_text(catalogue.read_text() + "i_new,1.0,new\n")  # a product added to the catalogue
     candidates = scanned(spec, kept).candidates
     assert len(children) == 1 and "i_new" in set(candidates["item"].astype(str))
+
+
+def test_a_file_served_over_http_is_fingerprinted_by_what_the_server_says_of_it(tmp_path):
+    """Over http(s) fsspec reports no mtime, only the headers: a same-size rewrite is seen by its
+    Last-Modified (and, where the server sends them, its ETag or Content-MD5)."""
+    import functools
+    import http.server
+    import os
+    import threading
+
+    served = tmp_path / "tx.csv"
+    served.write_text("customer_id,product_id\na,b\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/tx.csv"
+    try:
+        os.utime(served, (1_700_000_000, 1_700_000_000))
+        before = scanned_module._fingerprints([url])
+        served.write_text("customer_id,product_id\nc,d\n")  # the same size
+        os.utime(served, (1_700_000_100, 1_700_000_100))
+        after = scanned_module._fingerprints([url])
+    finally:
+        server.shutdown()
+    assert before[0][1] == after[0][1]
+    assert before != after
