@@ -11,6 +11,7 @@ does EASE fitted on the training purchases (trainer.baselines), for catalogues u
 
 from __future__ import annotations
 
+import gc
 import io
 import posixpath
 
@@ -105,6 +106,7 @@ def evaluate_model(spec: ExperimentSpec, model_uri: str, data: ExperimentData | 
     of `data`, else the spec's (a streamed spec's pass reused from `scan`, by default the `scan` directory
     beside the export, where `python -m trainer` keeps it)."""
     keep_less_freed_memory()
+    gc.collect()  # a finished attempt's model (its traced functions hold it in cycles): its tensors go back to the pool
     scan = scan or workdir_scan(posixpath.dirname(model_uri.rstrip("/")))
     data = data if data is not None else experiment_data(spec, scan)
     buyer_column, product_column = spec.buyer_id_column, spec.product_id_column
