@@ -318,6 +318,11 @@ def read_config_text(source: str | Path) -> str:
         raise SpecError(source, [("", f"cannot be read ({exc})")]) from None
 
 
+MAX_NESTING = 32
+"""How deep a config's lists and mappings may nest (towerflow's own fields nest five deep): deeper
+input is refused at once, before anything recursive (validation, a copy) walks it."""
+
+
 def parse_config_text(text: str, source: str = "<config>") -> dict:
     """Parse YAML or JSON safely (no object construction) into a mapping."""
     try:
@@ -329,9 +334,36 @@ def parse_config_text(text: str, source: str = "<config>") -> dict:
         raise SpecError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError(source, [("", _yaml_problem(exc))]) from None
+    except RecursionError:  # the parser itself gave up
+        raise SpecError(source, [("", _too_deep())]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    return shallow(raw, source)
+
+
+def shallow(raw: dict, source: str = "<config>") -> dict:
+    """`raw`, once it is known to nest at most MAX_NESTING deep; else SpecError."""
+    if nesting(raw) > MAX_NESTING:
+        raise SpecError(source, [("", _too_deep())])
     return raw
+
+
+def nesting(value: Any) -> int:
+    """How many levels of lists and mappings `value` nests (0 for a scalar), counted up to MAX_NESTING + 1.
+    Level by level, each distinct object once per level: YAML aliases that repeat one list a billion times
+    cost nothing, and a list that holds itself stops at the limit."""
+    level, depth = ([value] if isinstance(value, (dict, list)) else []), 0
+    while level and depth <= MAX_NESTING:
+        inner = {}
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            inner.update((id(child), child) for child in children if isinstance(child, (dict, list)))
+        level, depth = list(inner.values()), depth + 1
+    return depth
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_NESTING} levels deep (lists and mappings); a towerflow config needs five"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -359,9 +391,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise SpecError(f"--set {override}", [(path, f"{key} is not a mapping")])
         try:
-            node[keys[-1]] = yaml.safe_load(value)
+            node[keys[-1]] = parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise SpecError(f"--set {override}", [(path, _yaml_problem(exc))]) from None
+        except RecursionError:
+            raise SpecError(f"--set {override}", [(path, _too_deep())]) from None
+        if nesting(parsed) + len(keys) > MAX_NESTING:
+            raise SpecError(f"--set {override}", [(path, _too_deep())])
     return raw
 
 
@@ -412,7 +448,7 @@ def spec_from_dict(raw: dict, source: str = "<config>") -> ExperimentSpec:
 def load_spec(source: str | Path | dict, overrides: list[str] | None = None) -> ExperimentSpec:
     """Load a spec from a path/URI (YAML or JSON) or a mapping, applying `--set` overrides."""
     if isinstance(source, dict):
-        raw, name = source, "<config>"
+        raw, name = shallow(source), "<config>"
     else:
         name = str(source)
         raw = parse_config_text(read_config_text(name), name)

@@ -23,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trainer.errors import ExpectedError
 from trainer.spec import (
+    MAX_NESTING,
     ExperimentSpec,
     SpecError,
     apply_overrides,
     load_spec,
+    nesting,
     parse_config_text,
     read_config_text,
 )
@@ -87,11 +89,16 @@ def parse_grid_option(option: str) -> tuple[str, list[Any]]:
     key = key.strip()
     if not sep or not key:
         raise SweepError(f"--grid {option!r}: expected key.path=value1,value2,...")
+    too_deep = SweepError(f"--grid {key}: values nested more than {MAX_NESTING} levels deep")
     try:
         values = yaml.safe_load(f"[{text}]")
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SweepError(f"--grid {key}: cannot read the values {text!r}: {problem}") from None
+    except RecursionError:
+        raise too_deep from None
+    if nesting(values) + key.count(".") > MAX_NESTING:  # the list of values stands for the key's last part
+        raise too_deep
     return key, values
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.spec import ExperimentSpec, SpecError, load_spec, spec_from_dict
+from trainer.spec import MAX_NESTING, ExperimentSpec, SpecError, load_spec, nesting, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -153,6 +153,41 @@ def test_unparseable_files_give_a_one_line_reason(tmp_path, name, text, reason):
         load_spec(path)
     assert str(excinfo.value).startswith(f"{path}: {reason}")
     assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.yaml", "name: " + "[" * 5000 + "]" * 5000 + "\n"),  # past the parser's own recursion
+        ("deep.json", '{"name": ' + "[" * 100000 + "]" * 100000 + "}"),
+        ("deep-enough-to-break-a-copy.yaml", "name: x\nmodel: " + "[" * 600 + "]" * 600 + "\n"),
+    ],
+)
+def test_a_config_nested_too_deep_is_refused_in_one_line(tmp_path, name, text):
+    path = write(tmp_path, name, text)
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, ["training.epochs=3"])
+    assert str(excinfo.value) == f"{path}: nested more than {MAX_NESTING} levels deep (lists and mappings); " \
+                                 "a towerflow config needs five"
+
+
+def test_nesting_counts_levels_not_aliases():
+    bomb = ["lol"] * 9
+    for _ in range(9):
+        bomb = [bomb] * 9  # a billion laughs: 9**10 leaves, ten distinct lists
+    looped: list = []
+    looped.append(looped)
+    assert nesting("x") == 0 and nesting({}) == 1 and nesting({"a": [{"b": 1}]}) == 3
+    assert nesting(bomb) == 10
+    assert nesting(looped) == MAX_NESTING + 1
+
+
+def test_a_too_deep_override_or_mapping_is_refused():
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(MINIMAL, ["name=" + "[" * 3000 + "]" * 3000])
+    assert excinfo.value.source.startswith("--set name=[[[") and "nested more than" in str(excinfo.value)
+    with pytest.raises(SpecError, match="nested more than"):
+        load_spec({**MINIMAL, "model": {"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}})
 
 
 def test_a_missing_file(tmp_path):

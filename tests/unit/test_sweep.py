@@ -69,6 +69,8 @@ def test_names_stay_readable_and_unique_when_keys_share_a_last_segment():
     (["name=a,b"], "grid key 'name'"),
     (["training.epochs=" + ",".join(map(str, range(1, 66)))], "65 points, more than the maximum of 64"),
     (["nokey"], "expected key.path=value1,value2"),
+    (["training.seed=" + "[" * 3000 + "]" * 3000], "--grid training.seed: values nested more than 32 levels deep"),
+    (["training.seed=" + "[" * 40 + "]" * 40], "--grid training.seed: values nested more than 32 levels deep"),
 ])
 def test_bad_grids_are_one_error_naming_the_key(options, message):
     with pytest.raises(SweepError) as raised:
