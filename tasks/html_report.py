@@ -91,7 +91,8 @@ def _write(page: str, path: str | Path) -> str:
 
 
 def report_filename(detail: Detail) -> str:
-    """`<name>-<id>.html`, the name reduced to letters, digits, dots, dashes and underscores."""
+    """`<name>-<id>.html`, the name reduced to letters, digits, dots, dashes and underscores and to its
+    first 100 of them (a file name has 255 bytes at most)."""
     experiment = ExperimentView.of(detail).experiment
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", experiment.name).strip("-.") or "experiment"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", experiment.name)[:100].strip("-.") or "experiment"
     return f"{slug}-{experiment.id}.html"

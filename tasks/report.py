@@ -28,10 +28,22 @@ __all__ = [
 ]
 
 
+ARTIFACT_KEY_LENGTH = 100
+
+
 def artifact_key(name: str, what: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{name}-{what}".lower()).strip("-")
-    return slug[:100]
+    """`name-what` in what Prefect artifact keys allow (lowercase letters, digits and dashes), at most
+    ARTIFACT_KEY_LENGTH long: a long name is cut in its middle, so the key keeps `what` and the name's
+    end (an experiment's config hash), and two kinds of artifact, or two configs, never share a key."""
+    name, what = _key_slug(name), _key_slug(what)
+    room = ARTIFACT_KEY_LENGTH - len(what) - 1
+    if len(name) > room:
+        name = f"{name[: room - 10].rstrip('-')}-{name[-9:].lstrip('-')}"
+    return f"{name}-{what}"
+
+
+def _key_slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def experiment_slug(spec: ExperimentSpec) -> str:

@@ -187,6 +187,14 @@ def test_a_view_and_its_detail_dict_render_alike():
     assert report_filename(ExperimentView.of(detail)) == report_filename(detail) == "collapse-demo-7.html"
 
 
+def test_a_long_name_gives_a_file_name_a_filesystem_takes(tmp_path):
+    detail = sample_detail()
+    detail["experiment"]["name"] = "ünïcode ✓ " + "x" * 5000
+    name = report_filename(detail)
+    assert name.startswith("n-code-xxx") and name.endswith("-7.html") and len(name.encode()) <= 255
+    assert (tmp_path / name).write_text("ok") == 2  # writable as named
+
+
 def test_the_page_loads_nothing_from_anywhere():
     html = render_report(sample_detail())
     assert "http://" not in html and "https://" not in html

@@ -17,6 +17,18 @@ def test_two_configs_with_one_name_get_different_keys():
     assert len(keys) == 2 and all(key.startswith("movielens-") and key.endswith("-recall") for key in keys)
 
 
+def test_a_long_name_keeps_its_config_hash_and_the_kind_of_artifact_in_the_key():
+    """Keys were the first 100 characters of `name-hash-what`: with a long name, an experiment's report,
+    recall and summary shared one key, and so did every config of that name."""
+    name = "a-sweep-point-" + "model.buyer_layers=[{units: 128}, {units: 64}]-" * 4
+    first = spec_from_dict(tiny_config(name=name))
+    second = spec_from_dict(tiny_config(name=name, training__learning_rate=0.01))
+    keys = {artifact_key(experiment_slug(spec), what) for spec in (first, second) for what in ("recall", "summary")}
+    assert len(keys) == 4
+    assert all(len(key) <= 100 and key.startswith("a-sweep-point-model-buyer-layers-") for key in keys)
+    assert artifact_key(experiment_slug(first), "recall").endswith(f"-{first.content_hash()[:8]}-recall")
+
+
 def test_epoch_rows_are_rounded_named_and_say_what_each_epoch_means():
     def epoch(number, loss, gap, nonfinite=0):
         return EpochMetrics(epoch=number, loss=loss, uniform_loss=5.545177, uniform_gap=gap, nonfinite_steps=nonfinite,
