@@ -196,7 +196,7 @@ def reading(uri: str, kind: str) -> Iterator[None]:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
     except StorageError as exc:
         raise DataError(str(exc), code="data_unreadable") from None
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, csv.Error) as exc:
         if isinstance(exc, DataError):
             raise
         detail = " ".join(str(exc).split())  # pandas' parser errors end in a newline

@@ -45,6 +45,16 @@ def test_csv_from_memory_keeps_text_columns_as_text(memory_dir):
     assert load_table(uri)["buyer"].tolist() == [7, 8, 9]  # without the hint, CSV inference wins
 
 
+def test_a_csv_whose_first_row_holds_a_long_text_reads_as_pandas_reads_it(memory_dir):
+    """The header and first row go through Python's csv module, whose default limit (128 KiB a field)
+    ended the data check in a traceback; pandas has no such limit."""
+    uri = f"{memory_dir}/rows.csv"
+    description = "word " * 100_000
+    storage.write_bytes(uri, f"buyer,product,description\nb1,p1,{description}\nb2,p2,short\n".encode())
+    loaded = load_table(uri, text_columns=["buyer", "product", "description"])
+    assert loaded["description"].tolist() == [description, "short"]
+
+
 def test_csv_rows_ending_in_a_delimiter_keep_their_columns(memory_dir):
     uri = f"{memory_dir}/rows.csv"
     storage.write_bytes(uri, b"buyer,product\nb1,p1,\nb2,p2,\nb3,p3,\n")
