@@ -46,11 +46,13 @@ class SchemaError(ValueError):
 
 
 class Shards(NamedTuple):
-    """A data URI's files (sorted by name; one for a single file), their format and their columns."""
+    """A data URI's files (sorted by name; one for a single file), their format, their columns and each
+    column's type (Arrow's, from a Parquet footer; '' for CSV)."""
 
     files: list[str]
     format: str
     columns: list[str]
+    types: dict[str, str]
 
 
 def table_format(uri: str) -> str:
@@ -76,13 +78,18 @@ def _names_something(uri: str) -> bool:
 
 def read_columns(uri: str) -> list[str]:
     """The column names of a built-in table, a Parquet or CSV file, or agreeing shards, without reading rows."""
+    return list(read_column_types(uri))
+
+
+def read_column_types(uri: str) -> dict[str, str]:
+    """Column -> type (as `Shards.types`; '' for a built-in table) of what `uri` names, without reading rows."""
     uri = str(uri)
     if is_builtin(uri):
         try:
-            return builtin_columns(uri)
+            return dict.fromkeys(builtin_columns(uri), "")
         except (ImportError, ValueError) as exc:
             raise SchemaError(str(exc)) from None
-    return read_shards(uri).columns
+    return read_shards(uri).types
 
 
 def read_shards(uri: str) -> Shards:
@@ -108,7 +115,7 @@ def read_shards(uri: str) -> Shards:
         if differences:
             message = f"{uri}: shard {file} differs from {files[0]}: {'; '.join(differences)}"
             raise SchemaError(message, code="shard_schemas_differ")
-    return Shards(files, kinds[files[0]], list(schemas[0]))
+    return Shards(files, kinds[files[0]], list(schemas[0]), schemas[0])
 
 
 def _files(uri: str) -> list[str]:
@@ -185,12 +192,15 @@ def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
     """
     columns: dict[str, tuple[str, ...] | None] = {}
     findings: list[Finding] = []
+    nested: dict[str, str] = {}  # column -> 'data.TABLE holds TYPE'
     for table, uri in (("transactions", spec.data.transactions), ("products", spec.data.products)):
         columns[table] = None
         if uri is None or data_uri_problem(uri):
             continue
         try:
-            columns[table] = tuple(read_columns(uri))
+            types = read_column_types(uri)
+            columns[table] = tuple(types)
+            nested |= {column: f"data.{table} holds {kind}" for column, kind in types.items() if _is_nested(kind)}
         except SchemaError as exc:
             findings.append(
                 Finding(
@@ -201,7 +211,26 @@ def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:
                     suggestion=SUGGESTIONS.get(exc.code, SUGGESTIONS["data_unreadable"]),
                 )
             )
-    return DataSchema(**columns), [*findings, *_vocabulary_findings(spec)]
+    return DataSchema(**columns), [*findings, *_nested_findings(spec, nested), *_vocabulary_findings(spec)]
+
+
+NESTED_TYPES = ("list<", "large_list<", "fixed_size_list<", "list_view<", "struct<", "map<", "dictionary<values=list")
+
+
+def _is_nested(arrow_type: str) -> bool:
+    return arrow_type.startswith(NESTED_TYPES)
+
+
+def _nested_findings(spec: ExperimentSpec, nested: dict[str, str]) -> Iterator[Finding]:
+    """An error for each feature on a column of lists, structs or maps (Parquet): stringified, each
+    distinct list would become an id of its own, and the model would train on that without a word."""
+    for path, feature in feature_paths(spec):
+        if feature.column in nested:
+            yield Finding(code="nested_column", severity="error", field=f"{path}.column",
+                          message=f"column {feature.column!r}: {nested[feature.column]} values; a feature takes one "
+                                  "string or number per row",
+                          suggestion="flatten the column to one value per row (or, for a history, one "
+                                     "space-separated text)")
 
 
 def _vocabulary_findings(spec: ExperimentSpec) -> Iterator[Finding]:

@@ -137,6 +137,22 @@ def test_read_schema_reads_both_tables(tmp_path):
     assert schema == DataSchema(tuple(COLUMNS), ("product_id", "category", "price"))
 
 
+@pytest.mark.parametrize(("values", "kind"), [([[1], [2]], None), ([{"a": 1}, {"a": 2}], None),
+                                            ([[("k", 1)], [("k", 2)]], pa.map_(pa.string(), pa.int64()))],
+                         ids=["list", "struct", "map"])
+def test_a_feature_on_a_nested_parquet_column_is_an_error_at_the_feature(tmp_path, values, kind):
+    """A list, struct or map column would be stringified, each distinct value an id of its own."""
+    table = pa.table({"customer_id": pa.array(values, type=kind), "region": ["n", "s"],
+                      "product_id": ["p1", "p2"], "category": ["c", "d"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    schema, findings = read_schema(spec_for(str(tmp_path / "t.parquet")))
+    assert schema.transactions == tuple(COLUMNS)
+    (finding,) = findings
+    assert (finding.code, finding.severity, finding.field) == ("nested_column", "error", "buyer_features[0].column")
+    assert finding.message.startswith("column 'customer_id': data.transactions holds ")
+    assert finding.message.endswith(" values; a feature takes one string or number per row")
+
+
 def test_read_schema_without_a_catalogue_leaves_products_unknown(tmp_path):
     schema, findings = read_schema(spec_for(write_csv(tmp_path / "t.csv")))
     assert findings == [] and schema.products is None
