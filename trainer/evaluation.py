@@ -25,7 +25,7 @@ from trainer.baselines import ease, interactions, item_item_recall
 from trainer.data import ExperimentData
 from trainer.device_recall import gpu_device, recall_on_device
 from trainer.memory import keep_less_freed_memory
-from trainer.model import frame_tensors, input_dtype
+from trainer.model import frame_tensors, graph_name, input_dtype
 from trainer.recall import Queries, build_queries, count_scores, popularity_recall, recall_at_k
 from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec
@@ -72,7 +72,8 @@ def embed_buyers(saved_model, spec: ExperimentSpec, rows: pd.DataFrame) -> np.nd
     tensors = frame_tensors(rows, columns)
     parts = []
     for start in range(0, len(rows), EMBED_BATCH):
-        batch = {column: tf.constant(values[start : start + EMBED_BATCH]) for column, values in tensors.items()}
+        batch = {graph_name(column): tf.constant(values[start : start + EMBED_BATCH])
+                 for column, values in tensors.items()}
         parts.append(signature(**batch)["embeddings"].numpy())
     return np.concatenate(parts, axis=0)
 

@@ -65,6 +65,8 @@ kept (raise its threshold toward the typical pre-clip norm, which the telemetry 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -250,13 +252,23 @@ class NormalizedNumber(tf_keras.layers.Layer):
         return tf.where(tf.math.is_nan(normalized), tf.zeros_like(normalized), normalized)
 
 
+def graph_name(column: str) -> str:
+    """`column` as TensorFlow takes it in a layer or op name (letters, digits, `_`, `.`, `-`); a column
+    named otherwise (`buyer id`, `prodüct:id`) is spelled with `_` and ends in a hash of its real name,
+    so two such columns never share a name."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", column):
+        return column
+    spelled = re.sub(r"[^A-Za-z0-9_.\-]+", "_", column).strip("_.-") or "column"
+    return f"{spelled}_{hashlib.sha1(column.encode()).hexdigest()[:6]}"
+
+
 def feature_encoder(
     feature: FeatureSpec, train: TrainStats, product_column: str | None = None
 ) -> tf_keras.layers.Layer:
     """The preprocessing + embedding layer of one feature, fitted on the training rows' statistics (a
     history feature's vocabulary: the training rows' products, `product_column`), unless the feature
     names its vocabulary file or hashes its values."""
-    name = f"{feature.column}_{feature.type}"
+    name = f"{graph_name(feature.column)}_{feature.type}"
     dim = feature.embedding_dim
     if feature.hash_buckets:
         return LookupEmbedding(None, dim, buckets=feature.hash_buckets, name=name)
@@ -335,7 +347,7 @@ class Tower(tf_keras.Model):
 
     def input_signature(self) -> dict[str, tf.TensorSpec]:
         """TensorSpecs of the tower's input columns (one value per row), for serving signatures."""
-        return {f.column: tf.TensorSpec([None], input_dtype(f), name=f.column) for f in self.features}
+        return {f.column: tf.TensorSpec([None], input_dtype(f), name=graph_name(f.column)) for f in self.features}
 
     def _key(self, feature: FeatureSpec) -> str:
         return f"{self.name}/{feature.column}"

@@ -207,6 +207,30 @@ def test_the_exported_index_loads_in_a_fresh_process_and_returns_product_ids(tmp
     assert all(row == sorted(row, reverse=True) for row in out["scores"])
 
 
+def test_columns_named_as_people_name_them_train_export_and_evaluate(tmp_path):
+    """`customer id/ü`, `prodüct:id`: TensorFlow refuses such names for layers and signature arguments (the
+    attempt ended in "not a valid scope name"); they are spelled by graph_name, and the data keeps its names."""
+    from trainer.datasets import load_builtin
+
+    names = {"customer_id": "customer id/ü", "product_id": "prodüct:id", "region": "région"}
+    rows = load_builtin(DATA.format(table="transactions"))[list(names)].rename(columns=names)
+    rows.to_parquet(tmp_path / "tx.parquet")
+    raw = _raw_spec(3, 1.0, (5, 10))
+    raw["model"] = {"output_dim": 16, "buyer_layers": [{"units": 16}], "product_layers": [{"units": 16}]}
+    raw["data"] = {"transactions": str(tmp_path / "tx.parquet"), "split": {"strategy": "random", "test_fraction": 0.2}}
+    raw["buyer_features"] = [{"column": names["customer_id"], "type": "id"}, {"column": names["region"]}]
+    raw["product_features"] = [{"column": names["product_id"], "type": "id", "is_primary_id": True}]
+    spec = spec_from_dict(raw)
+    result = run_attempt(spec, SAFE_LR, str(tmp_path / "attempt"))
+    assert result.status == "succeeded", result.reason
+    evaluation = evaluate_model(spec, result.model_uri)
+    assert sorted(evaluation.model) == [5, 10] and evaluation.n_queries > 0
+    from trainer.model import graph_name
+
+    assert graph_name("customer_id") == "customer_id" and graph_name("région") != graph_name("r gion")
+    assert re.fullmatch(r"customer_id_[0-9a-f]{6}", graph_name(names["customer_id"]))
+
+
 def test_the_command_line_runs_one_attempt_and_evaluates_it(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(_raw_spec(epochs=1, clipnorm=1.0, ks=(5, 10))))
