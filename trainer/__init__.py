@@ -9,7 +9,10 @@ Python's csv module (which reads a CSV's header and first row) takes fields as l
 import csv
 import os
 
+from trainer.quiet import quiet_tensorflow_import
+
 csv.field_size_limit(2**31 - 1)  # its default, 128 KiB, failed a long text field in a CSV's first row
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_import()  # what TF_CPP_MIN_LOG_LEVEL no longer silences (trainer/quiet.py)
