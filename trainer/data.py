@@ -532,9 +532,18 @@ def _as_numbers(df: pd.DataFrame, columns: Collection[str], where: str) -> pd.Da
         if column in df.columns:
             try:
                 out[column] = pd.to_numeric(df[column]).astype("float64")
-            except (ValueError, TypeError) as exc:
-                raise DataError(f"{where}: numeric column {column!r} has non-numeric values ({exc})") from None
+            except (ValueError, TypeError):
+                raise DataError(f"{where}: {_non_numeric(df, column)}") from None
     return df.assign(**out)
+
+
+def _non_numeric(df: pd.DataFrame, column: str) -> str:
+    """What is not a number in `df[column]` (rows numbered as in the file): how many, the first and its row."""
+    values = df[column]
+    bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+    first = int(np.argmax(bad))
+    return (f"numeric column {column!r} has {int(bad.sum())} value(s) that are not numbers, first "
+            f"{values.iloc[first]!r} at data row {int(df.index[first]) + 1}")
 
 
 def _fill_numeric(df: pd.DataFrame, means: dict[str, float]) -> pd.DataFrame:

@@ -147,6 +147,15 @@ def test_a_partly_missing_numeric_column_is_fine(tmp_path):
     assert check_data(spec_for(write(rows, tmp_path / "t.csv")))[1] == []
 
 
+def test_a_value_that_is_no_number_in_a_numeric_column_is_named_with_its_row(tmp_path):
+    rows = purchases().astype({"age": object})
+    rows.loc[rows.index[[6, 9]], "age"] = ["abc", "12 years"]
+    (finding,) = check_data(spec_for(write(rows, tmp_path / "t.csv")))[1]
+    assert (finding.code, finding.severity) == ("bad_data", "error")
+    assert finding.message == (f"{tmp_path / 't.csv'}: numeric column 'age' has 2 value(s) that are not numbers, "
+                               "first 'abc' at data row 7")
+
+
 @pytest.mark.parametrize("name", ["t.csv", "t.parquet"])
 def test_a_table_without_rows_names_the_file_not_the_split(tmp_path, name):
     path = write(purchases().iloc[:0], tmp_path / name)
