@@ -199,7 +199,8 @@ def _release(experiment_id: int, run_id: str, watched: list[str], interruption: 
     continues the experiment without waiting for the lease to lapse; or, when a person cancelled the flow
     run (or a flow run it is a subflow of, in `watched`) in Prefect, stop the experiment and return the
     message saying so (best effort: the database or the API may be gone)."""
-    cancelled = first_cancelled(watched) if isinstance(interruption, ExternalSignal) else None  # Prefect cancels by SIGTERM
+    # Prefect cancels by SIGTERM: a signal is a person's Cancel when one of the watched runs says so
+    cancelled = first_cancelled(watched) if isinstance(interruption, ExternalSignal) else None
     try:
         with store.retrying_for(0):
             if cancelled:

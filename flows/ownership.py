@@ -22,7 +22,7 @@ LEASE_ENV = "TOWERFLOW_LEASE_S"
 DEFAULT_LEASE_S = 120.0
 RENEW_EVERY_S = 30.0
 CANCEL_POLL_S = 3.0
-MAX_NESTING = 8  # subflow levels looked up for a cancel
+MAX_SUBFLOW_DEPTH = 8  # subflow levels looked up for a cancel
 
 log = logging.getLogger("towerflow.lease")
 
@@ -96,7 +96,7 @@ def enclosing_flow_runs(flow_run) -> list:
     runs = [flow_run]
     try:
         with get_client(sync_client=True) as client:
-            while runs[-1].parent_task_run_id is not None and len(runs) < MAX_NESTING:
+            while runs[-1].parent_task_run_id is not None and len(runs) < MAX_SUBFLOW_DEPTH:
                 parent_task = client.read_task_run(runs[-1].parent_task_run_id)
                 runs.append(client.read_flow_run(parent_task.flow_run_id))
     except Exception:  # no API to ask: the run's own cancel still counts

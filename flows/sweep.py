@@ -4,8 +4,8 @@
 point keeps its own claim, backoff lineage and stored result: a rerun returns a finished point's result
 without training it again and continues an unfinished one. It logs the sweep's progress after every point
 and ends with the leaderboard artifact. Cancelled in Prefect, it stops the point in progress (which watches
-the sweep's run as well as its own) and starts no other. `submit_sweep` submits every point as `towerflow submit` does.
-Both record the `sweep` row that groups the points.
+the sweep's run as well as its own) and starts no other. `submit_sweep` submits every point as `towerflow
+submit` does. Both record the `sweep` row that groups the points.
 """
 
 from __future__ import annotations
