@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+RESUMABLE = {  # what a Ctrl-C leaves, for commands that a rerun continues
+    "run": "its checkpoints are kept: the same `towerflow run` continues it from the last one",
+    "sweep": "the same `towerflow sweep` continues its points from their last checkpoints",
+}
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -518,6 +523,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"towerflow {args.command}: {error}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_FAILED)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
+        if debugging():
+            raise
+        after = f"; {RESUMABLE[args.command]}" if args.command in RESUMABLE else ""
+        print(f"\ntowerflow {args.command}: interrupted{after}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -276,7 +276,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         _forget_attempts(spec)
     if claim.outcome == "taken_over":
         previous = claim.previous
-        reason = gone.get("reason") or "its lease expired"
+        reason = gone.get("reason") or gone_reason(previous, ask_prefect=False) or "its lease expired"
+        if previous.message and not gone:  # an interrupted run says so when it ends its lease
+            reason = f"{reason} ({previous.message})"
         logger.warning("taking over experiment %s from flow run %s: %s; continuing where it stopped",
                        experiment.id, previous.flow_run_id, reason)
         mark_crashed(previous.flow_run_id, f"experiment {experiment.id} taken over by flow run {run_id}: {reason}")

@@ -70,18 +70,37 @@ def local_prefect() -> Iterator[None]:
 
 
 def _start_ephemeral_server() -> None:
-    """Start the ephemeral Prefect server the flows will use (Prefect's own, shared with its clients),
-    with a small process beside it that stops the server if this process dies without stopping it: a
-    process killed with SIGKILL (the OOM killer, `kill -9`) runs no atexit handler, and the server would
-    live on as an orphan holding a port and the Prefect database."""
+    """Start the ephemeral Prefect server the flows will use (Prefect's own, shared with its clients) in a
+    session of its own, with a small process beside it that stops the server if this process dies without
+    stopping it: a process killed with SIGKILL (the OOM killer, `kill -9`) runs no atexit handler, and the
+    server would live on as an orphan holding a port and the Prefect database.
+
+    Its own session, because Ctrl-C in a terminal signals the whole foreground process group: the server
+    stopped at once, and the interrupted run then spent a minute retrying the dead API to report that it
+    crashed. Now only towerflow hears Ctrl-C; it reports, and stops the server on its way out (atexit)."""
     import subprocess
     import sys
 
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start()
-    subprocess.Popen(  # its own session: Ctrl-C in the terminal reaches this process and the server, not it
+    with _new_sessions():
+        server.start()
+    subprocess.Popen(  # its own session too: Ctrl-C in the terminal reaches this process, not it
         [sys.executable, "-m", "flows.processes", str(os.getpid()), str(server.server_process.pid)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+@contextlib.contextmanager
+def _new_sessions() -> Iterator[None]:
+    """Processes started inside (by code that offers no say in how) begin sessions of their own."""
+    import functools
+    import subprocess
+
+    popen = subprocess.Popen
+    subprocess.Popen = functools.partial(popen, start_new_session=True)
+    try:
+        yield
+    finally:
+        subprocess.Popen = popen

@@ -108,13 +108,33 @@ def test_a_killed_towerflow_run_is_continued_by_a_plain_rerun_and_force_never_do
     assert_trained_once(only_detail())
 
 
-def test_a_run_stopped_by_sigterm_says_so_and_frees_the_experiment_at_once(env, tmp_path):
+@contextlib.contextmanager
+def interruptible():
+    """Children started here can be stopped by SIGINT even when this process ignores it (a shell's background
+    job does, and its children inherit that; an exec resets a handler but not an ignored signal)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_run_stopped_by_a_signal_says_so_and_frees_the_experiment_at_once(env, tmp_path, stop):
     config = slow_config(tmp_path, "stopped-run", EPOCHS)
-    with training_run(env, config, tmp_path / "first.log", 2) as first:
-        os.kill(first.pid, signal.SIGTERM)  # a node drained, `docker stop`, systemd: the polite signal
+    log = tmp_path / "first.log"
+    with interruptible(), training_run(env, config, log, 2) as first:
+        # SIGTERM: a node drained, `docker stop`, systemd. Ctrl-C: the terminal signals the whole process group
+        os.killpg(first.pid, stop) if stop == signal.SIGINT else os.kill(first.pid, stop)
         first.wait(timeout=60)
     [experiment] = store.list_experiments()
-    assert experiment.status == "running" and experiment.message.startswith("interrupted by SIGTERM at ")
+    assert experiment.status == "running" and experiment.message.startswith(f"interrupted by {stop.name} at ")
+    said = log_text(log)
+    assert "Traceback" not in said, said[-3000:]
+    if stop == signal.SIGINT:
+        assert first.returncode == 130
+        assert ("towerflow run: interrupted; its checkpoints are kept: the same `towerflow run` continues it from "
+                "the last one") in said.splitlines(), said[-2000:]
     shown = towerflow(env, "results", "stopped-run")
     assert shown.returncode == 0 and "no run is working on it (its lease expired at " in shown.stdout, shown.stdout
     assert "running (unowned)" in towerflow(env, "results").stdout
@@ -122,7 +142,7 @@ def test_a_run_stopped_by_sigterm_says_so_and_frees_the_experiment_at_once(env, 
     again = towerflow(env, "run", config)  # taken over at once, continuing from the last checkpoint
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
-    assert "taking over experiment" in output
+    assert "taking over experiment" in output and f"(interrupted by {stop.name} at " in output
     assert_trained_once(only_detail())
 
 
