@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,7 +43,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
@@ -64,6 +65,8 @@ ATTEMPT_STATUSES = ("running", "succeeded", "collapsed", "diverged", "failed")
 SEVERITIES = ("error", "warning")
 SQLITE_BUSY_TIMEOUT_S = 30.0
 DB_RETRY_ENV = "TOWERFLOW_DB_RETRY_S"
+DATABASE_URL_ENV = "TOWERFLOW_DATABASE_URL"
+BACKENDS = ("sqlite", "postgresql")
 DEFAULT_DB_RETRY_S = 120.0
 CONNECT_TIMEOUT_S = 5
 
@@ -72,6 +75,13 @@ log = logging.getLogger("towerflow.store")
 
 class DatabaseUnavailable(ExpectedError):
     """The database refused connections for the whole retry budget."""
+
+
+class DatabaseUnusable(ExpectedError):
+    """A database URL towerflow cannot use (not a URL, another kind of database) or a database it cannot
+    read (a file that is not SQLite); the message names it."""
+
+    exit_code = 2
 
 
 def _utcnow() -> datetime:
@@ -247,7 +257,7 @@ _engines_lock = threading.Lock()
 
 def database_url() -> str:
     """The database URL: `TOWERFLOW_DATABASE_URL`, else a SQLite file under `TOWERFLOW_HOME`."""
-    url = os.environ.get("TOWERFLOW_DATABASE_URL")
+    url = os.environ.get(DATABASE_URL_ENV)
     if url:
         return normalize_url(url)
     return f"sqlite:///{towerflow_home() / 'towerflow.db'}"
@@ -280,17 +290,47 @@ def dispose_engines() -> None:
 
 
 def _create_engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() == "sqlite":
+    backend = _backend(url)
+    if backend == "sqlite":
         engine = _sqlite_engine(url)
     else:
         engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     try:
-        SQLModel.metadata.create_all(engine)
-    except DBAPIError:
-        # Another process created the tables between the existence check and CREATE TABLE.
-        SQLModel.metadata.create_all(engine)
+        try:
+            SQLModel.metadata.create_all(engine)
+        except DBAPIError as error:
+            if _is_connection_error(error):
+                raise
+            # Another process created the tables between the existence check and CREATE TABLE.
+            SQLModel.metadata.create_all(engine)
+    except DBAPIError as error:
+        if _is_connection_error(error):
+            raise
+        raise DatabaseUnusable(f"database {masked_url(url)} cannot be used: {_first_line(error)}") from None
     _add_missing_columns(engine)
     return engine
+
+
+def _backend(url: str) -> str:
+    """The kind of database `url` names; DatabaseUnusable unless it is one towerflow stores in."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in BACKENDS:
+        kinds = "SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)"
+        said = f"towerflow stores in {kinds}, not {backend}" if backend else f"not a database URL; towerflow stores in {kinds}"
+        raise DatabaseUnusable(f"{DATABASE_URL_ENV}={_without_password(url)}: {said}")
+    return backend
+
+
+def _without_password(url: str) -> str:
+    """`url` with any password hidden, even where it does not parse as a URL."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _first_line(error: DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -390,7 +430,7 @@ def _retrying(function: Callable) -> Callable:
                 if not _is_connection_error(error):
                     raise
                 left = deadline - time.monotonic()
-                reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+                reason = _first_line(error)
                 if left <= 0:
                     budget = retry_budget_s()
                     waited = f"unreachable for {budget:.0f}s ({DB_RETRY_ENV})" if budget else "unreachable"

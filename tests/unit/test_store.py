@@ -91,6 +91,32 @@ def test_postgresql_urls_run_on_psycopg(monkeypatch):
     assert store.database_url() == "postgresql+psycopg://u@h/db"
 
 
+@pytest.mark.parametrize("url, said", [
+    ("foo://x", "TOWERFLOW_DATABASE_URL=foo://x: towerflow stores in SQLite (sqlite:///PATH) or PostgreSQL "
+                "(postgresql://USER@HOST:PORT/DATABASE), not foo"),
+    ("mysql://me:s3cret@db/x", "TOWERFLOW_DATABASE_URL=mysql://me:***@db/x: towerflow stores in SQLite"),
+    ("my database", "TOWERFLOW_DATABASE_URL=my database: not a database URL; towerflow stores in SQLite"),
+])
+def test_a_database_url_towerflow_cannot_use_is_named_in_one_line(monkeypatch, url, said):
+    monkeypatch.setenv("TOWERFLOW_DATABASE_URL", url)
+    with pytest.raises(store.DatabaseUnusable) as raised:
+        store.check_database()
+    assert str(raised.value).startswith(said) and "s3cret" not in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+def test_a_file_that_is_not_a_database_is_named_and_never_overwritten(tmp_path, monkeypatch):
+    path = tmp_path / "towerflow.db"
+    path.write_bytes(b"my notes, not SQLite\n" * 100)
+    monkeypatch.setenv("TOWERFLOW_DATABASE_URL", f"sqlite:///{path}")
+    try:
+        with pytest.raises(store.DatabaseUnusable, match=f"^database sqlite:///{path} cannot be used: file is not a database$"):
+            store.list_experiments()
+    finally:
+        store.dispose_engines()
+    assert path.read_bytes() == b"my notes, not SQLite\n" * 100
+
+
 def test_engine_is_cached_per_url(database_url):
     assert store.get_engine() is store.get_engine(database_url)
 
