@@ -257,10 +257,24 @@ def _parsed_times(values: pd.Series, column: str, rows: pd.Index) -> pd.Series:
     unparsed = (parsed.isna() & values.notna()).to_numpy()
     if unparsed.any():
         first = int(np.argmax(unparsed))
-        message = (f"time column {column!r}: {values.iloc[first]!r} at data row {int(rows[first]) + 1} is not "
-                   f"{kind}, as the column's other values are ({int(unparsed.sum())} such row(s))")
+        value, row, count = values.iloc[first], int(rows[first]) + 1, int(unparsed.sum())
+        if kind == "a date" and _is_date(value):  # pandas reads a column in the format of its first date
+            model = int(np.argmax(parsed.notna().to_numpy()))
+            message = (f"time column {column!r} mixes date formats: {values.iloc[model]!r} at data row "
+                       f"{int(rows[model]) + 1}, {value!r} at data row {row} ({count} row(s) not in the first's "
+                       "format); write every time in one format, e.g. ISO 8601 (2026-01-31T09:30:00)")
+        else:
+            message = (f"time column {column!r}: {value!r} at data row {row} is not {kind}, as the column's "
+                       f"other values are ({count} such row(s))")
         raise DataError(message, field=field)
     return parsed
+
+
+def _is_date(value: object) -> bool:
+    """Whether `value` reads as a date on its own, in whatever format."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return bool(pd.to_datetime(pd.Series([value]), errors="coerce", format="mixed").notna().all())
 
 
 def split_transactions(
