@@ -537,7 +537,7 @@ def missing_columns(spec: ExperimentSpec, schema: DataSchema) -> Iterator[Findin
                 "missing_column",
                 field,
                 f"column {column!r} is not in {uri} (it has: {_listing(columns)})",
-                _did_you_mean(column, columns),
+                _separated_otherwise(column, columns) or _did_you_mean(column, columns),
             )
 
 
@@ -635,6 +635,15 @@ def warning(code: str, field: str, message: str, suggestion: str | None = None) 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str | None:
     close = difflib.get_close_matches(name, choices, n=1)
     return f"did you mean {close[0]!r}?" if close else None
+
+
+def _separated_otherwise(name: str, columns: Sequence[str]) -> str | None:
+    """A hint when the header holds `name` between semicolons, tabs or bars: a file separated by those
+    reads as one column."""
+    for separator in (";", "\t", "|"):
+        if any(name in column.split(separator) for column in columns if separator in column):
+            return f"the header is separated by {separator!r}; towerflow reads CSV separated by ','"
+    return None
 
 
 def _listing(names: Sequence[str], limit: int = 15) -> str:

@@ -290,6 +290,14 @@ def test_missing_column_names_the_data_path_and_a_close_match():
     assert finding.suggestion == "did you mean 'cust_value'?"
 
 
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_header_separated_otherwise_is_named(separator):
+    findings = check(spec_with(), DataSchema(transactions=(separator.join(TRANSACTIONS),)))
+    assert findings and {f.code for f in findings} == {"missing_column"}
+    assert {f.suggestion for f in findings} == {f"the header is separated by {separator!r}; towerflow reads CSV "
+                                                "separated by ','"}
+
+
 def test_missing_catalogue_column_names_the_catalogue_path():
     spec = spec_with(both(put("data.products", "gs://shop/catalogue.parquet"), put("product_features.1.column", "colour")))
     (finding,) = check(spec, DataSchema(TRANSACTIONS, CATALOGUE))
