@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.local import debugging
-from trainer.errors import ExpectedError
+from trainer.errors import ExpectedError, NoSpaceLeft
 from trainer.validation import ValidationReport, validate_config
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def run_command(args: argparse.Namespace) -> int:
             reason = failure if isinstance(failure, ExpectedError) else state.message
             if isinstance(failure, store.DatabaseUnavailable):
                 reason = f"{reason} (what was trained is kept on disk: run again once it answers, nothing retrains)"
-            print(f"\nexperiment failed: {reason}", file=sys.stderr)
+            ended = "stopped" if isinstance(failure, NoSpaceLeft) else "failed"  # it continues once there is room
+            print(f"\nexperiment {ended}: {reason}", file=sys.stderr)
             return EXIT_FAILED
         summary = state.result()
         if summary.get("live_run"):

@@ -12,6 +12,7 @@ stored result, the unfinished one resumes from its last checkpoint) and persists
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -55,7 +56,7 @@ from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, probe_findings, probe_learning_rate, validate
 from trainer import storage
-from trainer.errors import ExpectedError, OutOfMemory
+from trainer.errors import ExpectedError, NoSpaceLeft, OutOfMemory
 from trainer.probe_curve import ProbeCurve
 from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.results import rollback_point
@@ -201,17 +202,23 @@ def _release(experiment_id: int, run_id: str, watched: list[str], interruption: 
     message saying so (best effort: the database or the API may be gone)."""
     # Prefect cancels by SIGTERM: a signal is a person's Cancel when one of the watched runs says so
     cancelled = first_cancelled(watched) if isinstance(interruption, ExternalSignal) else None
+    if cancelled:
+        _best_effort(store.set_experiment_status, experiment_id, "stopped", message=cancelled_message(cancelled))
+        return cancelled_message(cancelled)
+    signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
+    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    _best_effort(store.release_lease, experiment_id, run_id, f"interrupted by {signal_name} at {when}")
+    return None
+
+
+def _best_effort(write: Callable[..., object], *args, **kwargs) -> None:
+    """One store write, not retried, and skipped when the database does not answer or cannot write (it may
+    be gone, or on the full disk)."""
     try:
         with store.retrying_for(0):
-            if cancelled:
-                store.set_experiment_status(experiment_id, "stopped", message=cancelled_message(cancelled))
-            else:
-                signal_name = signal.Signals(getattr(interruption, "signal", signal.SIGINT)).name
-                when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-                store.release_lease(experiment_id, run_id, f"interrupted by {signal_name} at {when}")
-    except store.DatabaseUnavailable:
+            write(*args, **kwargs)
+    except (store.DatabaseUnavailable, NoSpaceLeft):
         pass
-    return cancelled_message(cancelled) if cancelled else None
 
 
 def _failed_attempt(learning_rate: float, workdir: str, state):
@@ -295,6 +302,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     except LeaseLost:
         raise  # another run owns the experiment now: it, not this run, says how it ends
     except ExperimentStopped:
+        raise
+    except NoSpaceLeft as error:  # the config is fine: once there is room, the next run continues at once
+        _best_effort(store.release_lease, experiment.id, run_id, str(error))
         raise
     except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
         cancelled = _release(experiment.id, run_id, watched, interruption)

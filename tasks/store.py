@@ -49,7 +49,7 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from tasks.settings import towerflow_home
 from tasks.views import ExperimentView, PointView, SweepHead, SweepView
-from trainer.errors import ExpectedError
+from trainer.errors import ExpectedError, NoSpaceLeft
 
 EXPERIMENT_STATUSES = (
     "pending",
@@ -397,6 +397,13 @@ def _is_connection_error(error: Exception) -> bool:
                                          "timeout", "timed out", "shutting down", "starting up"))
 
 
+def _is_disk_full(error: DBAPIError) -> bool:
+    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100) or a write that found no space."""
+    text = str(error.orig).lower()
+    return "database or disk is full" in text or "no space left on device" in text or (
+        getattr(error.orig, "sqlstate", None) == "53100")
+
+
 _retry_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("towerflow_db_retry_s", default=None)
 
 
@@ -427,6 +434,9 @@ def _retrying(function: Callable) -> Callable:
             try:
                 return function(*args, **kwargs)
             except DBAPIError as error:
+                if _is_disk_full(error):
+                    raise NoSpaceLeft(f"database {masked_url()}: {_first_line(error)}; make room and run the same "
+                                      "config again: it continues from the last checkpoint") from None
                 if not _is_connection_error(error):
                     raise
                 left = deadline - time.monotonic()

@@ -27,6 +27,7 @@ save) that is removed afterwards, and return the same result.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -45,7 +46,7 @@ import tf_keras
 
 from trainer.cluster import Cluster, cluster_from_env
 from trainer.datacheck import check_loaded, raise_for_errors
-from trainer.errors import ExpectedError, OutOfMemory
+from trainer.errors import ExpectedError, NoSpaceLeft, OutOfMemory
 from trainer.gradients import CollapseDetector, EpochMetrics, EpochMonitor
 from trainer.memory import keep_less_freed_memory, release_freed_memory
 from trainer.model import (
@@ -377,20 +378,34 @@ def checkpoints_to_keep(training: TrainingSpec) -> int:
 
 
 OOM_TENSOR = re.compile(r"OOM when allocating tensor with shape(\[[^\]]*\]) and type (\w+)(?: on (\S+))?")
+NO_SPACE = "No space left on device"  # TensorFlow reports a full disk as resource exhaustion too
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def _out_of_memory_named(name: str) -> Iterator[None]:
-    """Turn TensorFlow's ResourceExhaustedError (a multi-line dump) into a one-line OutOfMemory."""
+def _exhaustion_named(name: str, workdir: str) -> Iterator[None]:
+    """Turn TensorFlow's ResourceExhaustedError (a multi-line dump) into one line: OutOfMemory, or
+    NoSpaceLeft when a write found the disk full (TensorFlow's checkpoint or Python's own files)."""
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:
+        if NO_SPACE in error.message:
+            raise NoSpaceLeft(_no_space(name, workdir, NO_SPACE)) from None
         found = OOM_TENSOR.search(error.message)
         tensor = f" allocating a {found[2]} tensor of shape {found[1]}" if found else ""
         tensor += f" on {found[3]}" if found and found[3] else ""
         raise OutOfMemory(
             f"{name}: out of memory{tensor}; lower embedding_dim, hash_buckets, the layers' units or batch_size"
         ) from None
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise NoSpaceLeft(_no_space(name, workdir, os.strerror(error.errno))) from None
+
+
+def _no_space(name: str, workdir: str, reason: str) -> str:
+    return (f"{name}: cannot write {workdir}: {reason}; make room and run the same config again: it continues "
+            "from the last checkpoint")
 
 
 def run_attempt(
@@ -409,10 +424,10 @@ def run_attempt(
     With `start` (a rollback-and-cut retry), a new attempt starts from that earlier attempt's
     checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
     A streamed spec's pass is kept in (and reused from) the directory `scan`, `<workdir>/scan` by default.
-    OutOfMemory, in one line, when the model or a batch does not fit the device; a DataError naming
-    the shard when a streamed shard cannot be read mid-epoch.
+    OutOfMemory, in one line, when the model or a batch does not fit the device; NoSpaceLeft when the
+    workdir's disk is full; a DataError naming the shard when a streamed shard cannot be read mid-epoch.
     """
-    with _out_of_memory_named(name):
+    with _exhaustion_named(name, str(workdir)):
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start,
                             scan or workdir_scan(workdir))
 

@@ -13,3 +13,8 @@ class ExpectedError(Exception):
 class OutOfMemory(ExpectedError):
     """An attempt's model or batch does not fit the device's memory: a lower learning rate cannot fix
     it, so the attempt fails (recorded, in one line) and the experiment stops."""
+
+
+class NoSpaceLeft(ExpectedError):
+    """A write found its device full (or the quota spent): nothing is wrong with the config, so the attempt is
+    not failed; once there is room, the same run continues it from its last checkpoint."""

@@ -57,3 +57,34 @@ def test_all_attempts_failing_exits_1_and_so_does_its_stored_result(env, tmp_pat
     assert "[failed]" in first.stdout and first.stdout.count("diverged") >= 2  # both attempts, with reasons
     again = towerflow(env, "run", config)
     assert again.returncode == 1 and "stored result of an earlier run" in again.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (mounting needs root, as on CI), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"no small disk to fill: mount failed ({done.stderr.strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_continues_once_there_is_room(env, tmp_path, small_disk):
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(name="full-disk", artifacts=str(small_disk / "runs"),
+                                               training__epochs=20)))
+    full = towerflow(env, "run", str(path))
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    said = full.stderr.strip().splitlines()
+    assert any(line.startswith("experiment stopped: attempt 1: cannot write ") and line.endswith(
+        ": No space left on device; make room and run the same config again: it continues from the last checkpoint")
+        for line in said), full.stderr[-2000:]
+    assert "out of memory" not in full.stdout + full.stderr  # TensorFlow calls a full disk resource exhaustion too
+    assert "no run is working on it (its lease expired at " in towerflow(env, "results", "full-disk").stdout
+
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    again = towerflow(env, "run", str(path))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "taking over experiment" in again.stdout + again.stderr and "[succeeded]" in again.stdout

@@ -1,12 +1,15 @@
-"""TensorFlow's out-of-memory dump becomes one line naming the tensor, the device when given, and what to lower."""
+"""TensorFlow's out-of-memory dump becomes one line naming the tensor, the device when given, and what to lower;
+a full disk (which TensorFlow reports as resource exhaustion too) becomes one line naming the workdir."""
+
+import errno
 
 import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 
-from trainer.attempt import _out_of_memory_named
-from trainer.errors import OutOfMemory
+from trainer.attempt import _exhaustion_named
+from trainer.errors import NoSpaceLeft, OutOfMemory
 
 ADVICE = "; lower embedding_dim, hash_buckets, the layers' units or batch_size"
 
@@ -26,6 +29,31 @@ ADVICE = "; lower embedding_dim, hash_buckets, the layers' units or batch_size"
 )
 def test_an_out_of_memory_dump_becomes_one_line(dump, line):
     with pytest.raises(OutOfMemory) as raised:
-        with _out_of_memory_named("attempt 2"):
+        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
             raise tf.errors.ResourceExhaustedError(None, None, dump)
     assert str(raised.value) == line + ADVICE and raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2}} /runs/a/attempt-2/"
+                                          "checkpoints/ckpt-3_temp/part-00000; No space left on device [Op:SaveV2]"),
+         "No space left on device"),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+    ],
+    ids=["tensorflow's checkpoint", "python's write", "quota"],
+)
+def test_a_full_disk_is_no_space_left_not_out_of_memory(error, reason):
+    with pytest.raises(NoSpaceLeft) as raised:
+        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
+            raise error
+    assert str(raised.value) == (f"attempt 2: cannot write /runs/a/attempt-2: {reason}; make room and run the same "
+                                 "config again: it continues from the last checkpoint")
+
+
+def test_other_os_errors_pass_through():
+    with pytest.raises(PermissionError):
+        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
+            raise PermissionError(errno.EACCES, "Permission denied")

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, select
 
 from tasks import store
+from trainer.errors import NoSpaceLeft
 
 NAN, INF = float("nan"), float("inf")
 TABLES = {"experiment", "finding", "attempt", "epoch_metric", "recall_result"}
@@ -231,6 +232,27 @@ def test_connection_errors_are_retried_within_the_budget_then_named_in_one_line(
         store.list_experiments()
     assert "not currently accepting connections" in str(failure.value) and "unreachable:" in str(failure.value)
     assert len(calls) == 1
+
+
+def test_a_full_database_is_no_space_left_at_once_not_a_retried_outage(tmp_path, monkeypatch):
+    path = tmp_path / "full.db"
+    monkeypatch.setenv("TOWERFLOW_DATABASE_URL", f"sqlite:///{path}")
+    try:
+        experiment_id = new_experiment()
+        engine = store.get_engine()
+        with engine.connect() as connection:
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+        # SQLite's own limit: past it every write fails with SQLITE_FULL, as on a full disk
+        event.listen(engine, "connect", lambda dbapi, _: dbapi.execute(f"PRAGMA max_page_count = {pages}"))
+        engine.dispose()
+        monkeypatch.setattr(store.time, "sleep", lambda seconds: pytest.fail("a full disk was retried as an outage"))
+        findings = [Finding(code="c", severity="warning", field="f", message="m" * 10_000) for _ in range(20)]
+        with pytest.raises(NoSpaceLeft) as raised:
+            store.replace_findings(experiment_id, findings)
+        assert str(raised.value) == (f"database sqlite:///{path}: database or disk is full; make room and run the same "
+                                     "config again: it continues from the last checkpoint")
+    finally:
+        store.dispose_engines()
 
 
 def test_a_wrong_query_is_not_retried(database_url, monkeypatch):
