@@ -327,11 +327,13 @@ def parse_config_text(text: str, source: str = "<config>") -> dict:
     """Parse YAML or JSON safely (no object construction) into a mapping."""
     try:
         if source.endswith(".json"):
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
         else:
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text)
     except json.JSONDecodeError as exc:
         raise SpecError(source, [("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+    except _RepeatedKey as exc:
+        raise SpecError(source, [("", f"invalid JSON: {exc}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError(source, [("", _yaml_problem(exc))]) from None
     except RecursionError:  # the parser itself gave up
@@ -339,6 +341,48 @@ def parse_config_text(text: str, source: str = "<config>") -> dict:
     if not isinstance(raw, dict):
         raise SpecError(source, [("", f"expected a mapping at the top level, got {type(raw).__name__}")])
     return shallow(raw, source)
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object that names one key twice."""
+
+
+def _repeated(key: Any) -> str:
+    return f"{key!r} appears twice in one mapping; the second would silently replace the first"
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object as a dict, refusing a repeated key (json keeps the last without a word)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(_repeated(key))
+        found[key] = value
+    return found
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (YAML requires unique keys; PyYAML keeps the
+    last without a word, so a second `training:` block would replace the first whole). A key set again over
+    a merged one (`<<: *defaults`) is allowed, as YAML's merge means it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"{_repeated(key)} (first at line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as PyYAML's safe_load reads it (no object construction), but refusing a repeated key."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
 def shallow(raw: dict, source: str = "<config>") -> dict:
@@ -391,7 +435,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise SpecError(f"--set {override}", [(path, f"{key} is not a mapping")])
         try:
-            node[keys[-1]] = parsed = yaml.safe_load(value)
+            node[keys[-1]] = parsed = load_yaml(value)
         except yaml.YAMLError as exc:
             raise SpecError(f"--set {override}", [(path, _yaml_problem(exc))]) from None
         except RecursionError:

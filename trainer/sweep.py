@@ -28,6 +28,7 @@ from trainer.spec import (
     SpecError,
     apply_overrides,
     load_spec,
+    load_yaml,
     nesting,
     parse_config_text,
     read_config_text,
@@ -91,7 +92,7 @@ def parse_grid_option(option: str) -> tuple[str, list[Any]]:
         raise SweepError(f"--grid {option!r}: expected key.path=value1,value2,...")
     too_deep = SweepError(f"--grid {key}: values nested more than {MAX_NESTING} levels deep")
     try:
-        values = yaml.safe_load(f"[{text}]")
+        values = load_yaml(f"[{text}]")
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SweepError(f"--grid {key}: cannot read the values {text!r}: {problem}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.spec import MAX_NESTING, ExperimentSpec, SpecError, load_spec, nesting, spec_from_dict
+from trainer.spec import MAX_NESTING, ExperimentSpec, SpecError, load_spec, nesting, parse_config_text, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -145,6 +145,13 @@ def test_every_problem_is_listed_not_only_the_first():
         ("list.yaml", "- a\n- b\n", "expected a mapping at the top level, got list"),
         ("empty.yaml", "", "expected a mapping at the top level"),
         ("unsafe.yaml", "name: !!python/object/apply:os.system [echo hi]\n", "invalid YAML"),
+        ("twice.yaml", "name: x\ntraining:\n  epochs: 3\nmodel: {}\ntraining:\n  learning_rate: 0.1\n",
+         "invalid YAML at line 5 column 1: 'training' appears twice in one mapping; the second would silently "
+         "replace the first (first at line 2)"),
+        ("twice-inside.yaml", "name: x\ntraining: {epochs: 3, epochs: 4}\n", "invalid YAML at line 2 column 23: "
+         "'epochs' appears twice"),
+        ("twice.json", '{"name": "x", "training": {"epochs": 3}, "training": {}}', "invalid JSON: 'training' appears "
+         "twice in one mapping; the second would silently replace the first"),
     ],
 )
 def test_unparseable_files_give_a_one_line_reason(tmp_path, name, text, reason):
@@ -296,6 +303,11 @@ def test_every_example_parses(path):
 
 
 # --- overrides -------------------------------------------------------------------------------
+
+
+def test_a_key_set_again_over_a_merged_mapping_is_not_a_repeat(tmp_path):
+    text = "base: &base {epochs: 3, seed: 7}\ntraining:\n  <<: *base\n  epochs: 5\n"
+    assert parse_config_text(text, "merge.yaml")["training"] == {"epochs": 5, "seed": 7}
 
 
 def test_overrides_set_values_parsed_as_yaml():
