@@ -15,10 +15,11 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flows.local import debugging
-from trainer.errors import ExpectedError, NoSpaceLeft
+from tasks.outage import PrefectAPILost, lost_api
+from trainer.errors import ExpectedError, Resumable
 from trainer.validation import ValidationReport, validate_config
 
 if TYPE_CHECKING:
@@ -100,8 +101,10 @@ def run_command(args: argparse.Namespace) -> int:
             reason = failure if isinstance(failure, ExpectedError) else state.message
             if isinstance(failure, store.DatabaseUnavailable):
                 reason = f"{reason} (what was trained is kept on disk: run again once it answers, nothing retrains)"
-            ended = "stopped" if isinstance(failure, NoSpaceLeft) else "failed"  # it continues once there is room
+            ended = "stopped" if isinstance(failure, Resumable) else "failed"  # a rerun continues it
             print(f"\nexperiment {ended}: {reason}", file=sys.stderr)
+            if isinstance(failure, PrefectAPILost):
+                leave_now(EXIT_FAILED)
             return EXIT_FAILED
         summary = state.result()
         if summary.get("live_run"):
@@ -510,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leave_now(code: int) -> NoReturn:
+    """Exit at once, once the Prefect API is gone: Prefect's exit handlers would spend a minute or more
+    retrying to send it the logs and events it can no longer take (the ephemeral server, if any, is
+    stopped by its watcher when this process is gone)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.debug:
@@ -524,6 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"towerflow {args.command}: {error}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_FAILED)
+    except Exception as error:  # the Prefect API went away under a command that needed it: one line
+        lost = lost_api(error)
+        if lost is None or debugging():
+            raise
+        print(f"towerflow {args.command}: {lost}", file=sys.stderr)
+        leave_now(EXIT_FAILED)
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
         if debugging():
             raise

@@ -23,6 +23,7 @@ from prefect.exceptions import ExternalSignal
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_flow_run
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 from pydantic import Field
 
@@ -39,9 +40,11 @@ from flows.ownership import (
     mark_crashed,
     owner_token,
 )
+from flows.prefect_api import api_answers
 from flows.report_server import served_report_url
 from tasks import events, store
 from tasks.html_report import report_filename, write_report
+from tasks.outage import PrefectAPILost, lost_api
 from tasks.persist import persist_attempt, persist_recall
 from tasks.report import (
     ProgressArtifact,
@@ -56,12 +59,14 @@ from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, probe_findings, probe_learning_rate, validate
 from trainer import storage
-from trainer.errors import ExpectedError, NoSpaceLeft, OutOfMemory
+from trainer.errors import ExpectedError, NoSpaceLeft, OutOfMemory, Resumable
 from trainer.probe_curve import ProbeCurve
 from trainer.quality import baseline_finding, below_popularity_ks
 from trainer.results import rollback_point
 from trainer.rules import Finding, suggested_learning_rate
 from trainer.spec import ExperimentSpec, SpecError, load_spec
+
+API_CHECK_TIMEOUT_S = 5.0
 
 quiet_expected_errors()  # also in the flow-run processes that a runner or worker starts from this entrypoint
 
@@ -176,6 +181,7 @@ def _train_with_backoff(spec: ExperimentSpec, experiment_id: int, learning_rate:
             result = _failed_attempt(learning_rate, workdir, state)
         results.append(result)
         attempt_ids.append(persist_attempt(experiment_id, number, result, run_id))
+        _require_api()
         publish_epochs(spec, number, result)
         if result.status in ("succeeded", "failed"):
             break
@@ -211,6 +217,14 @@ def _release(experiment_id: int, run_id: str, watched: list[str], interruption: 
     return None
 
 
+def _require_api() -> None:
+    """PrefectAPILost at once when the configured Prefect API stopped answering (training goes on without it,
+    its result is stored; each later call to the API would spend a minute retrying before it failed)."""
+    url = get_current_settings().api.url
+    if url and not api_answers(url, timeout=API_CHECK_TIMEOUT_S):
+        raise PrefectAPILost.saying("no answer to its health check")
+
+
 def _best_effort(write: Callable[..., object], *args, **kwargs) -> None:
     """One store write, not retried, and skipped when the database does not answer or cannot write (it may
     be gone, or on the full disk)."""
@@ -231,8 +245,11 @@ def _failed_attempt(learning_rate: float, workdir: str, state):
     except (OutOfMemory, DataError) as exc:
         reason = str(exc)  # names what is wrong: a lower learning rate would not fit, nor read the data
     except ExpectedError:
-        raise  # a lost lease or a database down for the whole budget ends this run, not the attempt
+        raise  # a lost lease, a database down for the whole budget, a full disk: it ends this run, not the attempt
     except Exception as exc:
+        lost = lost_api(exc)
+        if lost is not None:
+            raise lost from None
         reason = f"{type(exc).__name__}: {exc}"
     return AttemptResult(status="failed", reason=reason, learning_rate=learning_rate, epochs=[], epochs_run=0,
                          model_uri=None, workdir=workdir)
@@ -294,6 +311,7 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     runs = enclosing_flow_runs(get_run_context().flow_run)
     watched = [str(run.id) for run in runs]
     has_runner = any(run.deployment_id is not None for run in runs)  # its runner sends SIGTERM on Cancel
+    api_answers_still = True  # else the report is written without its Prefect artifacts
     try:
         with LeaseKeeper(experiment.id, run_id, owner) as lease, CancelWatch(watched, has_runner):
             _execute(spec, report.findings, experiment.id, run_id, lease)
@@ -303,7 +321,8 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         raise  # another run owns the experiment now: it, not this run, says how it ends
     except ExperimentStopped:
         raise
-    except NoSpaceLeft as error:  # the config is fine: once there is room, the next run continues at once
+    except Resumable as error:  # a full disk, a lost API: once it is back, the next run continues at once
+        api_answers_still = not isinstance(error, PrefectAPILost)
         _best_effort(store.release_lease, experiment.id, run_id, str(error))
         raise
     except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
@@ -312,12 +331,17 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
             return Cancelled(message=cancelled)
         raise
     except Exception as exc:  # anything unexpected still ends the experiment visibly, never "running" forever
+        lost = lost_api(exc)
+        if lost is not None:  # Prefect's engine could not report a state: the experiment itself is fine
+            api_answers_still = False
+            _best_effort(store.release_lease, experiment.id, run_id, str(lost))
+            raise lost from None
         message = f"{type(exc).__name__}: {exc}"
         store.set_experiment_status(experiment.id, "failed", message=message)
         events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, reason=message)
         raise
     finally:
-        _link_report(spec, experiment.id)
+        _link_report(spec, experiment.id, publish=api_answers_still)
     return store.experiment_detail(experiment.id) | {"reused": False}
 
 
@@ -330,16 +354,18 @@ def _forget_attempts(spec: ExperimentSpec) -> None:
             fs.rm(attempt, recursive=True)
 
 
-def _link_report(spec: ExperimentSpec, experiment_id: int) -> None:
-    """Publish the run's summary card, write the HTML report beside the experiment's attempts and link it over
-    http(s) from a Prefect artifact (never file://: a browser refuses it); without a report server, say how to
-    open it. Never raises."""
+def _link_report(spec: ExperimentSpec, experiment_id: int, publish: bool = True) -> None:
+    """Write the HTML report beside the experiment's attempts; unless `publish` is False (the API is gone),
+    publish the run's summary card and link the report over http(s) from a Prefect artifact (never file://:
+    a browser refuses it); without a report server, say how to open it. Never raises."""
     try:
         with store.retrying_for(0):
             view = store.experiment_view(experiment_id)
-        publish_summary(spec, view)
         root = artifacts_root(spec.artifacts)
         written = write_report(view, f"{experiment_dir(root, spec.content_hash())}/{report_filename(view)}")
+        if not publish:
+            return
+        publish_summary(spec, view)
         key = artifact_key(experiment_slug(spec), "report")
         url = served_report_url(written, root)
         if url is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -179,6 +180,7 @@ class ProgressArtifact:
         self.artifact_id = artifact_id
         self.total = max(total_steps, 1)
         self.done = 0
+        self.lost = False
 
     @staticmethod
     def create(spec: ExperimentSpec):
@@ -187,5 +189,13 @@ class ProgressArtifact:
                                         description=f"{spec.name}: training")
 
     def advance(self, description: str) -> None:
+        """One step more; a bar the API no longer takes is let go (said once): training goes on, its
+        checkpoints and epochs are kept whatever becomes of the view."""
         self.done = min(self.done + 1, self.total)
-        update_progress_artifact(self.artifact_id, 100.0 * self.done / self.total, description=description)
+        if self.lost:
+            return
+        try:
+            update_progress_artifact(self.artifact_id, 100.0 * self.done / self.total, description=description)
+        except Exception as exc:
+            self.lost = True
+            get_run_logger().warning("the progress bar is no longer updated: %s: %s", type(exc).__name__, exc)

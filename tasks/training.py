@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.outage import lost_api
 from tasks.report import ProgressArtifact
 from tasks.settings import scan_dir
 from trainer.errors import ExpectedError
@@ -171,16 +172,17 @@ def train_on_deployment(deployment: str, spec: ExperimentSpec, number: int, lear
 
 
 def is_infrastructure_fault(task, task_run, state) -> bool:
-    """Retry condition: anything but a ValueError (bad data or spec: the same on every try) or an
-    expected error (a lost lease, a database down for the whole retry budget), nor a verdict (collapse)."""
+    """Retry condition: anything but a ValueError (bad data or spec: the same on every try), an expected
+    error (a lost lease, a database down for the whole retry budget), the Prefect API gone, or a verdict
+    (collapse)."""
     if state.name in VERDICT_STATES:
         return False
     try:
         state.result()
     except (ValueError, ExpectedError):
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return lost_api(exc) is None  # with the API gone, a retry could not even take a training slot
     return False
 
 

@@ -15,6 +15,10 @@ class OutOfMemory(ExpectedError):
     it, so the attempt fails (recorded, in one line) and the experiment stops."""
 
 
-class NoSpaceLeft(ExpectedError):
-    """A write found its device full (or the quota spent): nothing is wrong with the config, so the attempt is
-    not failed; once there is room, the same run continues it from its last checkpoint."""
+class Resumable(ExpectedError):
+    """The run stopped for a cause outside the experiment: nothing is marked failed, and once the cause is
+    gone the same run continues the experiment from its last checkpoint."""
+
+
+class NoSpaceLeft(Resumable):
+    """A write found its device full (or the quota spent)."""

@@ -42,3 +42,25 @@ def test_epoch_rows_are_rounded_named_and_say_what_each_epoch_means():
     assert rows[0]["loss/example"] == 4.912 and rows[0]["grad norm buyer"] == 1.56e10 and rows[0]["seconds"] == 1.2
     assert [row["verdict"] for row in rows] == ["learning", "at uniform loss", "non-finite"]
     assert rows[2]["loss/example"] == "NaN"
+
+
+def test_a_progress_bar_the_api_no_longer_takes_is_let_go_without_stopping_training(monkeypatch):
+    import logging
+
+    import httpx
+
+    from tasks import report
+
+    calls = []
+
+    def update(artifact_id, progress, description=None):
+        calls.append(progress)
+        if len(calls) == 2:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(report, "update_progress_artifact", update)
+    monkeypatch.setattr(report, "get_run_logger", lambda: logging.getLogger("test"))
+    bar = report.ProgressArtifact("artifact-id", total_steps=4)
+    for epoch in range(1, 5):
+        bar.advance(f"epoch {epoch}")  # raises nothing
+    assert calls == [25.0, 50.0] and bar.lost and bar.done == 4  # asked once after the failure, never again

@@ -19,6 +19,27 @@ def test_bad_data_is_not_retried_but_a_crashed_worker_is():
     assert is_infrastructure_fault(None, None, Failed(data=OSError("gs:// unreachable")))
 
 
+def test_the_prefect_api_gone_is_named_and_not_retried():
+    import httpx
+
+    from tasks.outage import PrefectAPILost, lost_api
+
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    try:
+        try:
+            raise refused
+        except httpx.ConnectError as error:  # as Prefect's concurrency slots raise it, from the client's error
+            raise RuntimeError("Unable to acquire concurrency slots on ['towerflow-training']") from error
+    except RuntimeError as wrapped:
+        slots = wrapped
+    lost = lost_api(slots)
+    assert isinstance(lost, PrefectAPILost) and "stopped answering ([Errno 111] Connection refused)" in str(lost)
+    assert str(lost).endswith("run the same command again once it answers: it continues from the last checkpoint")
+    assert lost_api(RuntimeError("worker lost")) is None and lost_api(None) is None
+    assert not is_infrastructure_fault(None, None, Failed(data=slots))
+    assert not is_infrastructure_fault(None, None, Failed(data=refused))
+
+
 @pytest.mark.parametrize("status", ["collapsed", "diverged"])
 def test_a_collapsed_or_diverged_attempt_ends_in_a_named_failed_state_that_is_never_retried(status):
     result = AttemptResult(status=status, reason="loss at log(256)", learning_rate=0.5, epochs=[], epochs_run=3,
