@@ -91,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
                 experiment = store.find_experiment(report.config_hash)
                 if experiment is not None:
                     print()
-                    print(render_experiment(store.experiment_view(experiment.id)))
+                    print(render_experiment(store.experiment_view(experiment.id), _unowned(experiment)))
             except store.DatabaseUnavailable:
                 pass
         if state.is_cancelled():

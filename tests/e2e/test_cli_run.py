@@ -82,6 +82,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_continues_once_there_
         ": No space left on device; make room and run the same config again: it continues from the last checkpoint")
         for line in said), full.stderr[-2000:]
     assert "out of memory" not in full.stdout + full.stderr  # TensorFlow calls a full disk resource exhaustion too
+    assert "[running]" in full.stdout and "no run is working on it (its lease expired at " in full.stdout
     assert "no run is working on it (its lease expired at " in towerflow(env, "results", "full-disk").stdout
 
     subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
