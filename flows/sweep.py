@@ -19,6 +19,7 @@ from flows.ownership import cancelled_in_prefect, cancelled_message
 from flows.submit import Submission, submit_valid
 from tasks import store, wording
 from tasks.report import publish_leaderboard
+from trainer.errors import Resumable
 from trainer.spec import SpecError
 from trainer.sweep import Sweep, SweepError, load_sweep
 from trainer.validation import ValidationReport
@@ -62,6 +63,9 @@ def run_sweep(config: str | dict, overrides: list[str] | None = None, grid: list
             break
         logger.info("sweep %s: point %d/%d %s", sweep.name, number, total, point.name)
         state = run_experiment(point.config, point.overrides, return_state=True)
+        stopped = state.result(raise_on_failure=False) if state.is_failed() else None
+        if isinstance(stopped, Resumable):  # a full disk, the API gone: every later point would stop the same way
+            raise stopped
         outcome = "finished" if state.is_completed() else f"{'stopped' if state.is_cancelled() else 'failed'}: {state.message}"
         logger.info("sweep %s: %s %s; %s", sweep.name, point.name, outcome,
                     wording.progress_text(store.sweep_view(sweep_id).progress()))

@@ -89,3 +89,13 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_continues_once_there_
     again = towerflow(env, "run", str(path))
     assert again.returncode == 0, again.stderr[-2000:]
     assert "taking over experiment" in again.stdout + again.stderr and "[succeeded]" in again.stdout
+
+
+def test_a_sweep_stops_at_the_point_that_found_the_disk_full(env, tmp_path, small_disk):
+    path = tmp_path / "full-sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(name="full-sweep", artifacts=str(small_disk / "runs"))))
+    done = towerflow(env, "sweep", str(path), "--grid", "training.learning_rate=0.05,0.03")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert any(line.startswith("towerflow sweep: attempt 1: cannot write ") and "No space left on device" in line
+               for line in done.stderr.splitlines()), done.stderr[-2000:]
+    assert "point 1/2" in done.stdout + done.stderr and "point 2/2" not in done.stdout + done.stderr
