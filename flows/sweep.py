@@ -66,7 +66,8 @@ def run_sweep(config: str | dict, overrides: list[str] | None = None, grid: list
         stopped = state.result(raise_on_failure=False) if state.is_failed() else None
         if isinstance(stopped, Resumable):  # a full disk, the API gone: every later point would stop the same way
             raise stopped
-        outcome = "finished" if state.is_completed() else f"{'stopped' if state.is_cancelled() else 'failed'}: {state.message}"
+        ended = "stopped" if state.is_cancelled() else "failed"
+        outcome = "finished" if state.is_completed() else f"{ended}: {state.message}"
         logger.info("sweep %s: %s %s; %s", sweep.name, point.name, outcome,
                     wording.progress_text(store.sweep_view(sweep_id).progress()))
     view = store.sweep_view(sweep_id)

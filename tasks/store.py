@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Double, UniqueConstraint, delete, event, inspect, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
@@ -319,7 +319,8 @@ def _backend(url: str) -> str:
         backend = None
     if backend not in BACKENDS:
         kinds = "SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)"
-        said = f"towerflow stores in {kinds}, not {backend}" if backend else f"not a database URL; towerflow stores in {kinds}"
+        said = (f"towerflow stores in {kinds}, not {backend}" if backend
+                else f"not a database URL; towerflow stores in {kinds}")
         raise DatabaseUnusable(f"{DATABASE_URL_ENV}={_without_password(url)}: {said}")
     return backend
 
@@ -435,8 +436,7 @@ def _retrying(function: Callable) -> Callable:
                 return function(*args, **kwargs)
             except DBAPIError as error:
                 if _is_disk_full(error):
-                    raise NoSpaceLeft(f"database {masked_url()}: {_first_line(error)}; make room and run the same "
-                                      "config again: it continues from the last checkpoint") from None
+                    raise NoSpaceLeft.writing(f"database {masked_url()}", _first_line(error)) from None
                 if not _is_connection_error(error):
                     raise
                 left = deadline - time.monotonic()

@@ -390,7 +390,7 @@ def _exhaustion_named(name: str, workdir: str) -> Iterator[None]:
         yield
     except tf.errors.ResourceExhaustedError as error:
         if NO_SPACE in error.message:
-            raise NoSpaceLeft(_no_space(name, workdir, NO_SPACE)) from None
+            raise NoSpaceLeft.writing(f"{name}: cannot write {workdir}", NO_SPACE) from None
         found = OOM_TENSOR.search(error.message)
         tensor = f" allocating a {found[2]} tensor of shape {found[1]}" if found else ""
         tensor += f" on {found[3]}" if found and found[3] else ""
@@ -400,12 +400,7 @@ def _exhaustion_named(name: str, workdir: str) -> Iterator[None]:
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
-        raise NoSpaceLeft(_no_space(name, workdir, os.strerror(error.errno))) from None
-
-
-def _no_space(name: str, workdir: str, reason: str) -> str:
-    return (f"{name}: cannot write {workdir}: {reason}; make room and run the same config again: it continues "
-            "from the last checkpoint")
+        raise NoSpaceLeft.writing(f"{name}: cannot write {workdir}", os.strerror(error.errno)) from None
 
 
 def run_attempt(

@@ -22,3 +22,8 @@ class Resumable(ExpectedError):
 
 class NoSpaceLeft(Resumable):
     """A write found its device full (or the quota spent)."""
+
+    @classmethod
+    def writing(cls, what: str, reason: str) -> NoSpaceLeft:
+        """`what` could not be written for `reason` (No space left on device, ...), and what to do."""
+        return cls(f"{what}: {reason}; make room and run the same config again: it continues from the last checkpoint")

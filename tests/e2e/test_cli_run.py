@@ -64,7 +64,8 @@ def small_disk(tmp_path):
     """A 64 KiB tmpfs (mounting needs root, as on CI), unmounted afterwards."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"no small disk to fill: mount failed ({done.stderr.strip()})")
     yield mount
