@@ -10,10 +10,12 @@ is one line on stderr and exit 1 (an error with an `exit_code`, a bad sweep grid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,7 +31,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
-RESUMABLE = {  # what a Ctrl-C leaves, for commands that a rerun continues
+RESUMABLE = {  # what a Ctrl-C or SIGTERM leaves, for commands that a rerun continues
     "run": "its checkpoints are kept: the same `towerflow run` continues it from the last one",
     "sweep": "the same `towerflow sweep` continues its points from their last checkpoints",
 }
@@ -522,12 +524,41 @@ def leave_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM (`docker stop`, a drained node, systemd), raised where the signal lands, as Ctrl-C raises
+    KeyboardInterrupt; a BaseException, so that no `except Exception` on the way out swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminated_as_exception(command: str) -> Iterator[None]:
+    """For a command a rerun continues, SIGTERM raises Terminated instead of ending the process on the spot,
+    so the command says so in one line and stops what it started. A flow run takes SIGTERM over while it
+    runs (its run is recorded as interrupted) and sends it again to this handler once it has done so."""
+    if command not in RESUMABLE or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> NoReturn:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.debug:
         os.environ["TOWERFLOW_DEBUG"] = "1"
     try:
-        return args.handler(args)
+        with terminated_as_exception(args.command):
+            return args.handler(args)
     except BrokenPipeError:  # `towerflow results | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
@@ -548,6 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         after = f"; {RESUMABLE[args.command]}" if args.command in RESUMABLE else ""
         print(f"\ntowerflow {args.command}: interrupted{after}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated as stop:
+        if debugging():
+            raise
+        print(f"towerflow {args.command}: terminated by {stop}; {RESUMABLE[args.command]}", file=sys.stderr)
+        return 128 + stop.signum  # as a shell reports a process ended by the signal
 
 
 if __name__ == "__main__":
