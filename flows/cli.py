@@ -374,7 +374,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """`towerflow serve`: a local Prefect API and both deployments with their triggers, until Ctrl-C."""
     from flows.serve import serve_command as serve
 
-    preflight(api=False)
+    preflight()
     return serve(dispatch=args.dispatch, max_training=args.max_training)
 
 

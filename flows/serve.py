@@ -17,12 +17,11 @@ its settings once, at import.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from datetime import timedelta
 
-from flows.prefect_api import LocalServer, api_answers, recorded_api_url, start_server
+from flows.prefect_api import LocalServer, recorded_api_url, start_server
 from flows.report_server import REPORT_URL_ENV, ReportServer
 from tasks.settings import artifacts_root
 
@@ -89,12 +88,12 @@ def runner_deployments() -> list:
 
 
 def local_api() -> tuple[str, LocalServer | None]:
-    """PREFECT_API_URL if it answers, else the API of a running `towerflow serve`, else a new server."""
+    """PREFECT_API_URL (checked by the CLI's preflight: one that does not answer is an error, never silently
+    replaced by a server that nothing else would find), else the API of a running `towerflow serve`, else a
+    new server."""
     configured = os.environ.get("PREFECT_API_URL")
-    if configured and api_answers(configured):
-        return configured, None
     if configured:
-        print(f"PREFECT_API_URL={configured} does not answer; starting a local server", file=sys.stderr)
+        return configured, None
     recorded = recorded_api_url()
     if recorded:
         return recorded, None

@@ -41,11 +41,11 @@ def dead_api() -> str:
     return f"http://127.0.0.1:{free_port()}/api"
 
 
-@pytest.mark.parametrize("command", ["run", "submit"])
+@pytest.mark.parametrize("command", [["run", "CONFIG"], ["submit", "CONFIG"], ["serve"]], ids=" ".join)
 def test_a_dead_prefect_api_is_named_and_nothing_is_stored(tmp_path, config, command):
-    url = dead_api()
+    url = dead_api()  # for serve too: a server of its own would be one that the configured URL never finds
     env = towerflow_env(tmp_path, PREFECT_API_URL=url)
-    done, seconds = timed(env, command, config)
+    done, seconds = timed(env, *[config if word == "CONFIG" else word for word in command])
     assert_one_line(done, url)
     assert seconds < FAST_S
     assert not (tmp_path / "towerflow.db").exists() or "fail-fast" not in towerflow(env, "results").stdout
