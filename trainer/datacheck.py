@@ -60,6 +60,7 @@ def check_loaded(spec: ExperimentSpec, data: ExperimentData) -> list[Finding]:
         *_all_missing(spec, data),
         *_too_little(spec, data),
         *_cold_start(spec, data),
+        *_outside_catalogue(spec, data),
     ]
 
 
@@ -191,3 +192,27 @@ def _cold_start(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]
             "a time split keeps this realistic; a random split with more history per buyer and product lowers it",
         )
 
+
+
+def _outside_catalogue(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    """Transactions whose product the catalogue lacks: trained on, never retrievable, and their test rows
+    left out of recall; worth a word once they are 1% of the training or test rows."""
+    if not spec.data.products:
+        return
+    column = spec.product_id_column
+    trained = data.stats.counts[column]
+    outside = trained[~trained.index.isin(data.candidates[column])]
+    n_train, rows = data.stats.n_rows, int(outside.sum())
+    dropped = data.n_test_rows_without_candidate
+    n_test = len(data.test) + dropped
+    if not n_train or rows < COLD_START_SHARE * n_train and dropped < COLD_START_SHARE * n_test:
+        return
+    example = f" (e.g. {outside.index[0]!r})" if len(outside) else ""
+    yield warning(
+        "products_outside_catalogue",
+        "data.products",
+        f"{rows} of {n_train} training rows ({rows / n_train:.1%}) and {dropped} of {n_test} test rows "
+        f"({dropped / n_test:.1%}) buy products that {spec.data.products} lacks{example}: the model can never "
+        "retrieve them, and those test rows are left out of recall",
+        "add them to the catalogue, or check that both files write the product ids the same way",
+    )

@@ -246,3 +246,26 @@ def test_raise_for_errors_names_every_error_and_ignores_warnings():
     assert isinstance(excinfo.value, DataError)  # never retried, like every DataError
     again = pickle.loads(pickle.dumps(excinfo.value))  # Prefect stores exceptions in task states
     assert str(again) == str(excinfo.value) and again.findings == errors and again.code == "no_rows"
+
+
+def test_purchases_of_products_the_catalogue_lacks_are_a_warning_with_both_counts(tmp_path):
+    rows = purchases()
+    rows.loc[rows["product"] == "p9", "product"] = "gone"  # 24 of 240 rows: a product since dropped
+    catalogue = pd.DataFrame({"product": [f"p{i}" for i in range(N_PRODUCTS - 1)], "price": 1.0})
+    spec = spec_for(write(rows.drop(columns="price"), tmp_path / "t.csv"), write(catalogue, tmp_path / "p.csv"))
+    data = load_experiment_data(spec)
+    (finding,) = check_loaded(spec, data)
+    assert (finding.code, finding.severity, finding.field) == ("products_outside_catalogue", "warning", "data.products")
+    n_train, dropped, n_test = data.stats.n_rows, data.n_test_rows_without_candidate, len(data.test)
+    assert 0 < dropped and n_train + n_test + dropped == 240
+    assert finding.message.startswith(
+        f"{24 - dropped} of {n_train} training rows ({(24 - dropped) / n_train:.1%}) and {dropped} of "
+        f"{n_test + dropped} test rows ({dropped / (n_test + dropped):.1%}) buy products that {tmp_path / 'p.csv'} "
+        "lacks (e.g. 'gone'): the model can never retrieve them"
+    )
+
+
+def test_a_catalogue_that_has_every_product_bought_says_nothing(tmp_path):
+    catalogue = pd.DataFrame({"product": [f"p{i}" for i in range(N_PRODUCTS + 5)], "price": 1.0})  # and unsold ones
+    spec = spec_for(write(purchases().drop(columns="price"), tmp_path / "t.csv"), write(catalogue, tmp_path / "p.csv"))
+    assert check_data(spec)[1] == []
