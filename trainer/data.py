@@ -196,6 +196,9 @@ def reading(uri: str, kind: str) -> Iterator[None]:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
     except StorageError as exc:
         raise DataError(str(exc), code="data_unreadable") from None
+    except UnicodeDecodeError as exc:  # pandas' offset counts from the start of the chunk it was reading
+        message = f"{uri}: is not UTF-8 text ({exc.reason}: byte {exc.object[exc.start]:#04x}); save it as UTF-8"
+        raise DataError(message, code="data_unreadable") from None
     except (ValueError, OSError, ImportError, csv.Error) as exc:
         if isinstance(exc, DataError):
             raise

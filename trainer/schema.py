@@ -176,13 +176,32 @@ def _parquet_schema(uri: str) -> list[tuple[str, str]]:
         return [(field.name, str(field.type)) for field in pq.read_schema(handle)]
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
 def _csv_schema(uri: str) -> list[tuple[str, str]]:
     with open_uri(uri, "rb", compression="infer") as handle:
-        header = handle.readline().decode("utf-8-sig")  # decode the header only: the rows stay unread
+        line = handle.readline()  # the header only: the rows stay unread
+    header = _header_text(uri, line)
     columns = next(csv.reader(io.StringIO(header)), [])
     if columns in ([], [""]):
         raise SchemaError(f"{uri}: no header line; expected the column names on the first line")
     return [(column, "") for column in columns]
+
+
+def _header_text(uri: str, line: bytes) -> str:
+    """A CSV file's first line as text; SchemaError when it is not a text header (a Parquet or other
+    binary file under a .csv name, text in another encoding than UTF-8)."""
+    if line.startswith(PARQUET_MAGIC):
+        raise SchemaError(f"{uri}: is a Parquet file, not CSV; name it .parquet")
+    try:
+        header = line.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{uri}: the header line is not UTF-8 text (byte {line[exc.start]:#04x} at position "
+                          f"{exc.start}); save the file as UTF-8 CSV") from None
+    if any(character < " " and character not in "\t\r\n" for character in header):
+        raise SchemaError(f"{uri}: the first line holds control characters: not a CSV text file (a binary file?)")
+    return header
 
 
 def read_schema(spec: ExperimentSpec) -> tuple[DataSchema, list[Finding]]:

@@ -137,6 +137,14 @@ def test_unreadable_content_names_the_path(tmp_path):
         load_table(str(empty))
 
 
+def test_text_in_another_encoding_than_utf8_says_so(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("buyer,product\nb1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError) as raised:
+        load_table(str(path))
+    assert str(raised.value) == f"{path}: is not UTF-8 text (invalid continuation byte: byte 0xe9); save it as UTF-8"
+
+
 def test_builtin_errors_become_data_errors_naming_the_uri():
     with pytest.raises(DataError, match=r"synthetic-retail://transactions\?colour=red: unknown parameter"):
         load_table("synthetic-retail://transactions?colour=red")

@@ -93,6 +93,8 @@ def test_builtin_columns_need_no_data():
         ("absent.parquet", None, "file not found"),
         ("empty.csv", "", "no header line"),
         ("bad.parquet", "not parquet", "cannot be read"),
+        ("binary.csv", "\x00\x01\x02\x7fgarbage\n", "the first line holds control characters: not a CSV text file"),
+        ("latin1.csv", "caf\xe9,price\n", "the header line is not UTF-8 text (byte 0xe9 at position 3)"),
         ("t.xlsx", "a,b\n", "unsupported format"),
         ("transactions", None, "no such file or folder"),  # a typo, not a format
     ],
@@ -100,11 +102,18 @@ def test_builtin_columns_need_no_data():
 def test_unreadable_data_raises_a_schema_error_naming_the_path(tmp_path, name, content, reason):
     path = tmp_path / name
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content.encode("latin-1"))
     with pytest.raises(SchemaError) as info:
         read_columns(str(path))
     assert reason in str(info.value) and str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_parquet_file_named_csv_is_named_so(tmp_path):
+    path = tmp_path / "rows.csv"
+    pq.write_table(pa.table({"a": [1]}), path)
+    with pytest.raises(SchemaError, match="rows.csv: is a Parquet file, not CSV; name it .parquet"):
+        read_columns(str(path))
 
 
 def test_unknown_builtin_table_is_a_schema_error():
