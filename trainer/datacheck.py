@@ -57,6 +57,7 @@ def check_loaded(spec: ExperimentSpec, data: ExperimentData) -> list[Finding]:
     return [
         *_non_finite(spec, data),
         *_blank_ids(spec, data),
+        *_padded_ids(spec, data),
         *_all_missing(spec, data),
         *_too_little(spec, data),
         *_cold_start(spec, data),
@@ -132,6 +133,28 @@ def _blank_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
                     f"{uri}, first at data row {first}",
                     "fill in the ids or drop those rows: a blank id would be learned as one real buyer or product",
                 )
+
+
+def _padded_ids(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    """Ids with spaces around them in the training rows: ' c1' and 'c1' are two ids to the model."""
+    for path, column in _features(spec, "id"):
+        counts = data.stats.counts.get(column)
+        if counts is None or counts.empty:
+            continue
+        values = counts.index.astype(str)
+        stripped = values.str.strip()
+        padded = (values != stripped) & (stripped != "")
+        if not padded.any():
+            continue
+        twins = int(stripped[padded].isin(values[~padded]).sum())
+        yield warning(
+            "padded_ids",
+            path,
+            f"id column {column!r} has {int(padded.sum())} value(s) with spaces around them in "
+            f"{int(counts[padded].sum())} training row(s) (e.g. {values[padded][0]!r}); {twins} of them also "
+            "occur without the spaces, each learned as a second id",
+            "strip the spaces from the ids where the data is written",
+        )
 
 
 def _all_missing(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:

@@ -269,3 +269,17 @@ def test_a_catalogue_that_has_every_product_bought_says_nothing(tmp_path):
     catalogue = pd.DataFrame({"product": [f"p{i}" for i in range(N_PRODUCTS + 5)], "price": 1.0})  # and unsold ones
     spec = spec_for(write(purchases().drop(columns="price"), tmp_path / "t.csv"), write(catalogue, tmp_path / "p.csv"))
     assert check_data(spec)[1] == []
+
+
+def test_ids_with_spaces_around_them_are_a_warning_counting_those_with_a_twin(tmp_path):
+    rows = purchases()
+    rows.loc[rows["buyer"] == "b03", "buyer"] = " b03"  # every row of b03: no twin left
+    rows.loc[[0, 1], "buyer"] = "b00 "  # two of b00's eight rows: the rest stay 'b00'
+    spec = spec_for(write(rows, tmp_path / "t.parquet"))  # Parquet: CSV readers may strip spaces themselves
+    data = load_experiment_data(spec)
+    (finding,) = check_loaded(spec, data)
+    n_padded = int(data.stats.counts["buyer"].filter(["b00 ", " b03"]).sum())
+    assert (finding.code, finding.severity, finding.field) == ("padded_ids", "warning", "buyer_features[0].column")
+    assert finding.message.startswith(f"id column 'buyer' has 2 value(s) with spaces around them in {n_padded} "
+                                      "training row(s) (e.g. ")
+    assert finding.message.endswith("; 1 of them also occur without the spaces, each learned as a second id")
