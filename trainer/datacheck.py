@@ -62,6 +62,7 @@ def check_loaded(spec: ExperimentSpec, data: ExperimentData) -> list[Finding]:
         *_too_little(spec, data),
         *_cold_start(spec, data),
         *_outside_catalogue(spec, data),
+        *_ks_past_the_candidates(spec, data),
     ]
 
 
@@ -239,3 +240,17 @@ def _outside_catalogue(spec: ExperimentSpec, data: ExperimentData) -> Iterator[F
         "retrieve them, and those test rows are left out of recall",
         "add them to the catalogue, or check that both files write the product ids the same way",
     )
+
+
+def _ks_past_the_candidates(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    """ks that rank every candidate: recall there is 1 for any model, and says nothing."""
+    n_candidates = len(data.candidates)
+    ks = [k for k in spec.evaluation.ks if k >= n_candidates]
+    if ks:
+        named = ", ".join(f"@{k}" for k in ks)
+        yield warning(
+            "ks_past_the_candidates",
+            "evaluation.ks",
+            f"{named} rank(s) all {n_candidates} candidates: recall there is 1 for any model, popularity's too",
+            f"ks below {n_candidates}",
+        )

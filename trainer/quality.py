@@ -1,7 +1,8 @@
 """Is a model worth serving? recall@k against popularity, k by k (pure: no TensorFlow, no Prefect).
 
 A model that beats popularity only at the largest k still loses where users look (recall@5, @10),
-so every reported k where the model does not beat popularity (model <= popularity) is named.
+so every reported k where the model does not beat popularity (model <= popularity) is named, unless both
+are perfect there.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ BELOW_BASELINE_CODE = "below_popularity_baseline"
 
 
 def below_popularity_ks(model: Mapping[int, float], popularity: Mapping[int, float]) -> list[int]:
-    """Every k (ascending) where the model's recall@k does not beat popularity's (model <= popularity)."""
-    return [k for k in sorted(model) if model[k] <= popularity[k]]
+    """Every k (ascending) where the model's recall@k does not beat popularity's (model <= popularity), except
+    where both are perfect: nothing beats 1 (at a k as large as the catalogue, any ranking reaches it)."""
+    return [k for k in sorted(model) if model[k] <= popularity[k] and model[k] < 1.0]
 
 
 def below_baseline_words(ks: Iterable[int]) -> str:

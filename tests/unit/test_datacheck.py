@@ -43,6 +43,7 @@ def spec_for(transactions: str, products: str | None = None, split: dict | None 
                 {"column": "price", "type": "numeric"},
             ],
             "validation": {"min_train_rows": 100, "min_test_pairs": 20, **validation},
+            "evaluation": {"ks": [5]},  # below the 10 products
         }
     )
 
@@ -283,3 +284,12 @@ def test_ids_with_spaces_around_them_are_a_warning_counting_those_with_a_twin(tm
     assert finding.message.startswith(f"id column 'buyer' has 2 value(s) with spaces around them in {n_padded} "
                                       "training row(s) (e.g. ")
     assert finding.message.endswith("; 1 of them also occur without the spaces, each learned as a second id")
+
+
+def test_a_k_that_ranks_every_candidate_is_a_warning(tmp_path):
+    spec = spec_for(write(purchases(), tmp_path / "t.csv"))
+    spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"ks": [5, N_PRODUCTS, 50]})})
+    (finding,) = check_data(spec)[1]
+    assert (finding.code, finding.severity, finding.field) == ("ks_past_the_candidates", "warning", "evaluation.ks")
+    assert finding.message == (f"@{N_PRODUCTS}, @50 rank(s) all {N_PRODUCTS} candidates: recall there is 1 for any "
+                               "model, popularity's too")

@@ -16,6 +16,13 @@ def test_every_k_the_model_does_not_beat_is_named_not_only_the_largest():
     assert below_popularity_ks({5: 0.1001, 10: 0.5}, {5: 0.1, 10: 0.3}) == []
 
 
+def test_a_k_where_both_are_perfect_is_no_loss_but_losing_to_a_perfect_popularity_is():
+    # @500 over 200 products: every ranking finds every test product
+    assert below_popularity_ks({5: 0.3, 10: 0.4, 500: 1.0}, {5: 0.1, 10: 0.2, 500: 1.0}) == []
+    assert baseline_finding({5: 0.3, 500: 1.0}, {5: 0.1, 500: 1.0}) is None
+    assert below_popularity_ks({5: 0.3, 50: 0.9}, {5: 0.1, 50: 1.0}) == [50]
+
+
 def test_the_finding_is_a_warning_on_evaluation_naming_the_ks_and_figures():
     finding = baseline_finding(MODEL, POPULARITY)
     assert (finding.code, finding.severity, finding.field) == ("below_popularity_baseline", "warning", "evaluation")
