@@ -312,6 +312,7 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     watched = [str(run.id) for run in runs]
     has_runner = any(run.deployment_id is not None for run in runs)  # its runner sends SIGTERM on Cancel
     api_answers_still = True  # else the report is written without its Prefect artifacts
+    storage_answers_still = True  # else no report is written: it would go to the storage that stopped answering
     try:
         with LeaseKeeper(experiment.id, run_id, owner) as lease, CancelWatch(watched, has_runner):
             _execute(spec, report.findings, experiment.id, run_id, lease)
@@ -321,8 +322,9 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         raise  # another run owns the experiment now: it, not this run, says how it ends
     except ExperimentStopped:
         raise
-    except Resumable as error:  # a full disk, a lost API: once it is back, the next run continues at once
+    except Resumable as error:  # a full disk, a lost API or storage: once it is back, the next run continues
         api_answers_still = not isinstance(error, PrefectAPILost)
+        storage_answers_still = not isinstance(error, storage.Unreachable)
         _best_effort(store.release_lease, experiment.id, run_id, str(error))
         raise
     except (KeyboardInterrupt, ExternalSignal) as interruption:  # Ctrl-C, SIGTERM: say so, and free it at once
@@ -341,7 +343,8 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
         events.emit(events.EXPERIMENT_FAILED, config_hash, spec.name, reason=message)
         raise
     finally:
-        _link_report(spec, experiment.id, publish=api_answers_still)
+        if storage_answers_still:
+            _link_report(spec, experiment.id, publish=api_answers_still)
     return store.experiment_detail(experiment.id) | {"reused": False}
 
 

@@ -24,10 +24,11 @@ def _ephemeral() -> bool:
 
 
 class _ExpectedErrorsInOneLine(logging.Filter):
-    """Drop the traceback of an expected error from a log record: its message already says it all."""
+    """Drop the traceback of an expected error from a log record: its message already says it all. gcsfs
+    logs the traceback of a request it gives up on, then raises: towerflow names that failure in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], ExpectedError):
+        if record.exc_info and (isinstance(record.exc_info[1], ExpectedError) or record.name.startswith("gcsfs")):
             record.exc_info = record.exc_text = None
         return True
 

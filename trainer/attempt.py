@@ -55,7 +55,7 @@ from trainer.model import (
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec, TrainingSpec
-from trainer.storage import Mirror, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
+from trainer.storage import Mirror, Unreachable, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
 from trainer.stream_input import read_failures_named, training_batches
 
 RESULT_FILE = "result.json"
@@ -383,9 +383,10 @@ NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def _exhaustion_named(name: str, workdir: str) -> Iterator[None]:
+def _failures_named(name: str, workdir: str) -> Iterator[None]:
     """Turn TensorFlow's ResourceExhaustedError (a multi-line dump) into one line: OutOfMemory, or
-    NoSpaceLeft when a write found the disk full (TensorFlow's checkpoint or Python's own files)."""
+    NoSpaceLeft when a write found the disk full (TensorFlow's checkpoint or Python's own files); say
+    what to do when the workdir's storage endpoint stopped answering."""
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:
@@ -397,6 +398,9 @@ def _exhaustion_named(name: str, workdir: str) -> Iterator[None]:
         raise OutOfMemory(
             f"{name}: out of memory{tensor}; lower embedding_dim, hash_buckets, the layers' units or batch_size"
         ) from None
+    except Unreachable as error:
+        raise Unreachable(f"{name}: {error}; run the same config again once it answers: it continues from the "
+                          "last checkpoint") from None
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
@@ -422,7 +426,7 @@ def run_attempt(
     OutOfMemory, in one line, when the model or a batch does not fit the device; NoSpaceLeft when the
     workdir's disk is full; a DataError naming the shard when a streamed shard cannot be read mid-epoch.
     """
-    with _exhaustion_named(name, str(workdir)):
+    with _failures_named(name, str(workdir)):
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start,
                             scan or workdir_scan(workdir))
 

@@ -29,7 +29,7 @@ from fsspec.compression import compr
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import infer_compression
 
-from trainer.errors import ExpectedError
+from trainer.errors import ExpectedError, Resumable
 
 # gcsfs >= 2026.3 exports a GCSFileSystem that first asks Google's Storage Control gRPC API for the
 # bucket type; where that API does not answer (an emulator, a closed network) every operation retries
@@ -54,8 +54,9 @@ class Forbidden(StorageError, PermissionError):
     """The credentials in use may not read or write the URI."""
 
 
-class Unreachable(StorageError, ConnectionError):
-    """The storage endpoint does not answer."""
+class Unreachable(StorageError, ConnectionError, Resumable):
+    """The storage endpoint does not answer (after gcsfs's own retries, about a minute): an outage, not a
+    fault of the experiment, which a run that meets it leaves unfinished for the next run to continue."""
 
 
 def join(*parts: str) -> str:

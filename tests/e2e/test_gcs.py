@@ -34,22 +34,30 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_emulator(port: int, log, on_disk=None) -> subprocess.Popen:
+    """The emulator on `port` once it answers, holding its objects in memory, or under the folder `on_disk`
+    (so that one started again there still has them)."""
+    where = ["--in-memory"] if on_disk is None else []
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [os.path.join(BIN, "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
+             *where, "--default-bucket", BUCKET, "--quiet"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=os.environ | ({} if on_disk is None else {"STORAGE_BASE": str(on_disk)}),
+        )
+    wait_for("the GCS emulator", lambda: _answers(port), timeout_s=30, every_s=0.2)
+    return process
+
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """The emulator's endpoint, with the bucket created; STORAGE_EMULATOR_HOST set for this process."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [os.path.join(BIN, "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-             "--in-memory", "--default-bucket", BUCKET, "--quiet"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+    process = start_emulator(port, tmp_path_factory.mktemp("gcs") / "emulator.log")
     endpoint = f"http://127.0.0.1:{port}"
     saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
     os.environ["STORAGE_EMULATOR_HOST"] = endpoint
     try:
-        wait_for("the GCS emulator", lambda: _answers(port), timeout_s=30, every_s=0.2)
         yield endpoint
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -232,6 +240,42 @@ def test_a_run_killed_mid_attempt_resumes_from_the_checkpoint_in_the_bucket(env,
     assert again.returncode == 0, output[-3000:]
     assert resumed_at(output) >= killed_at  # at most the epoch in progress was lost, and it came from the bucket
     assert any(path.endswith(f"checkpoints/ckpt-{epochs}.index") for path in bucket_files("killed"))
+
+
+@pytest.mark.slow
+def test_a_bucket_that_stops_answering_mid_attempt_stops_the_run_and_a_rerun_continues(env, tmp_path):
+    port = _free_port()  # a bucket of this test's own, on disk, to stop and start again
+    bucket = start_emulator(port, tmp_path / "own-emulator.log", on_disk=tmp_path)
+    env = env | {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
+    config = yaml.safe_load(open(slow_config(tmp_path, "bucket-gone", 200)))
+    config_path = tmp_path / "bucket-gone.yaml"
+    config_path.write_text(yaml.safe_dump(config | {"artifacts": gs("gone")}))
+    log = tmp_path / "first.log"
+    first = start_towerflow(env, log, "run", str(config_path))
+    try:
+        wait_for("epoch 3", lambda: last_epoch(log_text(log)) >= 3 or first.poll() is not None)
+        os.killpg(bucket.pid, signal.SIGKILL)  # the endpoint is gone; gcsfs retries for about a minute
+        bucket.wait(timeout=10)
+        first.wait(timeout=240)
+    finally:
+        stop_process(first)
+    said = log_text(log)
+    stopped_at = last_epoch(said)
+    assert first.returncode == 1 and stopped_at < 200, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    [line] = [line for line in said.splitlines() if line.startswith("experiment stopped: ")]
+    assert "cannot be reached" in line and line.endswith(
+        "run the same config again once it answers: it continues from the last checkpoint"), line
+
+    bucket = start_emulator(port, tmp_path / "own-emulator.log", on_disk=tmp_path)
+    try:
+        again = towerflow(env, "run", str(config_path))
+    finally:
+        os.killpg(bucket.pid, signal.SIGTERM)
+        bucket.wait(timeout=10)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]  # not the failure of an outage: the experiment was never failed
+    assert resumed_at(output) >= stopped_at  # at most the epoch in progress was lost
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """TensorFlow's out-of-memory dump becomes one line naming the tensor, the device when given, and what to lower;
-a full disk (which TensorFlow reports as resource exhaustion too) becomes one line naming the workdir."""
+a full disk (which TensorFlow reports as resource exhaustion too) becomes one line naming the workdir,
+and storage that stopped answering says how to continue."""
 
 import errno
 
@@ -8,7 +9,7 @@ import pytest
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 
-from trainer.attempt import _exhaustion_named
+from trainer.attempt import _failures_named
 from trainer.errors import NoSpaceLeft, OutOfMemory
 
 ADVICE = "; lower embedding_dim, hash_buckets, the layers' units or batch_size"
@@ -29,7 +30,7 @@ ADVICE = "; lower embedding_dim, hash_buckets, the layers' units or batch_size"
 )
 def test_an_out_of_memory_dump_becomes_one_line(dump, line):
     with pytest.raises(OutOfMemory) as raised:
-        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
+        with _failures_named("attempt 2", "/runs/a/attempt-2"):
             raise tf.errors.ResourceExhaustedError(None, None, dump)
     assert str(raised.value) == line + ADVICE and raised.value.__cause__ is None
 
@@ -47,7 +48,7 @@ def test_an_out_of_memory_dump_becomes_one_line(dump, line):
 )
 def test_a_full_disk_is_no_space_left_not_out_of_memory(error, reason):
     with pytest.raises(NoSpaceLeft) as raised:
-        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
+        with _failures_named("attempt 2", "/runs/a/attempt-2"):
             raise error
     assert str(raised.value) == (f"attempt 2: cannot write /runs/a/attempt-2: {reason}; make room and run the same "
                                  "config again: it continues from the last checkpoint")
@@ -55,5 +56,18 @@ def test_a_full_disk_is_no_space_left_not_out_of_memory(error, reason):
 
 def test_other_os_errors_pass_through():
     with pytest.raises(PermissionError):
-        with _exhaustion_named("attempt 2", "/runs/a/attempt-2"):
+        with _failures_named("attempt 2", "/runs/a/attempt-2"):
             raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_storage_that_stopped_answering_is_resumable_and_says_what_to_do():
+    from trainer.errors import Resumable
+    from trainer.storage import Unreachable
+
+    with pytest.raises(Unreachable) as raised:
+        with _failures_named("attempt 2", "gs://b/a/attempt-2"):
+            raise Unreachable("gs://b/a/attempt-2/checkpoints/ckpt-3.index: cannot be reached (Connection refused)")
+    assert isinstance(raised.value, Resumable)  # the run stops; the experiment is left for the next run, not failed
+    assert str(raised.value) == ("attempt 2: gs://b/a/attempt-2/checkpoints/ckpt-3.index: cannot be reached "
+                                 "(Connection refused); run the same config again once it answers: it continues "
+                                 "from the last checkpoint")
