@@ -30,7 +30,7 @@ from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, repeated_column, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
 from trainer.stats import TEXT_TYPES, TrainStats, is_blank
-from trainer.storage import StorageError, as_pattern, is_pattern, local_path, open_uri
+from trainer.storage import StorageError, Unreachable, as_pattern, is_pattern, local_path, open_uri
 
 if TYPE_CHECKING:
     from trainer.stream import TrainStream
@@ -189,11 +189,14 @@ def _first_rows(handle: IO[bytes]) -> tuple[list[str], list[str]]:
 
 @contextlib.contextmanager
 def reading(uri: str, kind: str) -> Iterator[None]:
-    """DataError (code `data_unreadable`) naming `uri` for whatever reading it as `kind` raises."""
+    """DataError (code `data_unreadable`) naming `uri` for whatever reading it as `kind` raises, except
+    storage that stopped answering (storage.Unreachable: an outage is not bad data)."""
     try:
         yield
     except FileNotFoundError:
         raise DataError(f"{uri}: file not found", code="data_unreadable") from None
+    except Unreachable:
+        raise  # an outage, not bad data: the run stops and the next one continues
     except StorageError as exc:
         raise DataError(str(exc), code="data_unreadable") from None
     except UnicodeDecodeError as exc:  # pandas' offset counts from the start of the chunk it was reading

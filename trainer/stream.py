@@ -41,6 +41,7 @@ from trainer.data import (
     unique_candidates,
 )
 from trainer.datasets import is_builtin, load_builtin
+from trainer.errors import ExpectedError
 from trainer.rules import DataSchema, data_uri_problem, streaming_split
 from trainer.schema import SchemaError, read_shards, table_format
 from trainer.spec import ExperimentSpec
@@ -184,7 +185,7 @@ class TrainStream:
     source: Source
     pieces: tuple[Piece, ...]
     stats: TrainStats
-    read_failures: list[DataError] = field(default_factory=list, compare=False, repr=False)
+    read_failures: list[ExpectedError] = field(default_factory=list, compare=False, repr=False)
 
     def windows(self, seed: int) -> Iterator[pd.DataFrame]:
         """Every training row once, in shuffled windows: the pieces in a seeded order, INTERLEAVE of them

@@ -7,8 +7,9 @@ tf.data looks the strings up a window at a time in a parallel map (the model's `
 step sees ids and numbers only. Each epoch draws a new seed for the window order.
 
 A shard that cannot be read mid-epoch (deleted or rewritten since the pass) raises a DataError
-naming it inside tf.data, which TensorFlow reports as a multi-line InvalidArgumentError;
-`read_failures_named(stream)` around the training gives back the DataError itself (the stream keeps
+naming it inside tf.data (storage that stopped answering: storage.Unreachable), which TensorFlow
+reports as a multi-line InvalidArgumentError; `read_failures_named(stream)` around the training
+gives back that error itself (the stream keeps
 what its epochs' reads raised, so two trainings in one process never see each other's).
 """
 
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from trainer.data import DataError, ExperimentData
 from trainer.model import Preprocess, frame_tensors, make_dataset
+from trainer.storage import Unreachable
 from trainer.stream import TrainStream
 
 
@@ -34,7 +36,7 @@ def stream_dataset(
     def windows(seed: np.int64) -> Iterator[dict[str, np.ndarray]]:
         try:
             yield from whole_batches(stream.windows(int(seed) & (2**63 - 1)))  # numpy seeds are never negative
-        except DataError as error:
+        except (DataError, Unreachable) as error:
             stream.read_failures.append(error)
             raise
 
@@ -72,7 +74,7 @@ def stream_dataset(
 
 @contextlib.contextmanager
 def read_failures_named(stream: TrainStream | None) -> Iterator[None]:
-    """Re-raise the DataError a read of `stream` raised inside tf.data as itself: one line naming the
+    """Re-raise the error a read of `stream` raised inside tf.data as itself: one line naming the
     shard, instead of TensorFlow's error that wraps it. Nothing to do for rows held in memory (None)."""
     if stream is None:
         yield

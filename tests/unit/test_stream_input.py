@@ -61,3 +61,20 @@ def test_a_shard_unreadable_mid_epoch_is_named_in_one_line(tmp_path):
         list(dataset)
     assert str(raised.value).startswith(f"{uri}/part-1.csv: cannot be read as csv") and "\n" not in str(raised.value)
     assert raised.value.field == "data.transactions"
+
+
+def test_storage_that_stops_answering_mid_epoch_is_an_outage_not_bad_data(tmp_path, monkeypatch):
+    from trainer.storage import Unreachable
+
+    uri = write(transactions(), tmp_path, "csv")
+    spec = spec_from_dict(config(uri, HASH, streaming=True))
+    data = load_experiment_data(spec)
+
+    def gone(*_args, **_kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(stream, "csv_frames", gone)  # each read of a shard from here on meets a dead endpoint
+    dataset = stream_dataset(data.stream, model_columns(spec), batch_size=512, shuffle_seed=3)
+    with pytest.raises(Unreachable) as raised, read_failures_named(data.stream):
+        list(dataset)
+    assert not isinstance(raised.value, DataError) and "cannot be reached (" in str(raised.value)
