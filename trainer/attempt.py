@@ -55,7 +55,9 @@ from trainer.model import (
 from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec, TrainingSpec
-from trainer.storage import Mirror, Unreachable, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes
+from trainer.storage import (
+    Mirror, Unreachable, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes,
+)
 from trainer.stream_input import read_failures_named, training_batches
 
 RESULT_FILE = "result.json"
@@ -424,7 +426,8 @@ def run_attempt(
     checkpoint and epochs instead of fresh weights (fresh weights if that checkpoint is gone).
     A streamed spec's pass is kept in (and reused from) the directory `scan`, `<workdir>/scan` by default.
     OutOfMemory, in one line, when the model or a batch does not fit the device; NoSpaceLeft when the
-    workdir's disk is full; a DataError naming the shard when a streamed shard cannot be read mid-epoch.
+    workdir's disk is full; a DataError naming the shard when a streamed shard cannot be read mid-epoch;
+    storage.Unreachable, saying how to continue, when the workdir's or the data's storage stopped answering.
     """
     with _failures_named(name, str(workdir)):
         return _run_attempt(spec, learning_rate, workdir, on_epoch, say or (lambda line: None), name, start,

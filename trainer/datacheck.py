@@ -217,7 +217,6 @@ def _cold_start(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]
         )
 
 
-
 def _outside_catalogue(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
     """Transactions whose product the catalogue lacks: trained on, never retrievable, and their test rows
     left out of recall; worth a word once they are 1% of the training or test rows."""
@@ -248,9 +247,10 @@ def _ks_past_the_candidates(spec: ExperimentSpec, data: ExperimentData) -> Itera
     ks = [k for k in spec.evaluation.ks if k >= n_candidates]
     if ks:
         named = ", ".join(f"@{k}" for k in ks)
+        verb = "ranks" if len(ks) == 1 else "rank"
         yield warning(
             "ks_past_the_candidates",
             "evaluation.ks",
-            f"{named} rank(s) all {n_candidates} candidates: recall there is 1 for any model, popularity's too",
+            f"{named} {verb} all {n_candidates} candidates: recall there is 1 for any model, popularity's too",
             f"ks below {n_candidates}",
         )

@@ -291,5 +291,5 @@ def test_a_k_that_ranks_every_candidate_is_a_warning(tmp_path):
     spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"ks": [5, N_PRODUCTS, 50]})})
     (finding,) = check_data(spec)[1]
     assert (finding.code, finding.severity, finding.field) == ("ks_past_the_candidates", "warning", "evaluation.ks")
-    assert finding.message == (f"@{N_PRODUCTS}, @50 rank(s) all {N_PRODUCTS} candidates: recall there is 1 for any "
+    assert finding.message == (f"@{N_PRODUCTS}, @50 rank all {N_PRODUCTS} candidates: recall there is 1 for any "
                                "model, popularity's too")
