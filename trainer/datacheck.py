@@ -63,6 +63,7 @@ def check_loaded(spec: ExperimentSpec, data: ExperimentData) -> list[Finding]:
         *_cold_start(spec, data),
         *_outside_catalogue(spec, data),
         *_ks_past_the_candidates(spec, data),
+        *_mixed_time_units(spec, data),
     ]
 
 
@@ -254,3 +255,37 @@ def _ks_past_the_candidates(spec: ExperimentSpec, data: ExperimentData) -> Itera
             f"{named} {verb} all {n_candidates} candidates: recall there is 1 for any model, popularity's too",
             f"ks below {n_candidates}",
         )
+
+
+EPOCH_UNITS = (("seconds", 1e8), ("milliseconds", 1e11), ("microseconds", 1e14), ("nanoseconds", 1e17))
+"""The least value of a time since 1970 in each unit, from 1973 on: in seconds 1e8 is 1973, in milliseconds 1e11."""
+
+
+def _mixed_time_units(spec: ExperimentSpec, data: ExperimentData) -> Iterator[Finding]:
+    """A numeric time column whose times since 1970 are written in more than one unit: ordered as numbers,
+    the finer unit's rows all come last, so a time split puts them all in test."""
+    column = spec.data.split.column
+    frames = [frame for frame in (data.train, data.validation, data.test) if frame is not None]
+    if not column or not all(column in f.columns and pd.api.types.is_numeric_dtype(f[column]) for f in frames):
+        return
+    found: dict[str, tuple[int, float, int]] = {}  # unit -> (rows, an example, its data row)
+    for frame in frames:
+        values = frame[column].to_numpy(dtype=np.float64)
+        units = np.searchsorted([least for _, least in EPOCH_UNITS], values, side="right") - 1
+        units[~np.isfinite(values)] = -1  # a missing time is not a unit
+        for index in np.unique(units[units >= 0]):
+            unit = EPOCH_UNITS[index][0]
+            at = np.flatnonzero(units == index)
+            rows, example, row = found.get(unit, (0, values[at[0]], int(frame.index[at[0]]) + 1))
+            found[unit] = (rows + at.size, example, row)
+    if len(found) < 2:
+        return
+    said = ", ".join(f"{rows} row(s) in {unit} (e.g. {example:.0f} at data row {row})"
+                     for unit, (rows, example, row) in found.items())
+    yield warning(
+        "mixed_time_units",
+        "data.split.column",
+        f"time column {column!r} seems to count time since 1970 in more than one unit: {said}; ordered as numbers, "
+        "the finer unit's rows all come last, and a time split puts them in test",
+        "write every time in one unit (or as ISO 8601 text)",
+    )

@@ -293,3 +293,22 @@ def test_a_k_that_ranks_every_candidate_is_a_warning(tmp_path):
     assert (finding.code, finding.severity, finding.field) == ("ks_past_the_candidates", "warning", "evaluation.ks")
     assert finding.message == (f"@{N_PRODUCTS}, @50 rank all {N_PRODUCTS} candidates: recall there is 1 for any "
                                "model, popularity's too")
+
+
+def test_times_in_seconds_and_milliseconds_mixed_are_a_warning_naming_both(tmp_path):
+    seconds = 1_704_000_000 + 3600 * np.arange(240)
+    rows = purchases().assign(ts=seconds)
+    rows.loc[[2, 7], "ts"] = seconds[[2, 7]] * 1000  # two rows written by another exporter
+    spec = spec_for(write(rows, tmp_path / "t.csv"), split={"strategy": "time", "column": "ts", "test_fraction": 0.25})
+    (finding,) = [f for f in check_data(spec)[1] if f.code == "mixed_time_units"]  # a time split: cold starts too
+    assert (finding.severity, finding.field) == ("warning", "data.split.column")
+    assert "238 row(s) in seconds (e.g. " in finding.message
+    assert f"2 row(s) in milliseconds (e.g. {seconds[2] * 1000} at data row 3)" in finding.message
+
+
+def test_times_in_one_unit_or_small_numbers_say_nothing(tmp_path):
+    for ts in (1_704_000_000_000 + np.arange(240), np.arange(240)):  # milliseconds alone; an ordinal
+        rows = purchases().assign(ts=ts)
+        split = {"strategy": "time", "column": "ts", "test_fraction": 0.25}
+        findings = check_data(spec_for(write(rows, tmp_path / "t.csv"), split=split))[1]
+        assert "mixed_time_units" not in [f.code for f in findings]
