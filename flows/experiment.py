@@ -58,6 +58,7 @@ from tasks.report import (
 from tasks.settings import artifacts_root, attempt_workdir, experiment_dir
 from tasks.training import VERDICT_STATES, evaluate, train_attempt
 from tasks.validate import check_data, probe_findings, probe_learning_rate, validate
+from tasks.wording import markdown_text
 from trainer import storage
 from trainer.errors import ExpectedError, NoSpaceLeft, OutOfMemory, Resumable
 from trainer.probe_curve import ProbeCurve
@@ -372,8 +373,8 @@ def _link_report(spec: ExperimentSpec, experiment_id: int, publish: bool = True)
         key = artifact_key(experiment_slug(spec), "report")
         url = served_report_url(written, root)
         if url is None:
-            create_markdown_artifact(f"The HTML report of {spec.name} is at `{written}`; open it in a browser with "
-                                     f"`towerflow report {experiment_id} --serve`.", key=key)
+            create_markdown_artifact(f"The HTML report of {markdown_text(spec.name)} is at {markdown_text(written)}; "
+                                     f"open it in a browser with `towerflow report {experiment_id} --serve`.", key=key)
             return
         create_link_artifact(url, link_text=f"{spec.name} report", key=key,
                              description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "

@@ -106,8 +106,9 @@ def _lineage_table(numbered: Iterable[tuple[int, Any]]) -> list[str]:
 def lineage_markdown(name: str, attempts: Iterable, origin: str | None = None) -> str:
     """The lineage card: attempts (AttemptResult, in order) with their learning rates and statuses; `origin`
     says where the first attempt's rate came from when not from the config."""
-    note = ["", f"Attempt 1's learning rate: {origin}."] if origin else []
-    return "\n".join([f"# {name}: attempt lineage", "", *_lineage_table(enumerate(attempts, start=1)), *note])
+    note = ["", f"Attempt 1's learning rate: {wording.markdown_text(origin)}."] if origin else []
+    title = f"# {wording.markdown_text(name)}: attempt lineage"
+    return "\n".join([title, "", *_lineage_table(enumerate(attempts, start=1)), *note])
 
 
 def publish_lineage(spec: ExperimentSpec, attempts: list, origin: str | None = None) -> None:
@@ -120,9 +121,9 @@ def summary_markdown(view: ExperimentView) -> str:
     """The key figures of a stored experiment, for a markdown artifact: recall@k against popularity with the
     lift (and every k where the model does not beat it), the attempts' lineage, the findings."""
     experiment = view.experiment
-    lines = [f"# {experiment.name}: {wording.status_word(experiment.status)}"]
+    lines = [f"# {wording.markdown_text(experiment.name)}: {wording.status_word(experiment.status)}"]
     if experiment.message:
-        lines += ["", experiment.message]
+        lines += ["", wording.markdown_text(experiment.message)]
     lines += ["", "## Recall@k against popularity", ""]
     if view.recall:
         lines += [f"recall {wording.recall_scope(view.recall[0])}", ""]
@@ -157,8 +158,9 @@ def sweep_slug(view: SweepView) -> str:
 def leaderboard_markdown(view: SweepView, k: int) -> str:
     """The sweep's leaderboard card: its progress, grid and points ranked by recall@k."""
     sweep = view.sweep
-    grid = [f"- `{key}`: {', '.join(map(wording.spec_value, values))}" for key, values in sweep.grid.items()]
-    return "\n".join([f"# Sweep {sweep.name}: leaderboard by recall@{k}", "",
+    grid = [f"- {wording.markdown_text(key)}: {wording.markdown_text(', '.join(map(wording.spec_value, values)))}"
+            for key, values in sweep.grid.items()]
+    return "\n".join([f"# Sweep {wording.markdown_text(sweep.name)}: leaderboard by recall@{k}", "",
                       wording.progress_text(view.progress()), "", "Grid:", "", *grid, "",
                       *wording.markdown_table(*wording.leaderboard_table(view.leaderboard(k), k))])
 

@@ -8,6 +8,7 @@ TensorFlow.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -175,12 +176,21 @@ def probe_rows(curve: Any) -> list[dict[str, Any]]:
     ]
 
 
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]<>#~!|])")
+"""What markdown (or HTML inside it) would act on; escaped, each shows as itself."""
+
+
+def markdown_text(value: Any) -> str:
+    """`value` on one line, shown literally by a markdown renderer such as the Prefect UI's: a name, an id or
+    a message from a config or a data file can neither format, link nor inject HTML."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """A markdown table's lines; a '|' or a line break inside a cell cannot break the table."""
+    """A markdown table's lines, every cell `markdown_text` (a '|' or a line break cannot break the table)."""
 
     def line(cells: Sequence[Any]) -> str:
-        text = (" ".join(str(c).split()).replace("|", "\\|") for c in cells)
-        return "| " + " | ".join(text) + " |"
+        return "| " + " | ".join(map(markdown_text, cells)) + " |"
 
     return [line(headers), "|" + "---|" * len(headers), *(line(row) for row in rows)]
 

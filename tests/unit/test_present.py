@@ -15,10 +15,11 @@ from tasks.views import ExperimentView
 NAN, INF = float("nan"), float("inf")
 
 
-def view(recall=((5, 0.03, 0.05), (10, 0.06, 0.06), (50, 0.4, 0.2)), attempts=True, findings=True) -> ExperimentView:
+def view(recall=((5, 0.03, 0.05), (10, 0.06, 0.06), (50, 0.4, 0.2)), attempts=True, findings=True,
+         name="demo") -> ExperimentView:
     scope = {"n_candidates": 400, "n_candidate_rows_before_dedup": 8000, "n_queries": 1900, "exclude_seen": False}
     return ExperimentView.of({
-        "experiment": {"id": 7, "config_hash": "ab12cd34", "name": "demo", "status": "succeeded",
+        "experiment": {"id": 7, "config_hash": "ab12cd34", "name": name, "status": "succeeded",
                        "message": "succeeded on attempt 2 at lr=0.1"},
         "findings": [{"code": "high_learning_rate", "severity": "warning", "field": "training.learning_rate",
                       "message": "lr 1 | deep tower", "suggestion": "use 0.1"}] if findings else [],
@@ -72,6 +73,14 @@ def test_markdown_cells_cannot_break_the_table():
     assert lines == ["| a | b |", "|---|---|", "| x \\| y | two lines |"]
 
 
+def test_names_and_data_values_show_in_markdown_as_they_are_never_as_markup():
+    hostile = "<img src=x onerror=alert(1)> **bold** [link](javascript:x) # c_1"
+    assert wording.markdown_text(hostile) == (
+        "\\<img src=x onerror=alert(1)\\> \\*\\*bold\\*\\* \\[link\\](javascript:x) \\# c\\_1")
+    text = summary_markdown(view(name=hostile))
+    assert text.startswith(f"# {wording.markdown_text(hostile)}: Succeeded") and "<img" not in text.replace("\\<", "")
+
+
 def test_the_terminal_names_every_k_below_popularity_with_the_shared_words():
     text = render_experiment(view())
     assert "recall over 400 unique products (8000 rows before de-duplication), 1900 buyers, exclude_seen=False:" in text
@@ -105,7 +114,7 @@ def test_summary_markdown_has_recall_with_lift_the_lineage_and_the_findings():
     assert "| @50 | 0.4000 | 0.2000 | 2.00× |" in text and "| @5 | 0.0300 | 0.0500 | 0.60× |" in text
     assert "**below popularity at @5, @10: not worth serving there**" in text
     assert "| 1 | 1 | Collapsed | 3 | scores alike |" in text and "| 2 | 0.1 | Succeeded | 5 |  |" in text
-    assert "| warning | training.learning_rate | lr 1 \\| deep tower | use 0.1 |" in text
+    assert "| warning | training.learning\\_rate | lr 1 \\| deep tower | use 0.1 |" in text  # shown as training.learning_rate
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections == ["## Recall@k against popularity", "## Attempts", "## Findings"]
 
