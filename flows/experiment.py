@@ -121,9 +121,9 @@ def _apply_warning_policy(spec: ExperimentSpec, warnings: list[Finding], experim
     source = " (measured by the learning-rate probe)" if measured is not None else ""
     timeout = spec.validation.approval_timeout_s
     description = "\n".join(
-        [f"## {spec.name}: {len(warnings)} validation warning(s)", "",
-         *[f"- **{f.field}**: {f.message}" + (f"  \n  *suggestion:* {f.suggestion}" if f.suggestion else "")
-           for f in warnings], "",
+        [f"## {markdown_text(spec.name)}: {len(warnings)} validation warning(s)", "",
+         *[f"- **{markdown_text(f.field)}**: {markdown_text(f.message)}"
+           + (f"  \n  *suggestion:* {markdown_text(f.suggestion)}" if f.suggestion else "") for f in warnings], "",
          f"Configured learning rate **{learning_rate:g}**; suggested **{suggested:g}**{source}.",
          f"This run waits **{timeout:g} s** (`validation.approval_timeout_s`) for a decision, then fails."]
     )
@@ -376,9 +376,9 @@ def _link_report(spec: ExperimentSpec, experiment_id: int, publish: bool = True)
             create_markdown_artifact(f"The HTML report of {markdown_text(spec.name)} is at {markdown_text(written)}; "
                                      f"open it in a browser with `towerflow report {experiment_id} --serve`.", key=key)
             return
-        create_link_artifact(url, link_text=f"{spec.name} report", key=key,
-                             description=f"{spec.name}: loss and gradient norms per attempt, learning-rate lineage, "
-                                         "recall@k against popularity, validation findings")
+        create_link_artifact(url, link_text=f"{spec.name} report", key=key,  # the UI shows a link's text as it is
+                             description=f"{markdown_text(spec.name)}: loss and gradient norms per attempt, "
+                                         "learning-rate lineage, recall@k against popularity, validation findings")
     except Exception as exc:  # a report is a view: failing to draw it must not fail the experiment
         get_run_logger().warning("HTML report of experiment %s not written: %s: %s", experiment_id,
                                  type(exc).__name__, exc)

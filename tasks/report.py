@@ -19,7 +19,7 @@ from prefect.artifacts import (
 
 from tasks import wording
 from tasks.views import ExperimentView, SweepView
-from tasks.wording import epoch_rows, epoch_verdict
+from tasks.wording import epoch_rows, epoch_verdict, markdown_text
 from trainer.spec import ExperimentSpec
 
 __all__ = [
@@ -67,7 +67,7 @@ def publish_epochs(spec: ExperimentSpec, number: int, result) -> None:
         create_table_artifact(
             rows,
             key=artifact_key(experiment_slug(spec), f"attempt-{number}-epochs"),
-            description=(f"{spec.name}: attempt {number} @ lr={wording.rate(result.learning_rate)}, "
+            description=(f"{markdown_text(spec.name)}: attempt {number} @ lr={wording.rate(result.learning_rate)}, "
                          f"{result.status}: {result.reason}"),
         )
 
@@ -75,7 +75,7 @@ def publish_epochs(spec: ExperimentSpec, number: int, result) -> None:
 def publish_probe(spec: ExperimentSpec, curve) -> None:
     """The learning-rate probe's curve (a ProbeCurve), one row per rate, its reading in the description."""
     create_table_artifact(wording.probe_rows(curve), key=artifact_key(experiment_slug(spec), "lr-probe"),
-                          description=f"{spec.name}: learning-rate probe ({spec.validation.lr_probe}, "
+                          description=f"{markdown_text(spec.name)}: learning-rate probe ({spec.validation.lr_probe}, "
                                       f"{curve.seconds:.1f}s): {curve.reason}")
 
 
@@ -106,8 +106,8 @@ def _lineage_table(numbered: Iterable[tuple[int, Any]]) -> list[str]:
 def lineage_markdown(name: str, attempts: Iterable, origin: str | None = None) -> str:
     """The lineage card: attempts (AttemptResult, in order) with their learning rates and statuses; `origin`
     says where the first attempt's rate came from when not from the config."""
-    note = ["", f"Attempt 1's learning rate: {wording.markdown_text(origin)}."] if origin else []
-    title = f"# {wording.markdown_text(name)}: attempt lineage"
+    note = ["", f"Attempt 1's learning rate: {markdown_text(origin)}."] if origin else []
+    title = f"# {markdown_text(name)}: attempt lineage"
     return "\n".join([title, "", *_lineage_table(enumerate(attempts, start=1)), *note])
 
 
@@ -121,9 +121,9 @@ def summary_markdown(view: ExperimentView) -> str:
     """The key figures of a stored experiment, for a markdown artifact: recall@k against popularity with the
     lift (and every k where the model does not beat it), the attempts' lineage, the findings."""
     experiment = view.experiment
-    lines = [f"# {wording.markdown_text(experiment.name)}: {wording.status_word(experiment.status)}"]
+    lines = [f"# {markdown_text(experiment.name)}: {wording.status_word(experiment.status)}"]
     if experiment.message:
-        lines += ["", wording.markdown_text(experiment.message)]
+        lines += ["", markdown_text(experiment.message)]
     lines += ["", "## Recall@k against popularity", ""]
     if view.recall:
         lines += [f"recall {wording.recall_scope(view.recall[0])}", ""]
@@ -147,7 +147,7 @@ def summary_markdown(view: ExperimentView) -> str:
 def publish_summary(spec: ExperimentSpec, view: ExperimentView) -> None:
     """The summary card of a run (`summary_markdown`), so the UI shows the outcome without leaving it."""
     create_markdown_artifact(summary_markdown(view), key=artifact_key(experiment_slug(spec), "summary"),
-                             description=f"{spec.name}: recall@k against popularity, attempts, findings")
+                             description=f"{markdown_text(spec.name)}: recall@k against popularity, attempts, findings")
 
 
 def sweep_slug(view: SweepView) -> str:
@@ -158,9 +158,9 @@ def sweep_slug(view: SweepView) -> str:
 def leaderboard_markdown(view: SweepView, k: int) -> str:
     """The sweep's leaderboard card: its progress, grid and points ranked by recall@k."""
     sweep = view.sweep
-    grid = [f"- {wording.markdown_text(key)}: {wording.markdown_text(', '.join(map(wording.spec_value, values)))}"
+    grid = [f"- {markdown_text(key)}: {markdown_text(', '.join(map(wording.spec_value, values)))}"
             for key, values in sweep.grid.items()]
-    return "\n".join([f"# Sweep {wording.markdown_text(sweep.name)}: leaderboard by recall@{k}", "",
+    return "\n".join([f"# Sweep {markdown_text(sweep.name)}: leaderboard by recall@{k}", "",
                       wording.progress_text(view.progress()), "", "Grid:", "", *grid, "",
                       *wording.markdown_table(*wording.leaderboard_table(view.leaderboard(k), k))])
 
@@ -170,9 +170,10 @@ def publish_leaderboard(view: SweepView, k: int) -> None:
     headers, cells = wording.leaderboard_table(view.leaderboard(k), k)
     slug = sweep_slug(view)
     create_table_artifact([dict(zip(headers, row)) for row in cells], key=artifact_key(slug, "leaderboard"),
-                          description=f"sweep {view.sweep.name}: points by recall@{k}")
+                          description=f"sweep {markdown_text(view.sweep.name)}: points by recall@{k}")
     create_markdown_artifact(leaderboard_markdown(view, k), key=artifact_key(slug, "summary"),
-                             description=f"sweep {view.sweep.name}: {wording.progress_text(view.progress())}")
+                             description=f"sweep {markdown_text(view.sweep.name)}: "
+                                         f"{wording.progress_text(view.progress())}")
 
 
 class ProgressArtifact:
@@ -188,7 +189,7 @@ class ProgressArtifact:
     def create(spec: ExperimentSpec):
         """A new progress artifact for a run of `spec`; its id."""
         return create_progress_artifact(0.0, key=artifact_key(experiment_slug(spec), "progress"),
-                                        description=f"{spec.name}: training")
+                                        description=f"{markdown_text(spec.name)}: training")
 
     def advance(self, description: str) -> None:
         """One step more; a bar the API no longer takes is let go (said once): training goes on, its
