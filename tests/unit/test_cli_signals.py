@@ -29,7 +29,7 @@ def test_sigterm_ends_a_resumable_command_in_one_line_with_the_shells_exit_code(
     assert signal.getsignal(signal.SIGTERM) is previous  # the command's handler does not outlive it
 
 
-def test_sigterm_raises_where_it_lands_only_while_a_resumable_command_runs(monkeypatch):
+def test_a_command_with_nothing_to_continue_keeps_the_default_sigterm(monkeypatch):
     seen = []
 
     def results(_args) -> int:
