@@ -204,15 +204,37 @@ class _Checkpoints:
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epoch=self.epoch, history=self.history
         )
+        self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
 
-    def restore(self) -> list[EpochMetrics]:
-        """Restore the latest checkpoint (if any) and return its EpochMetrics."""
-        if self.manager.latest_checkpoint is None:
-            return []
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        raw = json.loads(self.history.numpy().decode())
-        return [EpochMetrics.model_validate(item) for item in raw]
+    def restore(self, say: Callable[[str], None]) -> list[EpochMetrics]:
+        """Restore the latest checkpoint that reads whole (if any) and return its EpochMetrics. One that does
+        not (a corrupt or cut-short file) is named, set aside as `unreadable-*` and an earlier kept one tried;
+        with none left the attempt starts afresh: an unreadable checkpoint costs epochs, never the attempt."""
+        kept = list(self.manager.checkpoints)
+        while kept:
+            prefix = kept.pop()
+            problem = unreadable(prefix)
+            if problem is None:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                raw = json.loads(self.history.numpy().decode())
+                return [EpochMetrics.model_validate(item) for item in raw]
+            fallback = f"trying {os.path.basename(kept[-1])}" if kept else "starting afresh"
+            say(f"checkpoint {os.path.basename(prefix)} cannot be read ({problem}): set aside; {fallback}")
+            _set_aside(prefix)
+            self._forget_all_but(kept)
+        return []
+
+    def _forget_all_but(self, kept: list[str]) -> None:
+        """Rewrite the checkpoint index to list only `kept` (the last the latest; names relative, as the manager
+        writes them, so a pushed index holds in any staging directory) and read it again."""
+        if kept:
+            names = [os.path.basename(prefix) for prefix in kept]
+            tf.compat.v1.train.update_checkpoint_state(self.directory, names[-1], all_model_checkpoint_paths=names)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, os.path.basename(CHECKPOINT_INDEX)))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=self.max_to_keep)
 
     def save(self, epochs: list[EpochMetrics]) -> None:
         text = json.dumps([m.model_dump(mode="json") for m in epochs])
@@ -225,6 +247,25 @@ class _Checkpoints:
     def restore_weights(self, epoch: int) -> None:
         """Load the tower weights of `epoch` (its checkpoint must still be kept)."""
         restore_towers(self.model, os.path.join(self.directory, f"ckpt-{epoch}"))
+
+
+def unreadable(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read whole (each tensor read, its checksum checked), or None."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError) as error:  # IndexError: a data file cut short
+        return str(error).strip().splitlines()[0]
+    return None
+
+
+def _set_aside(prefix: str) -> None:
+    """Rename the files of the checkpoint at `prefix` to `unreadable-<name>...`, kept for a look, never restored."""
+    directory, name = os.path.split(prefix)
+    for entry in os.listdir(directory):
+        if entry.startswith(f"{name}."):
+            os.replace(os.path.join(directory, entry), os.path.join(directory, f"unreadable-{entry}"))
 
 
 def restore_towers(model: TwoTowerModel, prefix: str) -> None:
@@ -357,13 +398,15 @@ def load_result(workdir: str) -> AttemptResult | None:
 
 def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress) -> bool:
     """Load the model weights of `start` (its epoch's checkpoint in the earlier attempt's workdir) and
-    take that attempt's epochs up to it as this one's first; False when that checkpoint is gone."""
+    take that attempt's epochs up to it as this one's first; False when that checkpoint is gone or unreadable."""
     source = load_result(start.workdir)
     checkpoint = join(start.workdir, CHECKPOINTS_DIR, f"ckpt-{start.epoch}.index")
     if source is None or not exists(checkpoint):
         return False
     name = f"ckpt-{start.epoch}"
     with local_copy(join(start.workdir, CHECKPOINTS_DIR), only=f"{name}.") as local:
+        if unreadable(os.path.join(local, name)) is not None:
+            return False
         restore_towers(model, os.path.join(local, name))  # not the optimizer: this attempt's is fresh
     for metrics in source.epochs[: start.epoch]:
         progress.record(metrics)
@@ -485,7 +528,7 @@ def _run_attempt(
         with _writable(workdir, cluster) as mirror:
             checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
             progress = _Progress(spec)
-            for metrics in checkpoints.restore():
+            for metrics in checkpoints.restore(lambda line: say(f"{name}: {line}")):
                 progress.record(metrics)
             if progress.epochs:
                 done = len(progress.epochs)
@@ -494,7 +537,7 @@ def _run_attempt(
                 if _start_from(model, start, progress):
                     say(f"{name} starts from attempt {start.attempt}'s epoch {start.epoch} (its last healthy one)")
                 else:
-                    say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone; starting afresh")
+                    say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone or unreadable; starting afresh")
                     start = None
 
             if not progress.finished:

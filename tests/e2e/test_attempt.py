@@ -3,6 +3,7 @@ resume after an interruption, and the exported index used from a fresh process."
 
 import json
 import math
+import os
 import re
 import resource
 import subprocess
@@ -143,6 +144,31 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
     assert run_attempt(spec, 0.1, workdir) == result  # finished: the stored result, nothing retrained
     with pytest.raises(ValueError, match="at learning rate 0.1, not spec .* at 0.01: use another workdir"):
         run_attempt(spec, 0.01, workdir)
+
+
+@pytest.mark.parametrize("restart, resumed_at", [("last_healthy", 3), ("scratch", 1)])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_attempt_resumes_from_an_earlier_one_or_afresh(
+    tmp_path, restart, resumed_at
+):
+    # last_healthy keeps collapse.patience + 1 = 3 checkpoints, scratch only the latest
+    spec = spec_from_dict(_raw_spec(4, 1.0, (5, 10), backoff={"restart": restart}))
+    workdir = tmp_path / "attempt"
+
+    def stop_after_3(metrics):
+        if metrics.epoch == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_attempt(spec, 0.1, str(workdir), on_epoch=stop_after_3)
+    data = workdir / "checkpoints" / "ckpt-3.data-00000-of-00001"
+    os.truncate(data, data.stat().st_size // 2)  # a write cut short
+    said, epochs = [], []
+    result = run_attempt(spec, 0.1, str(workdir), on_epoch=lambda m: epochs.append(m.epoch), say=said.append)
+    fallback = "trying ckpt-2" if restart == "last_healthy" else "starting afresh"
+    assert f"attempt: checkpoint ckpt-3 cannot be read (Read less bytes than requested): set aside; {fallback}" in said
+    assert epochs == list(range(resumed_at, 5)) and result.status == "succeeded"
+    assert [m.epoch for m in result.epochs] == [1, 2, 3, 4]
+    assert (workdir / "checkpoints" / "unreadable-ckpt-3.data-00000-of-00001").exists()
 
 
 def test_an_ensemble_of_members_resumes_exports_their_embeddings_side_by_side_and_evaluates(tmp_path):
