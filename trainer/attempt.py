@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import pydantic
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
@@ -358,7 +359,15 @@ def claim_workdir(
         identity["start"] = {"attempt": start.attempt, "epoch": start.epoch}
     path = join(workdir, ATTEMPT_FILE)
     if exists(path):
-        found = json.loads(read_bytes(path))
+        try:
+            found = json.loads(read_bytes(path))
+            if not isinstance(found, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:  # damaged on disk (it is written whole): whose checkpoints these are is unknown
+            raise WorkdirTaken(
+                f"{path} cannot be read ({error}), so whose attempt {workdir} holds is unknown: "
+                "remove that workdir (its checkpoints are then lost) or use another"
+            ) from None
         if found != identity:
             raise WorkdirTaken(
                 f"{workdir} holds an attempt of spec {found.get('spec_hash')} at learning rate "
@@ -388,12 +397,19 @@ def _writable(workdir: str, cluster: Cluster) -> Iterator[Mirror]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def load_result(workdir: str) -> AttemptResult | None:
-    """The stored result of a finished attempt in `workdir`, if any."""
+def load_result(workdir: str, say: Callable[[str], None] | None = None) -> AttemptResult | None:
+    """The stored result of a finished attempt in `workdir`, if any. One that cannot be read (damaged on
+    disk: it is written whole) counts as none, said through `say`: the attempt's checkpoints give it again."""
     path = join(workdir, RESULT_FILE)
     if not exists(path):
         return None
-    return AttemptResult.model_validate_json(read_bytes(path))
+    try:
+        return AttemptResult.model_validate_json(read_bytes(path))
+    except pydantic.ValidationError as error:
+        if say is not None:
+            problem = error.errors()[0]["msg"]
+            say(f"{path} cannot be read ({problem}): continuing from the checkpoints, which give the result again")
+        return None
 
 
 def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress) -> bool:
@@ -485,7 +501,7 @@ def _run_attempt(
     training = spec.training
     cluster = training_cluster(training)
     claim_workdir(workdir, spec, learning_rate, write=cluster.is_chief, start=start)
-    stored = load_result(workdir)
+    stored = load_result(workdir, say)
     if stored is not None:
         say(f"{name} already ended {stored.status}: reusing its result from {workdir} (no retraining)")
         return stored

@@ -16,7 +16,7 @@ import yaml
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
-from trainer.attempt import _Progress, load_result, run_attempt
+from trainer.attempt import WorkdirTaken, _Progress, load_result, run_attempt
 from trainer.gradients import EpochMetrics
 from trainer.evaluation import evaluate_model
 from trainer.spec import spec_from_dict
@@ -144,6 +144,15 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
     assert run_attempt(spec, 0.1, workdir) == result  # finished: the stored result, nothing retrained
     with pytest.raises(ValueError, match="at learning rate 0.1, not spec .* at 0.01: use another workdir"):
         run_attempt(spec, 0.01, workdir)
+    (tmp_path / "attempt" / "result.json").write_text('{"status": "succ')  # damaged on disk
+    said, retrained = [], []
+    again = run_attempt(spec, 0.1, workdir, on_epoch=retrained.append, say=said.append)
+    assert any("result.json cannot be read (Invalid JSON" in line for line in said)
+    assert not retrained and again.status == "succeeded" and again.epochs == result.epochs  # from the checkpoints
+    assert load_result(workdir) == again  # written again
+    (tmp_path / "attempt" / "attempt.json").write_text('{"spec')
+    with pytest.raises(WorkdirTaken, match="attempt.json cannot be read .* whose attempt .* holds is unknown"):
+        run_attempt(spec, 0.1, workdir)
 
 
 @pytest.mark.parametrize("restart, resumed_at", [("last_healthy", 3), ("scratch", 1)])
