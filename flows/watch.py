@@ -48,11 +48,20 @@ class WatchState:
     broken: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> WatchState:
+    def load(cls, path: Path, echo: Callable[[str], None] = print) -> WatchState:
+        """The state kept at `path`; none when there is none, or when it is damaged (said through `echo`): every
+        file is then submitted again, which is harmless, since a spec already stored is never trained twice."""
         if not storage.exists(str(path)):
             return cls()
-        data = json.loads(storage.read_bytes(str(path)))
-        return cls(submitted=data.get("submitted", {}), broken=data.get("broken", {}))
+        try:
+            data = json.loads(storage.read_bytes(str(path)))
+            return cls(submitted=dict(data["submitted"]), broken=dict(data["broken"]))
+        except (ValueError, TypeError, KeyError) as error:
+            aside = path.with_name(f"{path.name}.unreadable")
+            path.replace(aside)
+            echo(f"{path} cannot be read ({type(error).__name__}: {error}; kept as {aside.name}): starting with no "
+                 "state; configs already submitted are submitted again and reuse their stored experiments")
+            return cls()
 
     def save(self, path: Path) -> None:
         text = json.dumps({"submitted": self.submitted, "broken": self.broken}, indent=1, sort_keys=True)

@@ -75,6 +75,20 @@ def test_new_files_are_submitted_once_and_never_again(tmp_path, state_file):
     assert first[0].detail == load_spec(first[0].uri).content_hash()
 
 
+@pytest.mark.parametrize("damage", ['{"submitted": {"a', "[]", '{"submitted": {}}'])
+def test_a_damaged_state_file_is_set_aside_and_the_configs_submitted_again(tmp_path, state_file, capsys, damage):
+    folder = tmp_path / "configs"
+    write(folder / "a.yaml", config("a"))
+    state_file.write_text(damage)
+    submit = FakeSubmit()
+
+    assert outcomes(scan(str(folder), submit, state_file)) == {"a.yaml": "submitted"}
+    assert f"{state_file} cannot be read (" in capsys.readouterr().out
+    assert state_file.with_name("state.json.unreadable").read_text() == damage
+    assert outcomes(scan(str(folder), submit, state_file)) == {"a.yaml": "unchanged"}  # a good state again
+    assert capsys.readouterr().out == ""
+
+
 def test_a_changed_spec_resubmits_but_comments_and_copies_do_not(tmp_path, state_file):
     folder = tmp_path / "configs"
     path = write(folder / "a.yaml", config("a", learning_rate=0.05))
