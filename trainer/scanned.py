@@ -16,6 +16,7 @@ import ctypes
 import dataclasses
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import sys
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from trainer.data import DataError, ExperimentData, layout, load_experiment_data
 from trainer.datasets import is_builtin
@@ -59,6 +61,10 @@ def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
     source = Source(spec, layout(spec))
     ensure_scanned(spec, directory, source)
     data = load_scan(spec, directory, source)
+    if data is None:  # kept, but damaged on disk: it is only the pass's cache, so the pass runs again
+        logging.getLogger(__name__).warning("the scan kept in %s cannot be read: scanning the data again", directory)
+        _scan_in_child(spec, directory)
+        data = load_scan(spec, directory, source)
     if data is None:
         raise RuntimeError(f"the streaming pass wrote no readable scan to {directory}")
     return data
@@ -102,7 +108,15 @@ def save_scan(data: ExperimentData, directory: str) -> None:
 
 def load_scan(spec: ExperimentSpec, directory: str, source: Source) -> ExperimentData | None:
     """The scan kept in `directory` as ExperimentData streaming from `source` (a trainer.stream.Source
-    of `spec`), or None when there is none, it is of another format or spec, or the files changed since."""
+    of `spec`), or None when there is none, it is of another format or spec, the files changed since, or
+    a file of it cannot be read (damaged on disk)."""
+    try:
+        return _loaded_scan(spec, directory, source)
+    except (ValueError, KeyError, TypeError, pa.ArrowException):  # not Unreachable: an outage is no damage
+        return None
+
+
+def _loaded_scan(spec: ExperimentSpec, directory: str, source: Source) -> ExperimentData | None:
     manifest = _kept_manifest(spec, directory, source)
     if manifest is None:
         return None
@@ -153,9 +167,12 @@ def _kept_manifest(spec: ExperimentSpec, directory: str, source: Source) -> dict
     if not exists(uri):
         return None
     with open_uri(uri, "rb") as handle:
-        manifest = json.load(handle)
-    if (manifest.get("format") != FORMAT or manifest["spec"] != spec.content_hash()
-            or manifest["files"] != _fingerprints(_inputs(source))):
+        try:
+            manifest = json.load(handle)
+        except ValueError:  # damaged on disk: no scan kept
+            return None
+    kept = isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    if not kept or manifest.get("spec") != spec.content_hash() or manifest.get("files") != _fingerprints(_inputs(source)):
         return None
     return manifest
 

@@ -53,6 +53,18 @@ def test_a_kept_scan_is_reused_and_changed_data_is_scanned_afresh(tmp_path, monk
     assert len(children) == 1 and changed.stats.n_rows != first.stats.n_rows
 
 
+@pytest.mark.parametrize("damaged, damage", [
+    ("test.parquet", b"PAR1 cut short"), ("counts-0.parquet", b""), (MANIFEST, b'{"format": 1, "sp'), (MANIFEST, b"[]"),
+])
+def test_a_kept_scan_damaged_on_disk_is_scanned_again(tmp_path, damaged, damage):
+    spec, kept = streamed_spec(write(transactions(), tmp_path, "parquet")), tmp_path / "scan"
+    first = scanned(spec, str(kept))
+    (kept / damaged).write_bytes(damage)
+    again = scanned(spec, str(kept))
+    pd.testing.assert_frame_equal(as_text(again.test), as_text(first.test))
+    assert again.stats.n_rows == first.stats.n_rows and (kept / damaged).read_bytes() != damage  # written again
+
+
 def test_a_data_error_in_the_child_is_raised_here_with_its_field_and_nothing_is_kept(tmp_path):
     spec = streamed_spec(write(transactions(), tmp_path, "csv"), {**CUTOFF, "cutoff": 5000}, validation=0.0)
     with pytest.raises(DataError) as raised:
