@@ -238,8 +238,23 @@ def results_command(args: argparse.Namespace) -> int:
         detail = store.experiment_detail(experiment.id)
         print(json.dumps(detail | {"experiment": detail["experiment"] | {"unowned": unowned}}, indent=2))
     else:
-        print(render_experiment(store.experiment_view(experiment.id), unowned))
+        view = store.experiment_view(experiment.id)
+        print(render_experiment(view, unowned, _checkpointed(view)))
     return EXIT_OK
+
+
+def _checkpointed(view) -> dict[int, list]:
+    """The epochs each running attempt of `view` has checkpointed so far, read from its workdir."""
+    from tasks.settings import artifacts_root, attempt_workdir
+    from trainer.results import checkpointed_epochs
+
+    try:
+        root = artifacts_root(view.experiment.spec.get("artifacts"))
+    except ExpectedError:  # TOWERFLOW_ARTIFACTS is refused: the run that trains says so; the rest still shows
+        return {}
+    experiment = view.experiment
+    return {a.number: checkpointed_epochs(attempt_workdir(root, experiment.config_hash, a.number))
+            for a in view.attempts if a.status == "running"}
 
 
 def _unowned(experiment) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tasks import wording
 from tasks.views import Comparison, ExperimentView, SweepView
+from trainer.results import EpochMetrics
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -29,9 +30,11 @@ def render_experiment_list(experiments: list[dict[str, Any]]) -> str:
     return "\n".join(_table(["id", "name", "status", "hash", "updated", "message"], rows))
 
 
-def render_experiment(detail: ExperimentView | Mapping[str, Any], unowned: str | None = None) -> str:
+def render_experiment(detail: ExperimentView | Mapping[str, Any], unowned: str | None = None,
+                      checkpointed: Mapping[int, Sequence[EpochMetrics]] | None = None) -> str:
     """One experiment: header, findings, the attempt lineage, and recall beside the popularity baseline;
-    `unowned` says why no run is working on it although it is unfinished."""
+    `unowned` says why no run is working on it although it is unfinished; `checkpointed` (attempt number ->
+    epochs) how far running attempts have got, their epochs being stored only once they end."""
     view = ExperimentView.of(detail)
     experiment = view.experiment
     lines = [f"experiment {experiment.id} {experiment.name!r} [{experiment.status}]  hash {experiment.config_hash}"]
@@ -46,6 +49,11 @@ def render_experiment(detail: ExperimentView | Mapping[str, Any], unowned: str |
     if view.attempts:
         lines += ["", "attempts:"]
         rows = [[a.number, wording.rate(a.learning_rate), a.status, a.epochs_run, a.reason] for a in view.attempts]
+        for row, attempt in zip(rows, view.attempts):
+            so_far = (checkpointed or {}).get(attempt.number) if attempt.status == "running" else None
+            if so_far:
+                row[3:] = [f"{len(so_far)} of {experiment.epochs}", f"epoch {so_far[-1].epoch} checkpointed: "
+                           f"loss/example {so_far[-1].loss:.4f} (uniform scores: {so_far[-1].uniform_loss:.4f})"]
         lines += ["  " + line for line in _table(["#", "learning rate", "status", "epochs", "reason"], rows)]
     if view.recall:
         lines += ["", f"recall {wording.recall_scope(view.recall[0])}:"]

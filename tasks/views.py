@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from trainer.probe_curve import ProbeCurve
 from trainer.quality import below_popularity_ks
 from trainer.results import EpochMetrics
-from trainer.spec import CollapseSpec
+from trainer.spec import CollapseSpec, TrainingSpec
 
 
 class _View(BaseModel):
@@ -54,6 +54,11 @@ class ExperimentHead(_View):
     def batch_size(self) -> int | None:
         """The spec's training batch size, when it says one."""
         return (self.spec.get("training") or {}).get("batch_size")
+
+    @property
+    def epochs(self) -> int:
+        """The epochs each attempt trains at most."""
+        return int((self.spec.get("training") or {}).get("epochs", TrainingSpec().epochs))
 
     @property
     def loss_tolerance(self) -> float:

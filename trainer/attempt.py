@@ -53,7 +53,7 @@ from trainer.memory import keep_less_freed_memory, release_freed_memory
 from trainer.model import (
     TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
 )
-from trainer.results import AttemptResult, StartPoint  # defined without TensorFlow; importable from here
+from trainer.results import EPOCHS_FILE, AttemptResult, StartPoint  # defined without TensorFlow; importable from here
 from trainer.scanned import experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import (
@@ -69,7 +69,6 @@ CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
 CANDIDATE_IDS = "candidate_ids.npy"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_INDEX = f"{CHECKPOINTS_DIR}/checkpoint"  # tf.train.CheckpointManager's index of the kept checkpoints
-EPOCHS_FILE = f"{CHECKPOINTS_DIR}/epochs.json"
 
 EpochCallback = Callable[[EpochMetrics], None]
 STEPS_PER_EXECUTION = 16

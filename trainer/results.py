@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from trainer.spec import CollapseSpec
+from trainer.storage import StorageError, exists, join, read_bytes
 
 AttemptStatus = Literal["succeeded", "collapsed", "diverged", "failed"]
 
@@ -217,3 +218,17 @@ class AttemptResult(BaseModel):
     model_uri: str | None
     workdir: str
     start: StartPoint | None = None  # the checkpoint it started from, when not from fresh weights
+
+
+EPOCHS_FILE = "checkpoints/epochs.json"
+"""The epochs of an attempt's latest checkpoint, beside it in its workdir (written with each checkpoint)."""
+
+
+def checkpointed_epochs(workdir: str) -> list[EpochMetrics]:
+    """The epochs an attempt in `workdir` has checkpointed so far: how far a running attempt has got.
+    Empty when there are none yet or they cannot be read now (a bucket that does not answer)."""
+    uri = join(workdir, EPOCHS_FILE)
+    try:
+        return TypeAdapter(list[EpochMetrics]).validate_json(read_bytes(uri)) if exists(uri) else []
+    except (StorageError, ValidationError):
+        return []

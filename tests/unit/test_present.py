@@ -3,6 +3,7 @@ markdown summary artifact (tasks.report.summary_markdown)."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ from flows.present import render_experiment, render_experiment_list
 from tasks import wording
 from tasks.report import lineage_markdown, summary_markdown
 from tasks.views import ExperimentView
+from trainer.results import EPOCHS_FILE, EpochMetrics, checkpointed_epochs
 
 NAN, INF = float("nan"), float("inf")
 
@@ -106,6 +108,30 @@ def test_an_unfinished_experiment_nobody_works_on_says_why_and_what_continues_it
     listed = render_experiment_list([{"id": 1, "name": "a", "status": "running", "config_hash": "ab", "message": None,
                                       "updated_at": "2026-12-07T05:52:19", "unowned": unowned}])
     assert "running (unowned)" in listed
+
+
+def test_a_running_attempt_shows_how_far_its_checkpoints_have_got(tmp_path):
+    running = ExperimentView.of({
+        "experiment": {"id": 8, "config_hash": "cd", "name": "live", "status": "running", "spec": {"training": {"epochs": 40}}},
+        "attempts": [{"number": 1, "learning_rate": 1.0, "status": "collapsed", "reason": "scores alike", "epochs_run": 3},
+                     {"number": 2, "learning_rate": 0.1, "status": "running"}],
+    })
+    epochs = [EpochMetrics(epoch=e, loss=5.0 - e / 10, steps=2, examples=64, buyer_grad_norm_mean=1.0,
+                           buyer_grad_norm_max=1.0, product_grad_norm_mean=1.0, product_grad_norm_max=1.0,
+                           nonfinite_steps=0, seconds=0.1, learning_rate=0.1, uniform_loss=6.0) for e in (1, 2, 3)]
+    workdir = tmp_path / "attempt-2"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / EPOCHS_FILE).write_text(json.dumps([m.model_dump(mode="json") for m in epochs]))
+    so_far = checkpointed_epochs(str(workdir))
+    assert so_far == epochs and checkpointed_epochs(str(tmp_path / "attempt-3")) == []
+
+    lines = render_experiment(running, checkpointed={1: epochs, 2: so_far}).splitlines()
+    assert lines[-1].split()[:6] == ["2", "0.1", "running", "3", "of", "40"]
+    assert lines[-1].endswith("epoch 3 checkpointed: loss/example 4.7000 (uniform scores: 6.0000)")
+    assert lines[-2].split()[:4] == ["1", "1", "collapsed", "3"]  # an attempt that ended shows what is stored
+    assert render_experiment(running).splitlines()[-1].split() == ["2", "0.1", "running", "0"]
+    (workdir / EPOCHS_FILE).write_text('[{"epoch": 1, "lo')  # being written, or damaged: nothing to show
+    assert checkpointed_epochs(str(workdir)) == []
 
 
 def test_summary_markdown_has_recall_with_lift_the_lineage_and_the_findings():
