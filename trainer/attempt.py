@@ -6,7 +6,9 @@ workdir itself when local, else a staging directory pushed to the workdir after 
 export (each checkpoint's files before the `checkpoint` index, so a kill mid-push leaves the previous
 checkpoint the latest one); a resumed attempt first pulls the checkpoints. The workdir holds:
   checkpoints/   one checkpoint per epoch: model, optimizer, epoch counter and the EpochMetrics so
-                 far (inside the checkpoint, so they can never disagree); epochs.json beside it
+                 far (inside the checkpoint, so they can never disagree); epochs.json beside it, and
+                 data.json, the fingerprints of the data files they were trained on (a resume on
+                 files changed since sets them aside and starts afresh)
   tb/            TensorBoard scalars per epoch (loss, per-tower gradient norms, learning rate)
   model/         on success: saved_model/ (query tower + BruteForce index; signatures
                  `serving_default` -> {scores, product_ids} and `embed_buyers` -> {embeddings}),
@@ -37,6 +39,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,7 +57,7 @@ from trainer.model import (
     TwoTowerModel, Tower, build_model, build_optimizer, embed, jit_compile, make_dataset, model_columns,
 )
 from trainer.results import EPOCHS_FILE, AttemptResult, StartPoint  # defined without TensorFlow; importable from here
-from trainer.scanned import experiment_data, workdir_scan
+from trainer.scanned import data_fingerprints, experiment_data, workdir_scan
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.storage import (
     Mirror, Unreachable, download, exists, join, local_copy, makedirs, mirrored, read_bytes, write_bytes,
@@ -69,6 +72,7 @@ CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"
 CANDIDATE_IDS = "candidate_ids.npy"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_INDEX = f"{CHECKPOINTS_DIR}/checkpoint"  # tf.train.CheckpointManager's index of the kept checkpoints
+DATA_FILE = f"{CHECKPOINTS_DIR}/data.json"  # the fingerprints of the data they were trained on (trainer.scanned)
 
 EpochCallback = Callable[[EpochMetrics], None]
 STEPS_PER_EXECUTION = 16
@@ -207,10 +211,25 @@ class _Checkpoints:
         self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
 
-    def restore(self, say: Callable[[str], None]) -> list[EpochMetrics]:
+    def restore(self, say: Callable[[str], None], data: list[list]) -> list[EpochMetrics]:
         """Restore the latest checkpoint that reads whole (if any) and return its EpochMetrics. One that does
         not (a corrupt or cut-short file) is named, set aside as `unreadable-*` and an earlier kept one tried;
-        with none left the attempt starts afresh: an unreadable checkpoint costs epochs, never the attempt."""
+        with none left the attempt starts afresh: an unreadable checkpoint costs epochs, never the attempt.
+        Checkpoints trained on other data than `data` (its fingerprints: the files changed since) are set
+        aside as `other-data-*` and the attempt starts afresh: its vocabularies are other ones now."""
+        data_file = os.path.join(self.directory, os.path.basename(DATA_FILE))
+        try:
+            trained_on = json.loads(Path(data_file).read_text())
+        except (OSError, ValueError):  # none yet (or damaged): nothing says the data changed
+            trained_on = data
+        if trained_on != data and self.manager.checkpoints:
+            say(f"its checkpoints were trained on other data ({_data_change(trained_on, data)}): "
+                "set aside; starting afresh on the data as it is now")
+            for prefix in self.manager.checkpoints:
+                _set_aside(prefix, "other-data")
+            self._forget_all_but([])
+        os.makedirs(self.directory, exist_ok=True)
+        Path(data_file).write_text(json.dumps(data))
         kept = list(self.manager.checkpoints)
         while kept:
             prefix = kept.pop()
@@ -221,7 +240,7 @@ class _Checkpoints:
                 return [EpochMetrics.model_validate(item) for item in raw]
             fallback = f"trying {os.path.basename(kept[-1])}" if kept else "starting afresh"
             say(f"checkpoint {os.path.basename(prefix)} cannot be read ({problem}): set aside; {fallback}")
-            _set_aside(prefix)
+            _set_aside(prefix, "unreadable")
             self._forget_all_but(kept)
         return []
 
@@ -260,12 +279,23 @@ def unreadable(prefix: str) -> str | None:
     return None
 
 
-def _set_aside(prefix: str) -> None:
-    """Rename the files of the checkpoint at `prefix` to `unreadable-<name>...`, kept for a look, never restored."""
+def _set_aside(prefix: str, why: str) -> None:
+    """Rename the files of the checkpoint at `prefix` to `<why>-<name>...`, kept for a look, never restored."""
     directory, name = os.path.split(prefix)
     for entry in os.listdir(directory):
         if entry.startswith(f"{name}."):
-            os.replace(os.path.join(directory, entry), os.path.join(directory, f"unreadable-{entry}"))
+            os.replace(os.path.join(directory, entry), os.path.join(directory, f"{why}-{entry}"))
+
+
+def _data_change(before: list[list], now: list[list]) -> str:
+    """Which of the data's files changed, came or went (the first found), from their fingerprints."""
+    old, new = {entry[0]: entry for entry in before}, {entry[0]: entry for entry in now}
+    for file, entry in new.items():
+        if file not in old:
+            return f"{file} is new"
+        if old[file] != entry:
+            return f"{file} changed"
+    return f"{next(file for file in old if file not in new)} is gone"
 
 
 def restore_towers(model: TwoTowerModel, prefix: str) -> None:
@@ -543,7 +573,7 @@ def _run_attempt(
         with _writable(workdir, cluster) as mirror:
             checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
             progress = _Progress(spec)
-            for metrics in checkpoints.restore(lambda line: say(f"{name}: {line}")):
+            for metrics in checkpoints.restore(lambda line: say(f"{name}: {line}"), data_fingerprints(spec)):
                 progress.record(metrics)
             if progress.epochs:
                 done = len(progress.epochs)

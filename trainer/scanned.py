@@ -59,7 +59,7 @@ def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
     else scanned in a child process (which keeps it there) and then loaded. DataError as the pass
     raises it."""
     source = Source(spec, layout(spec))
-    ensure_scanned(spec, directory, source)
+    ensure_scanned(spec, directory)
     data = load_scan(spec, directory, source)
     if data is None:  # kept, but damaged on disk: it is only the pass's cache, so the pass runs again
         logging.getLogger(__name__).warning("the scan kept in %s cannot be read: scanning the data again", directory)
@@ -70,11 +70,10 @@ def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
     return data
 
 
-def ensure_scanned(spec: ExperimentSpec, directory: str, source: Source | None = None) -> None:
+def ensure_scanned(spec: ExperimentSpec, directory: str) -> None:
     """Scan the streamed spec in a child process unless a scan of the same files is kept in `directory`
     (a caller that has not imported TensorFlow yet keeps its own memory small while the child runs)."""
-    source = source or Source(spec, layout(spec))
-    if _kept_manifest(spec, directory, source) is None:
+    if _kept_manifest(spec, directory) is None:
         _scan_in_child(spec, directory)
 
 
@@ -91,7 +90,7 @@ def save_scan(data: ExperimentData, directory: str) -> None:
     manifest = {
         "format": FORMAT,
         "spec": stream.source.spec.content_hash(),
-        "files": _fingerprints(_inputs(stream.source)),
+        "files": data_fingerprints(stream.source.spec),
         "columns": stream.source.columns,
         "pieces": [dataclasses.astuple(piece) for piece in stream.pieces],
         "n_rows": data.stats.n_rows,
@@ -117,7 +116,7 @@ def load_scan(spec: ExperimentSpec, directory: str, source: Source) -> Experimen
 
 
 def _loaded_scan(spec: ExperimentSpec, directory: str, source: Source) -> ExperimentData | None:
-    manifest = _kept_manifest(spec, directory, source)
+    manifest = _kept_manifest(spec, directory)
     if manifest is None:
         return None
     counts = {}
@@ -161,7 +160,7 @@ def _scan_in_child(spec: ExperimentSpec, directory: str) -> None:
     raise DataError(error["message"], field=error["field"], code=error["code"])
 
 
-def _kept_manifest(spec: ExperimentSpec, directory: str, source: Source) -> dict[str, Any] | None:
+def _kept_manifest(spec: ExperimentSpec, directory: str) -> dict[str, Any] | None:
     """The manifest of a scan in `directory` of this format, spec and files as they are now, else None."""
     uri = join(directory, MANIFEST)
     if not exists(uri):
@@ -172,18 +171,24 @@ def _kept_manifest(spec: ExperimentSpec, directory: str, source: Source) -> dict
         except ValueError:  # damaged on disk: no scan kept
             return None
     kept = isinstance(manifest, dict) and manifest.get("format") == FORMAT
-    if not kept or manifest.get("spec") != spec.content_hash() or manifest.get("files") != _fingerprints(_inputs(source)):
+    if not kept or manifest.get("spec") != spec.content_hash() or manifest.get("files") != data_fingerprints(spec):
         return None
     return manifest
 
 
-def _inputs(source: Source) -> list[str]:
-    """Every file the pass reads: the transactions' and, when given, the catalogue's."""
-    products = source.spec.data.products
-    if not products or is_builtin(products):
-        return [*source.files, *([products] if products else [])]
-    pattern = as_pattern(products)
-    return [*source.files, *(expand(pattern) if is_pattern(pattern) else [products])]
+def data_files(spec: ExperimentSpec) -> list[str]:
+    """Every file the spec's data reads: the transactions' and, when given, the catalogue's (each shard of a
+    glob or folder; a built-in dataset by its name)."""
+    files = []
+    for uri in filter(None, (spec.data.transactions, spec.data.products)):
+        pattern = uri if is_builtin(uri) else as_pattern(uri)
+        files += expand(pattern) if not is_builtin(uri) and is_pattern(pattern) else [uri]
+    return files
+
+
+def data_fingerprints(spec: ExperimentSpec) -> list[list]:
+    """What says the spec's data changed: each file with its size and version markers (see `_fingerprints`)."""
+    return _fingerprints(data_files(spec))
 
 
 CHANGE_MARKERS = ("mtime", "updated", "generation", "md5Hash", "LastModified", "ETag", "etag", "Last-Modified",

@@ -18,6 +18,7 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
 from trainer.attempt import WorkdirTaken, _Progress, load_result, run_attempt
 from trainer.gradients import EpochMetrics
+from trainer.data import load_table
 from trainer.evaluation import evaluate_model
 from trainer.spec import spec_from_dict
 
@@ -178,6 +179,30 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_attempt_resumes_from_an_e
     assert epochs == list(range(resumed_at, 5)) and result.status == "succeeded"
     assert [m.epoch for m in result.epochs] == [1, 2, 3, 4]
     assert (workdir / "checkpoints" / "unreadable-ckpt-3.data-00000-of-00001").exists()
+
+
+def test_checkpoints_trained_on_data_changed_since_are_set_aside_and_the_attempt_starts_afresh(tmp_path):
+    rows = load_table(DATA.format(table="transactions"))[["customer_id", "product_id"]]
+    data = tmp_path / "tx.csv"
+    rows.iloc[:6000].to_csv(data, index=False)
+    raw = _raw_spec(3, 1.0, (5, 10))
+    raw["data"] = {"transactions": str(data), "split": {"strategy": "random", "test_fraction": 0.2, "seed": 1}}
+    raw["buyer_features"], raw["product_features"] = raw["buyer_features"][:1], raw["product_features"][:1]
+    spec, workdir = spec_from_dict(raw), str(tmp_path / "attempt")
+
+    def stop_after_2(metrics):
+        if metrics.epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_2)
+    rows.to_csv(data, index=False)  # new rows since, with ids the checkpoints' vocabularies lack
+    said, epochs = [], []
+    result = run_attempt(spec, 0.1, workdir, on_epoch=lambda m: epochs.append(m.epoch), say=said.append)
+    assert f"attempt: its checkpoints were trained on other data ({data} changed): set aside; starting afresh " \
+           "on the data as it is now" in said
+    assert epochs == [1, 2, 3] and result.status == "succeeded"
+    assert (tmp_path / "attempt" / "checkpoints" / "other-data-ckpt-2.index").exists()
 
 
 def test_an_ensemble_of_members_resumes_exports_their_embeddings_side_by_side_and_evaluates(tmp_path):
