@@ -441,12 +441,16 @@ def load_result(workdir: str, say: Callable[[str], None] | None = None) -> Attem
         return None
 
 
-def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress) -> bool:
+def _start_from(model: TwoTowerModel, start: StartPoint, progress: _Progress, data: list[list]) -> bool:
     """Load the model weights of `start` (its epoch's checkpoint in the earlier attempt's workdir) and
-    take that attempt's epochs up to it as this one's first; False when that checkpoint is gone or unreadable."""
+    take that attempt's epochs up to it as this one's first; False when that checkpoint is gone, unreadable,
+    or was trained on other data than `data` (the data's fingerprints now)."""
     source = load_result(start.workdir)
     checkpoint = join(start.workdir, CHECKPOINTS_DIR, f"ckpt-{start.epoch}.index")
     if source is None or not exists(checkpoint):
+        return False
+    trained_on = join(start.workdir, DATA_FILE)
+    if exists(trained_on) and json.loads(read_bytes(trained_on)) != data:
         return False
     name = f"ckpt-{start.epoch}"
     with local_copy(join(start.workdir, CHECKPOINTS_DIR), only=f"{name}.") as local:
@@ -573,16 +577,18 @@ def _run_attempt(
         with _writable(workdir, cluster) as mirror:
             checkpoints = _Checkpoints(model, os.path.join(mirror.path, CHECKPOINTS_DIR), max_to_keep=keep)
             progress = _Progress(spec)
-            for metrics in checkpoints.restore(lambda line: say(f"{name}: {line}"), data_fingerprints(spec)):
+            data_now = data_fingerprints(spec)
+            for metrics in checkpoints.restore(lambda line: say(f"{name}: {line}"), data_now):
                 progress.record(metrics)
             if progress.epochs:
                 done = len(progress.epochs)
                 say(f"resuming {name} at epoch {done + 1} (epochs 1..{done} restored from checkpoint)")
             elif start is not None:
-                if _start_from(model, start, progress):
+                if _start_from(model, start, progress, data_now):
                     say(f"{name} starts from attempt {start.attempt}'s epoch {start.epoch} (its last healthy one)")
                 else:
-                    say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone or unreadable; starting afresh")
+                    say(f"{name}: attempt {start.attempt}'s epoch {start.epoch} checkpoint is gone, unreadable or "
+                        "trained on other data; starting afresh")
                     start = None
 
             if not progress.finished:

@@ -330,6 +330,12 @@ def test_a_rollback_retry_starts_from_the_earlier_attempts_checkpoint_at_the_low
     assert retry.epochs[2].loss < first.epochs[1].loss  # from epoch 2's weights (fresh ones start near uniform)
     assert lines == ["attempt starts from attempt 1's epoch 2 (its last healthy one)"]
     assert retry.reason.startswith("started from attempt 1's epoch 2; trained 4 epochs")
+    (tmp_path / "attempt-1" / "checkpoints" / "data.json").write_text('[["tx.csv", 1024, "mtime=1.0"]]')
+    lines.clear()  # as if the data had changed since attempt 1: its weights fit other vocabularies
+    fresh = run_attempt(spec, 0.003, str(tmp_path / "attempt-3"), start=start, say=lines.append)
+    assert lines == ["attempt: attempt 1's epoch 2 checkpoint is gone, unreadable or trained on other data; "
+                     "starting afresh"]
+    assert fresh.start is None and fresh.status == "succeeded"
 
 
 def test_a_streamed_attempt_trains_and_evaluates_as_one_in_memory_does(tmp_path):
