@@ -30,7 +30,7 @@ from trainer.rules import data_uri_problem
 from trainer.schema import SchemaError, read_columns, read_shards, repeated_column, table_format
 from trainer.spec import ExperimentSpec, FeatureSpec, SplitSpec, feature_paths
 from trainer.stats import TEXT_TYPES, TrainStats, is_blank
-from trainer.storage import StorageError, Unreachable, as_pattern, is_pattern, local_path, open_uri
+from trainer.storage import StorageError, Unreachable, as_pattern, is_pattern, local_path, named, open_uri
 
 if TYPE_CHECKING:
     from trainer.stream import TrainStream
@@ -194,7 +194,7 @@ def reading(uri: str, kind: str) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError:
-        raise DataError(f"{uri}: file not found", code="data_unreadable") from None
+        raise DataError(f"{named(uri)}: file not found", code="data_unreadable") from None
     except Unreachable:
         raise  # an outage, not bad data: the run stops and the next one continues
     except StorageError as exc:

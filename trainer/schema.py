@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from trainer.datasets import builtin_columns, is_builtin
 from trainer.rules import DataSchema, Finding, data_uri_problem
 from trainer.spec import ExperimentSpec, feature_paths
-from trainer.storage import StorageError, as_pattern, expand, is_pattern, local_path, open_uri
+from trainer.storage import StorageError, as_pattern, expand, is_pattern, local_path, named, open_uri
 from trainer.vocabulary import VocabularyError, read_vocabulary
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv", ".csv.zst": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -149,7 +149,7 @@ def _schema(uri: str) -> dict[str, str]:
     try:
         columns = reader(uri)
     except FileNotFoundError:
-        raise SchemaError(f"{uri}: file not found") from None
+        raise SchemaError(f"{named(uri)}: file not found") from None
     except SchemaError:
         raise
     except Exception as exc:  # any failure to open or decode the file (I/O, auth, corrupt footer)

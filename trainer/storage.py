@@ -64,6 +64,13 @@ def join(*parts: str) -> str:
     return posixpath.join(*parts)
 
 
+def named(uri: str) -> str:
+    """`uri` as a message names it: a relative local path with the directory it is read from (a flow run by
+    `towerflow serve` reads it from serve's directory, not the submitter's)."""
+    uri = str(uri)
+    return uri if "://" in uri or os.path.isabs(uri) else f"{uri} (relative to {os.getcwd()})"
+
+
 def local_path(uri: str) -> str | None:
     """The path on this machine of a plain path or file:// URI (absolute); None for a remote URI."""
     fs, path = filesystem(uri)
@@ -117,7 +124,7 @@ def failing_as_storage_error(uri: str) -> Iterator[None]:
     except ExpectedError:  # already one line naming what is wrong (a StorageError, a DataError)
         raise
     except FileNotFoundError:
-        raise NotFound(f"{uri}: not found") from None
+        raise NotFound(f"{named(uri)}: not found") from None
     except Exception as error:
         code = getattr(error, "code", None)  # gcsfs.retry.HttpError
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0]

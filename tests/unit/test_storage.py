@@ -13,6 +13,7 @@ import pytest
 
 from trainer import storage
 from trainer.errors import ExpectedError
+from trainer.data import DataError, load_table
 
 
 @pytest.fixture
@@ -53,6 +54,14 @@ def test_a_missing_object_is_one_line_naming_the_uri(memory_root, tmp_path):
             storage.read_bytes(uri)
         assert str(raised.value) == f"{uri}: not found"
         assert isinstance(raised.value, ExpectedError) and isinstance(raised.value, FileNotFoundError)
+
+
+def test_a_missing_relative_path_names_the_directory_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where `towerflow serve` runs, say: not where the config was submitted from
+    with pytest.raises(storage.NotFound, match=f"^data/tx.csv \\(relative to {tmp_path}\\): not found$"):
+        storage.read_bytes("data/tx.csv")
+    with pytest.raises(DataError, match=f"^data/tx.csv \\(relative to {tmp_path}\\): file not found$"):
+        load_table("data/tx.csv")
 
 
 class _Refusing(Exception):
