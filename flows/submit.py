@@ -94,6 +94,19 @@ def check_config(source: str | Path, overrides: list[str] | None = None) -> Vali
     return report
 
 
+def relative_data_paths(spec: ExperimentSpec) -> list[Finding]:
+    """A warning for each data path given relative: the flow of a submitted config reads it from the folder
+    it runs in (`towerflow serve`'s, or a worker's), which need not be the submitter's."""
+    paths = {"data.transactions": spec.data.transactions, "data.products": spec.data.products}
+    return [
+        Finding(code="relative_data_path", severity="warning", field=field,
+                message=f"{uri!r} is a relative path: the flow that trains reads it from the folder it runs in "
+                        f"(towerflow serve's, or a worker's), not necessarily from {Path.cwd()}",
+                suggestion=f"give an absolute path ({Path(uri).resolve()}) or a URI")
+        for field, uri in paths.items() if uri and storage.named(uri) != uri
+    ]
+
+
 def submit_valid(report: ValidationReport, emit: Callable[[Submission], None] = emit_submitted) -> Submission:
     """Store a valid config, get or create its experiment row (pending when new) and `emit` the event.
 
@@ -104,7 +117,7 @@ def submit_valid(report: ValidationReport, emit: Callable[[Submission], None] = 
     experiment, created = store.get_or_create_experiment(spec.content_hash(), spec.name, spec.model_dump_json())
     submission = Submission(
         experiment_id=experiment.id, config_hash=spec.content_hash(), name=spec.name, config_uri=uri,
-        status=experiment.status, created=created, warnings=report.warnings,
+        status=experiment.status, created=created, warnings=[*report.warnings, *relative_data_paths(spec)],
     )
     try:
         emit(submission)
