@@ -30,7 +30,7 @@ from trainer.data import DataError, ExperimentData, layout, load_experiment_data
 from trainer.datasets import is_builtin
 from trainer.spec import ExperimentSpec, spec_from_dict
 from trainer.stats import Flagged, Moments, TrainStats
-from trainer.storage import as_pattern, exists, expand, filesystem, is_pattern, join, open_uri, write_bytes
+from trainer.storage import as_pattern, described, exists, filesystem, is_pattern, join, open_uri, write_bytes
 from trainer.stream import Piece, Source, TrainStream, scan
 
 MANIFEST = "manifest.json"
@@ -176,39 +176,28 @@ def _kept_manifest(spec: ExperimentSpec, directory: str) -> dict[str, Any] | Non
     return manifest
 
 
-def data_files(spec: ExperimentSpec) -> list[str]:
-    """Every file the spec's data reads: the transactions' and, when given, the catalogue's (each shard of a
-    glob or folder; a built-in dataset by its name)."""
-    files = []
-    for uri in filter(None, (spec.data.transactions, spec.data.products)):
-        pattern = uri if is_builtin(uri) else as_pattern(uri)
-        files += expand(pattern) if not is_builtin(uri) and is_pattern(pattern) else [uri]
-    return files
-
-
 def data_fingerprints(spec: ExperimentSpec) -> list[list]:
-    """What says the spec's data changed: each file with its size and version markers (see `_fingerprints`)."""
-    return _fingerprints(data_files(spec))
+    """What says the spec's data changed: each file of the transactions and the catalogue (each shard of a glob
+    or folder, from one listing) with its size and every version marker its filesystem reports; a built-in
+    dataset by its name alone."""
+    found = []
+    for uri in filter(None, (spec.data.transactions, spec.data.products)):
+        if is_builtin(uri):
+            found.append([uri])
+            continue
+        pattern = as_pattern(uri)
+        for file, info in sorted((described(pattern) if is_pattern(pattern) else {uri: None}).items()):
+            if info is None:
+                fs, path = filesystem(file)
+                info = fs.info(path)
+            found.append([file, info.get("size"), *(f"{key}={info[key]}" for key in CHANGE_MARKERS if info.get(key))])
+    return found
 
 
 CHANGE_MARKERS = ("mtime", "updated", "generation", "md5Hash", "LastModified", "ETag", "etag", "Last-Modified",
                   "Content-MD5", "Digest")
 """What fsspec's `info` may say about a file's version: local and GCS times, GCS generations and hashes, S3's
 time and ETag, and the headers an HTTP server sends (each only where that filesystem reports it)."""
-
-
-def _fingerprints(files: list[str]) -> list[list]:
-    """Each file with its size and every version marker its filesystem reports (a built-in dataset: its
-    name alone)."""
-    found = []
-    for file in files:
-        if is_builtin(file):
-            found.append([file])
-            continue
-        fs, path = filesystem(file)
-        info = fs.info(path)
-        found.append([file, info.get("size"), *(f"{key}={info[key]}" for key in CHANGE_MARKERS if info.get(key))])
-    return found
 
 
 def _write_frame(uri: str, frame: pd.DataFrame) -> None:

@@ -189,6 +189,11 @@ def expand(pattern: str) -> list[str]:
     """The files `pattern` names, sorted and spelled like it (`gs://b/tx/part-0.csv`, `tx/part-0.csv`):
     a glob's matches, or the files directly in a folder or under a prefix ending in `/`. Names
     starting with `_` or `.` (`_SUCCESS`, `.part-0.crc`) are skipped. [] when nothing matches."""
+    return sorted(described(pattern))
+
+
+def described(pattern: str) -> dict[str, dict]:
+    """The files `expand(pattern)` names, each with what the one listing of them says (size, times, generation)."""
     pattern = str(pattern)
     wildcard = min((pattern.find(c) for c in GLOB_CHARACTERS if c in pattern), default=len(pattern))
     base = pattern[: pattern.rfind("/", 0, wildcard) + 1]  # the folder the matches lie in, as written
@@ -196,9 +201,8 @@ def expand(pattern: str) -> list[str]:
         fs, path = filesystem(pattern)
         root = fs._strip_protocol(base).rstrip("/")
         found = fs.ls(path, detail=True) if pattern.endswith("/") else fs.glob(path, detail=True).values()
-        names = [entry["name"] for entry in found if entry["type"] == "file"]
-    relative = (name[len(root):].lstrip("/") for name in names)
-    return sorted(base + name for name in relative if not posixpath.basename(name).startswith(("_", ".")))
+        files = {base + entry["name"][len(root):].lstrip("/"): entry for entry in found if entry["type"] == "file"}
+    return {uri: entry for uri, entry in files.items() if not posixpath.basename(uri).startswith(("_", "."))}
 
 
 def read_bytes(uri: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 
 import pandas as pd
@@ -13,7 +14,7 @@ from test_stream import CUTOFF, HASH, as_text, config, transactions, write
 
 import trainer.scanned as scanned_module
 from trainer.data import DataError
-from trainer.scanned import MANIFEST, scanned
+from trainer.scanned import MANIFEST, data_fingerprints, scanned
 from trainer.spec import spec_from_dict
 from trainer.stream import scan
 
@@ -127,13 +128,27 @@ def test_a_file_served_over_http_is_fingerprinted_by_what_the_server_says_of_it(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/tx.csv"
+    spec = SimpleNamespace(data=SimpleNamespace(transactions=url, products=None))
     try:
         os.utime(served, (1_700_000_000, 1_700_000_000))
-        before = scanned_module._fingerprints([url])
+        before = data_fingerprints(spec)
         served.write_text("customer_id,product_id\nc,d\n")  # the same size
         os.utime(served, (1_700_000_100, 1_700_000_100))
-        after = scanned_module._fingerprints([url])
+        after = data_fingerprints(spec)
     finally:
         server.shutdown()
     assert before[0][1] == after[0][1]
     assert before != after
+
+
+def test_the_fingerprints_of_a_glob_see_a_shard_come_or_change(tmp_path):
+    for number in (0, 1):
+        (tmp_path / f"part-{number}.csv").write_text("customer_id,product_id\na,b\n")
+    spec = SimpleNamespace(data=SimpleNamespace(transactions=str(tmp_path / "part-*.csv"), products=None))
+    before = data_fingerprints(spec)
+    assert [entry[0] for entry in before] == [str(tmp_path / "part-0.csv"), str(tmp_path / "part-1.csv")]
+    (tmp_path / "part-2.csv").write_text("customer_id,product_id\na,b\n")
+    assert len(data_fingerprints(spec)) == 3
+    (tmp_path / "part-2.csv").unlink()
+    (tmp_path / "part-1.csv").write_text("customer_id,product_id\na,b\nc,d\n")
+    assert data_fingerprints(spec)[0] == before[0] and data_fingerprints(spec)[1] != before[1]
