@@ -107,6 +107,17 @@ class Interrupted(Exception):
     pass
 
 
+def interrupt_after(epoch: int, spec, workdir: str) -> None:
+    """Run an attempt at lr 0.1 and stop it, as a kill would, once `epoch` is checkpointed."""
+
+    def stop(metrics):
+        if metrics.epoch == epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_attempt(spec, 0.1, workdir, on_epoch=stop)
+
+
 def test_early_stopping_stops_when_validation_loss_stops_improving_and_keeps_the_best_epoch():
     spec = spec_from_dict(_raw_spec(10, 1.0, (5,), early_stopping_patience=2))
     progress = _Progress(spec)
@@ -125,12 +136,7 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
     spec = spec_from_dict(_raw_spec(4, 1.0, (5, 10), validation_fraction=0.1))
     workdir = str(tmp_path / "attempt")
 
-    def stop_after_2(metrics):
-        if metrics.epoch == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_2)
+    interrupt_after(2, spec, workdir)
     assert load_result(workdir) is None
     resumed_epochs: list[int] = []
     result = run_attempt(spec, 0.1, workdir, on_epoch=lambda m: resumed_epochs.append(m.epoch))
@@ -164,12 +170,7 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_attempt_resumes_from_an_e
     spec = spec_from_dict(_raw_spec(4, 1.0, (5, 10), backoff={"restart": restart}))
     workdir = tmp_path / "attempt"
 
-    def stop_after_3(metrics):
-        if metrics.epoch == 3:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run_attempt(spec, 0.1, str(workdir), on_epoch=stop_after_3)
+    interrupt_after(3, spec, str(workdir))
     data = workdir / "checkpoints" / "ckpt-3.data-00000-of-00001"
     os.truncate(data, data.stat().st_size // 2)  # a write cut short
     said, epochs = [], []
@@ -190,12 +191,7 @@ def test_checkpoints_trained_on_data_changed_since_are_set_aside_and_the_attempt
     raw["buyer_features"], raw["product_features"] = raw["buyer_features"][:1], raw["product_features"][:1]
     spec, workdir = spec_from_dict(raw), str(tmp_path / "attempt")
 
-    def stop_after_2(metrics):
-        if metrics.epoch == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_2)
+    interrupt_after(2, spec, workdir)
     rows.to_csv(data, index=False)  # new rows since, with ids the checkpoints' vocabularies lack
     said, epochs = [], []
     result = run_attempt(spec, 0.1, workdir, on_epoch=lambda m: epochs.append(m.epoch), say=said.append)
@@ -211,12 +207,7 @@ def test_an_ensemble_of_members_resumes_exports_their_embeddings_side_by_side_an
                     "buyer_layers": [{"units": 16}], "product_layers": [{"units": 16}]}
     spec, workdir = spec_from_dict(raw), str(tmp_path / "attempt")
 
-    def stop_after_1(metrics):
-        if metrics.epoch == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run_attempt(spec, 0.1, workdir, on_epoch=stop_after_1)
+    interrupt_after(1, spec, workdir)
     result = run_attempt(spec, 0.1, workdir)
     assert result.status == "succeeded" and result.epochs[1].loss < result.epochs[0].loss  # both members resumed
     candidates = np.load(f"{result.model_uri}/candidate_embeddings.npy")
