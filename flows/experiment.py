@@ -269,7 +269,7 @@ def run_experiment(config: str | dict, overrides: list[str] | None = None, force
     label = config if isinstance(config, str) else "config"
     report = validate(config, overrides, source_label=label)
     if not report.ok:
-        raise ExperimentStopped("invalid config: " + "; ".join(_warning_lines(report.errors)))
+        _refuse(report)
     spec = report.spec
     config_hash = spec.content_hash()
     run_id = str(get_run_context().flow_run.id)
@@ -425,6 +425,18 @@ def _starting_learning_rate(spec: ExperimentSpec, findings: list[Finding], exper
 def _probe_origin(spec: ExperimentSpec, learning_rate: float) -> str:
     """Where attempt 1's rate came from, for the log, the lineage card and the experiment's summary."""
     return f"the learning-rate probe's suggestion {learning_rate:g}, configured {spec.training.learning_rate:g}"
+
+
+def _refuse(report) -> None:
+    """Stop on an invalid config. A submitted one whose experiment waits `pending` (valid where it was submitted,
+    not where this flow runs: a relative data path, a file gone since) ends failed with the errors as findings,
+    so neither `results` nor the reconciler, which would start it again and again, takes it for waiting."""
+    message = "invalid config: " + "; ".join(_warning_lines(report.errors))
+    stored = store.experiment_by_hash(report.config_hash) if report.spec is not None else None
+    if stored is not None and stored.status == "pending":
+        store.replace_findings(stored.id, report.findings)
+        _fail(report.spec, stored.id, message, attempts=0)
+    raise ExperimentStopped(message)
 
 
 def _fail(spec: ExperimentSpec, experiment_id: int, message: str, **payload) -> None:

@@ -897,8 +897,8 @@ def sweep_view(sweep_id: int) -> SweepView:
                      points=json.loads(sweep.points_json), created_at=sweep.created_at)
     points = []
     for point in head.points:
-        experiment = _experiment_id_by_hash(point.config_hash)
-        points.append(PointView(point=point, experiment=None if experiment is None else experiment_view(experiment)))
+        experiment = experiment_by_hash(point.config_hash)
+        points.append(PointView(point=point, experiment=None if experiment is None else experiment_view(experiment.id)))
     return SweepView(sweep=head, points=points)
 
 
@@ -909,10 +909,10 @@ def _sweep_row(sweep_id: int) -> Sweep:
 
 
 @_retrying
-def _experiment_id_by_hash(config_hash: str) -> int | None:
+def experiment_by_hash(config_hash: str) -> Experiment | None:
+    """The experiment of the config whose content hash is `config_hash`, if one is stored."""
     with _session() as session:
-        found = _experiment_by_hash(session, config_hash)
-        return None if found is None else found.id
+        return _experiment_by_hash(session, config_hash)
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -146,6 +146,33 @@ def test_an_invalid_config_fails_and_leaves_no_rows(towerflow_env):
     assert [name for name, _ in towerflow_env] == [events.VALIDATION_FAILED]
 
 
+def test_a_submitted_config_refused_where_the_flow_runs_ends_failed_not_pending(towerflow_env, tmp_path, monkeypatch):
+    from flows.experiment import run_experiment
+    from flows.submit import check_config, submit_valid
+    from trainer.data import load_table
+
+    submitter, server = tmp_path / "submitter", tmp_path / "serve"
+    server.mkdir()
+    (submitter / "data").mkdir(parents=True)
+    load_table(TINY_DATA.format(table="transactions")).to_csv(submitter / "data" / "tx.csv", index=False)
+    config = tiny_config(data={"transactions": "data/tx.csv"})
+    (submitter / "tiny.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(submitter)
+    submission = submit_valid(check_config("tiny.yaml"), emit=lambda submitted: None)
+
+    monkeypatch.chdir(server)  # where `towerflow serve` runs the triggered flow: no data/tx.csv here
+    state = run_experiment(submission.config_uri, return_state=True)
+    assert state.is_failed() and f"data/tx.csv (relative to {server}): file not found" in state.message
+    detail = only_experiment()
+    assert detail["experiment"]["status"] == "failed"  # not `pending`, which the reconciler would start forever
+    assert detail["experiment"]["message"].startswith("invalid config: data.transactions: data/tx.csv (relative")
+    assert [f["code"] for f in detail["findings"]] == ["data_unreadable"]
+
+    store.set_experiment_status(detail["experiment"]["id"], "succeeded")
+    assert run_experiment(submission.config_uri, return_state=True).is_failed()
+    assert only_experiment()["experiment"]["status"] == "succeeded"  # a stored result is never overwritten
+
+
 def test_several_workers_without_an_engine_fail_validation_naming_the_field(towerflow_env):
     from flows.experiment import run_experiment
 
