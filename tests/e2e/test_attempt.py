@@ -162,6 +162,7 @@ def test_an_interrupted_attempt_resumes_after_its_last_finished_epoch(tmp_path):
         run_attempt(spec, 0.1, workdir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("restart, resumed_at", [("last_healthy", 3), ("scratch", 1)])
 def test_an_unreadable_checkpoint_is_set_aside_and_the_attempt_resumes_from_an_earlier_one_or_afresh(
     tmp_path, restart, resumed_at
@@ -182,6 +183,7 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_attempt_resumes_from_an_e
     assert (workdir / "checkpoints" / "unreadable-ckpt-3.data-00000-of-00001").exists()
 
 
+@pytest.mark.slow
 def test_checkpoints_trained_on_data_changed_since_are_set_aside_and_the_attempt_starts_afresh(tmp_path):
     rows = load_table(DATA.format(table="transactions"))[["customer_id", "product_id"]]
     data = tmp_path / "tx.csv"
