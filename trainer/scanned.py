@@ -16,7 +16,6 @@ import ctypes
 import dataclasses
 import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -59,10 +58,8 @@ def scanned(spec: ExperimentSpec, directory: str) -> ExperimentData:
     else scanned in a child process (which keeps it there) and then loaded. DataError as the pass
     raises it."""
     source = Source(spec, layout(spec))
-    ensure_scanned(spec, directory)
     data = load_scan(spec, directory, source)
-    if data is None:  # kept, but damaged on disk: it is only the pass's cache, so the pass runs again
-        logging.getLogger(__name__).warning("the scan kept in %s cannot be read: scanning the data again", directory)
+    if data is None:  # none kept, one of other files, or one damaged on disk (it is only the pass's cache)
         _scan_in_child(spec, directory)
         data = load_scan(spec, directory, source)
     if data is None:
